@@ -1,0 +1,99 @@
+"""Adds ``ns-export compressed`` to nerfstudio's exporter without editing site-packages.
+
+nerfstudio 1.1.5's ``ns-export`` builds its subcommand union (``nerfstudio.scripts.exporter.Commands``) at
+module import and offers no plugin hook. The wheel installs ``nscodec_startup.pth``, which Python's ``site``
+module executes at interpreter start; it imports this module, which registers a :class:`sys.meta_path` finder
+for exactly one module name, ``nerfstudio.scripts.exporter``. When (and only when) that module is imported, the
+finder:
+
+1. makes ``import open3d`` at the exporter's top level safe: open3d 0.20 needs the system library
+   ``libusb-1.0``; if open3d cannot be loaded, a stand-in module is bound whose first attribute access raises
+   one clear ``ImportError`` (so ``pointcloud``/``tsdf``/``poisson`` report what is missing, while
+   ``cameras``, ``gaussian-splat`` and ``compressed`` work);
+2. after the module ran, appends our ``compressed`` subcommand to ``Commands`` (see
+   :func:`nscodec.export.register_with_exporter`).
+
+Cost at start-up: one small import, no torch. Disable with ``NSCODEC_NO_STARTUP_HOOK=1``.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
+import types
+
+_TARGET = "nerfstudio.scripts.exporter"
+
+
+class _Open3dShim(types.ModuleType):
+    """Stand-in for an ``open3d`` that cannot be loaded: tries the real import on first use, else raises."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("open3d")
+        self.__dict__["_nscodec_reason"] = reason
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise ImportError(
+            "open3d could not be loaded (" + self.__dict__["_nscodec_reason"] + "). The point-cloud and mesh "
+            "exports need it: on Debian/Ubuntu install the system library with `apt-get install libusb-1.0-0`. "
+            "`ns-export compressed` does not need open3d."
+        )
+
+
+def _install_open3d_shim() -> None:
+    if "open3d" in sys.modules:
+        return
+    before = set(sys.modules)
+    try:
+        import open3d  # noqa: F401  (the real one, if it loads)
+    except (ImportError, OSError) as err:  # libusb-1.0.so.0 missing, or no open3d at all
+        for name in set(sys.modules) - before:
+            if name == "open3d" or name.startswith("open3d."):
+                del sys.modules[name]
+        sys.modules["open3d"] = _Open3dShim(str(err).splitlines()[0] if str(err) else type(err).__name__)
+
+
+class _PatchingLoader(importlib.abc.Loader):
+    def __init__(self, inner: importlib.abc.Loader) -> None:
+        self._inner = inner
+
+    def create_module(self, spec):
+        return self._inner.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        _install_open3d_shim()
+        self._inner.exec_module(module)
+        try:
+            from nscodec.export import register_with_exporter
+        except Exception as err:  # never break stock ns-export because of us
+            sys.stderr.write(f"nscodec: `ns-export compressed` unavailable ({type(err).__name__}: {err})\n")
+            return
+        register_with_exporter(module)
+
+
+class _ExporterFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname != _TARGET:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _PatchingLoader(spec.loader)
+        return spec
+
+
+def install() -> None:
+    """Register the finder once (idempotent). Does nothing if the exporter module was already imported."""
+    if os.environ.get("NSCODEC_NO_STARTUP_HOOK"):
+        return
+    if any(isinstance(f, _ExporterFinder) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _ExporterFinder())
+
+
+install()

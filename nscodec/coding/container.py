@@ -1,0 +1,476 @@
+"""The ``.nsc`` container: one self-describing file per compressed NeRF.
+
+Byte layout (all integers little-endian)::
+
+    offset  size  field
+    0       4     magic b"NSC\\x00"
+    4       2     format version, major (uint16)   -- a reader accepts only its own major version
+    6       2     format version, minor (uint16)   -- minor bumps only add optional JSON keys
+    8       8     total file length in bytes (uint64), preamble included
+    16      4     header length H in bytes (uint32)
+    20      4     CRC-32 of the header bytes (uint32, zlib.crc32)
+    24      H     header: UTF-8 JSON object
+    24+H    ...   section payloads, back to back, in header order
+
+    header = {
+      "method":   str,             # nerfstudio method name, e.g. "ectensorf"
+      "config":   dict,            # JSON-safe config needed to rebuild the model
+      "meta":     dict,            # free-form JSON-safe metadata (scene, PSNR, encoder version, ...)
+      "sections": [                # in payload order
+        {"name": str, "dtype": str, "shape": [int, ...], "coder": str,
+         "offset": int,            # byte offset RELATIVE TO THE FIRST PAYLOAD BYTE (24 + H)
+         "nbytes": int, "crc32": int, "meta": dict}, ...]
+    }
+
+Sections are contiguous: ``offset[0] = 0``, ``offset[i+1] = offset[i] + nbytes[i]`` and the last one ends
+exactly at the declared total length. Writers may order sections coarse -> fine so that a file PREFIX
+(e.g. a partially streamed download) is still useful: ``read_nsc(..., allow_prefix=True)`` returns the
+sections that are wholly present (CRC-checked) and ``complete=False``.
+
+Every malformed input raises :class:`~nscodec.coding.errors.NscFormatError` with a message naming the
+problem; a nonexistent path raises :class:`FileNotFoundError` naming the path. Writes are atomic (temp file
+in the same directory + fsync + ``os.replace``), so a failed write never leaves a partial ``.nsc`` file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import struct
+import tempfile
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from .errors import NscError, NscFormatError
+
+__all__ = [
+    "MAGIC",
+    "FORMAT_VERSION",
+    "PREAMBLE_SIZE",
+    "Section",
+    "SectionInfo",
+    "NscFile",
+    "write_nsc",
+    "read_nsc",
+    "check_json_safe",
+]
+
+MAGIC = b"NSC\x00"
+FORMAT_VERSION: Tuple[int, int] = (1, 0)
+_PREAMBLE = struct.Struct("<4sHHQII")
+PREAMBLE_SIZE = _PREAMBLE.size  # 24 bytes
+_SECTION_KEYS = ("name", "dtype", "shape", "coder", "offset", "nbytes", "crc32", "meta")
+
+PathOrBytes = Union[str, os.PathLike, bytes, bytearray, memoryview]
+
+
+def check_json_safe(value: Any, where: str) -> None:
+    """Check that ``value`` survives a JSON round trip (dict/list/tuple/str/int/float/bool/None).
+
+    Dict keys must be ``str``; floats must be finite. Tuples are accepted (they read back as lists).
+
+    Args:
+        value: the object to check.
+        where: name used in the error message, e.g. ``"config"``.
+
+    Raises:
+        NscError: naming the offending key path, e.g. ``config['model']['lr'] has non-JSON-safe type
+            numpy.float32``.
+    """
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise NscError(f"{where} is {value!r}, which is not JSON-safe (NaN/inf)")
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise NscError(f"{where} has non-string key {k!r} ({type(k).__name__}); JSON keys must be str")
+            check_json_safe(v, f"{where}[{k!r}]")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_json_safe(v, f"{where}[{i}]")
+        return
+    t = type(value)
+    raise NscError(
+        f"{where} has non-JSON-safe type {t.__module__}.{t.__qualname__} (convert it to int/float/str/list/dict)"
+    )
+
+
+@dataclass
+class Section:
+    """One named payload of an ``.nsc`` file.
+
+    Attributes:
+        name: unique, non-empty section name (e.g. ``"density.planes"``).
+        payload: the bytes stored in the file (already coded; see :mod:`nscodec.coding.tensor_codec`).
+        dtype: numpy dtype name of the decoded array (e.g. ``"float16"``, ``"int32"``).
+        shape: shape of the decoded array (tuple of non-negative ints).
+        coder: how ``payload`` is coded (``"raw"``, ``"zlib"``, ``"ans"``, ``"torchac"``, or a custom tag).
+        meta: JSON-safe per-section metadata.
+
+    Raises:
+        NscError: on construction with an empty name, non-bytes payload, bad shape or non-JSON-safe meta.
+    """
+
+    name: str
+    payload: bytes
+    dtype: str
+    shape: Tuple[int, ...]
+    coder: str
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise NscError(f"section name must be a non-empty str, got {self.name!r}")
+        if not isinstance(self.payload, (bytes, bytearray, memoryview)):
+            raise NscError(f"section {self.name!r}: payload must be bytes, got {type(self.payload).__name__}")
+        self.payload = bytes(self.payload)
+        if not isinstance(self.dtype, str) or not self.dtype:
+            raise NscError(f"section {self.name!r}: dtype must be a non-empty str, got {self.dtype!r}")
+        if not isinstance(self.coder, str) or not self.coder:
+            raise NscError(f"section {self.name!r}: coder must be a non-empty str, got {self.coder!r}")
+        try:
+            dims = list(self.shape)
+        except TypeError:
+            dims = None
+        if dims is None or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 0 for d in dims):
+            raise NscError(f"section {self.name!r}: shape must be a sequence of non-negative ints, got {self.shape!r}")
+        self.shape = tuple(int(d) for d in dims)
+        if self.meta is None:
+            self.meta = {}
+        if not isinstance(self.meta, dict):
+            raise NscError(f"section {self.name!r}: meta must be a dict, got {type(self.meta).__name__}")
+        check_json_safe(self.meta, f"section {self.name!r} meta")
+
+    @property
+    def nbytes(self) -> int:
+        """Payload size in bytes."""
+        return len(self.payload)
+
+
+@dataclass(frozen=True)
+class SectionInfo:
+    """Header entry of a section (present or not, in prefix reads): name, coder, dtype, shape, byte range."""
+
+    name: str
+    dtype: str
+    shape: Tuple[int, ...]
+    coder: str
+    offset: int
+    nbytes: int
+    crc32: int
+    meta: Dict[str, Any]
+    present: bool
+
+
+@dataclass
+class NscFile:
+    """A parsed ``.nsc`` file.
+
+    Attributes:
+        method: method name from the header.
+        config: model config dict.
+        meta: file metadata dict.
+        sections: ordered ``name -> Section`` of the sections wholly present (all of them if ``complete``).
+        index: header entries of ALL sections (``SectionInfo.present`` says which were read).
+        total_bytes: declared total file length in bytes.
+        available_bytes: bytes actually read (< ``total_bytes`` only for a prefix).
+        header_bytes: preamble + JSON header size in bytes.
+        version: format version ``(major, minor)`` of the file.
+        complete: False when only a prefix of the file was available.
+    """
+
+    method: str
+    config: Dict[str, Any]
+    meta: Dict[str, Any]
+    sections: "OrderedDict[str, Section]"
+    index: List[SectionInfo]
+    total_bytes: int
+    available_bytes: int
+    header_bytes: int
+    version: Tuple[int, int]
+    complete: bool
+
+    def require(self, names: Iterable[str], optional: Iterable[str] = ()) -> "NscFile":
+        """Check that the file holds exactly the expected sections.
+
+        Args:
+            names: sections that must be present.
+            optional: sections that may be present.
+
+        Returns:
+            ``self`` (for chaining).
+
+        Raises:
+            NscFormatError: naming every missing required section (noting when the file is an incomplete
+                prefix) and every unexpected extra section.
+        """
+        names = list(names)
+        allowed = set(names) | set(optional)
+        missing = [n for n in names if n not in self.sections]
+        declared = [s.name for s in self.index]
+        extra = [n for n in declared if n not in allowed]
+        problems = []
+        if missing:
+            note = " (file is an incomplete prefix)" if not self.complete else ""
+            problems.append(f"missing section(s) {', '.join(map(repr, missing))}{note}")
+        if extra:
+            problems.append(f"unexpected section(s) {', '.join(map(repr, extra))}")
+        if problems:
+            raise NscFormatError(f".nsc file for method {self.method!r}: " + "; ".join(problems))
+        return self
+
+
+# ----------------------------------------------------------------------------------------------------------
+# writing
+# ----------------------------------------------------------------------------------------------------------
+def _build_bytes(
+    method: str, config: Mapping[str, Any], sections: Sequence[Section], meta: Optional[Mapping[str, Any]]
+) -> bytes:
+    if not isinstance(method, str) or not method:
+        raise NscError(f"method must be a non-empty str, got {method!r}")
+    if not isinstance(config, Mapping):
+        raise NscError(f"config must be a dict, got {type(config).__name__}")
+    check_json_safe(config, "config")
+    meta = {} if meta is None else meta
+    if not isinstance(meta, Mapping):
+        raise NscError(f"meta must be a dict, got {type(meta).__name__}")
+    check_json_safe(meta, "meta")
+    sections = list(sections)
+    seen = set()
+    entries = []
+    offset = 0
+    for s in sections:
+        if not isinstance(s, Section):
+            raise NscError(f"sections must be Section objects, got {type(s).__name__}")
+        if s.name in seen:
+            raise NscError(f"duplicate section name {s.name!r}")
+        seen.add(s.name)
+        entries.append(
+            {
+                "name": s.name,
+                "dtype": s.dtype,
+                "shape": list(s.shape),
+                "coder": s.coder,
+                "offset": offset,
+                "nbytes": len(s.payload),
+                "crc32": zlib.crc32(s.payload),
+                "meta": s.meta,
+            }
+        )
+        offset += len(s.payload)
+    header = json.dumps(
+        {"method": method, "config": config, "meta": meta, "sections": entries},
+        ensure_ascii=False,
+        allow_nan=False,
+        separators=(",", ":"),
+    ).encode("utf-8")
+    total = PREAMBLE_SIZE + len(header) + offset
+    preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION[0], FORMAT_VERSION[1], total, len(header), zlib.crc32(header))
+    return b"".join([preamble, header] + [s.payload for s in sections])
+
+
+def write_nsc(
+    path: Union[str, os.PathLike],
+    method: str,
+    config: Mapping[str, Any],
+    sections: Sequence[Section],
+    meta: Optional[Mapping[str, Any]] = None,
+    overwrite: bool = False,
+) -> int:
+    """Write an ``.nsc`` file atomically.
+
+    The whole file is assembled and validated in memory first, then written to a temporary file in the
+    destination directory, fsync'ed and moved into place with ``os.replace``; on any error the temporary
+    file is removed, so no partial file is ever left at ``path``.
+
+    Args:
+        path: destination path.
+        method: method name (non-empty).
+        config: JSON-safe dict to rebuild the model.
+        sections: :class:`Section` objects, written in this order (order them coarse -> fine).
+        meta: optional JSON-safe dict.
+        overwrite: replace an existing file at ``path`` (default False).
+
+    Returns:
+        Bytes written (= the file's total length).
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        FileNotFoundError: the destination directory does not exist.
+        NscError: empty/duplicate section names, bad method, or non-JSON-safe ``config``/``meta`` (the
+            message names the bad key).
+    """
+    path = Path(path)
+    data = _build_bytes(method, config, sections, meta)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"refusing to overwrite existing file {str(path)!r} (pass overwrite=True)")
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"output directory does not exist: {str(directory)!r}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if not overwrite and path.exists():
+            raise FileExistsError(f"refusing to overwrite existing file {str(path)!r} (pass overwrite=True)")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename durable (best effort; not supported on every platform)
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return len(data)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# reading
+# ----------------------------------------------------------------------------------------------------------
+def _load(path_or_bytes: PathOrBytes) -> Tuple[bytes, str]:
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        return bytes(path_or_bytes), "<bytes>"
+    if not isinstance(path_or_bytes, (str, os.PathLike)):
+        raise NscError(f"read_nsc needs a path or bytes, got {type(path_or_bytes).__name__}")
+    path = Path(path_or_bytes)
+    if not path.exists():
+        raise FileNotFoundError(f"no such .nsc file: {str(path)!r}")
+    if path.is_dir():
+        raise NscFormatError(f"{str(path)!r} is a directory, not an .nsc file")
+    return path.read_bytes(), str(path)
+
+
+def _expect(cond: bool, src: str, msg: str) -> None:
+    if not cond:
+        raise NscFormatError(f"{src}: {msg}")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def read_nsc(path_or_bytes: PathOrBytes, allow_prefix: bool = False) -> NscFile:
+    """Read and fully validate an ``.nsc`` file (layout in the module docstring).
+
+    Args:
+        path_or_bytes: file path, or the file's bytes.
+        allow_prefix: accept a truncated file (shorter than its declared length); only sections wholly
+            present are returned and ``complete`` is False. The preamble and JSON header must be complete.
+
+    Returns:
+        :class:`NscFile`.
+
+    Raises:
+        FileNotFoundError: the path does not exist (message names the path).
+        NscFormatError: shorter than the preamble; bad magic ("not an .nsc file"); unsupported major version;
+            declared length larger (truncated, unless ``allow_prefix``) or smaller (trailing bytes) than the
+            actual size; header truncated, CRC mismatch, not UTF-8 JSON, or missing/mistyped keys; section
+            offsets/lengths out of range, overlapping or with gaps; a section CRC mismatch (naming the
+            section).
+    """
+    data, src = _load(path_or_bytes)
+    n = len(data)
+    _expect(n >= PREAMBLE_SIZE, src, f"file too short ({n} bytes) to hold the {PREAMBLE_SIZE}-byte .nsc preamble")
+    magic, major, minor, total, hlen, hcrc = _PREAMBLE.unpack_from(data, 0)
+    _expect(magic == MAGIC, src, f"not an .nsc file (bad magic {magic!r}, expected {MAGIC!r})")
+    _expect(
+        major == FORMAT_VERSION[0],
+        src,
+        f"unsupported .nsc format version {major}.{minor} (this reader supports {FORMAT_VERSION[0]}.x)",
+    )
+    _expect(total >= PREAMBLE_SIZE + hlen, src, f"declared total length {total} is smaller than preamble + header ({PREAMBLE_SIZE + hlen})")
+    _expect(n <= total, src, f"{n - total} trailing bytes after the declared end of file ({total} bytes)")
+    if n < total and not allow_prefix:
+        raise NscFormatError(f"{src}: truncated file: declared {total} bytes, got {n}")
+    _expect(PREAMBLE_SIZE + hlen <= n, src, f"truncated header: needs {PREAMBLE_SIZE + hlen} bytes, file has {n}")
+    header_raw = data[PREAMBLE_SIZE : PREAMBLE_SIZE + hlen]
+    _expect(zlib.crc32(header_raw) == hcrc, src, "header CRC mismatch (corrupt header)")
+    try:
+        header = json.loads(header_raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as err:
+        raise NscFormatError(f"{src}: header is not valid UTF-8 JSON ({err})") from None
+    _expect(isinstance(header, dict), src, "header is not a JSON object")
+    for key, typ in (("method", str), ("config", dict), ("meta", dict), ("sections", list)):
+        _expect(key in header, src, f"header is missing key {key!r}")
+        _expect(isinstance(header[key], typ), src, f"header key {key!r} must be a {typ.__name__}")
+
+    base = PREAMBLE_SIZE + hlen
+    payload_len = total - base
+    index: List[SectionInfo] = []
+    sections: "OrderedDict[str, Section]" = OrderedDict()
+    expected_offset = 0
+    seen_names = set()
+    for i, e in enumerate(header["sections"]):
+        _expect(isinstance(e, dict), src, f"section entry {i} is not a JSON object")
+        for key in _SECTION_KEYS:
+            _expect(key in e, src, f"section entry {i} is missing key {key!r}")
+        name = e["name"]
+        _expect(isinstance(name, str) and name != "", src, f"section entry {i} has an invalid name {name!r}")
+        _expect(name not in seen_names, src, f"duplicate section {name!r}")
+        seen_names.add(name)
+        _expect(isinstance(e["dtype"], str) and isinstance(e["coder"], str), src, f"section {name!r}: dtype/coder must be strings")
+        _expect(
+            isinstance(e["shape"], list) and all(_is_int(s) and s >= 0 for s in e["shape"]),
+            src,
+            f"section {name!r}: shape must be a list of non-negative ints",
+        )
+        _expect(isinstance(e["meta"], dict), src, f"section {name!r}: meta must be an object")
+        for key in ("offset", "nbytes", "crc32"):
+            _expect(_is_int(e[key]) and e[key] >= 0, src, f"section {name!r}: {key} must be a non-negative int")
+        off, nb = e["offset"], e["nbytes"]
+        _expect(off + nb <= payload_len, src, f"section {name!r} (offset {off}, {nb} bytes) extends past the end of the file")
+        _expect(off >= expected_offset, src, f"section {name!r} (offset {off}) overlaps the previous section (which ends at {expected_offset})")
+        _expect(off == expected_offset, src, f"section {name!r} starts at {off} but the previous section ends at {expected_offset} (gap)")
+        expected_offset = off + nb
+        present = base + off + nb <= n
+        info = SectionInfo(name, e["dtype"], tuple(e["shape"]), e["coder"], off, nb, e["crc32"], e["meta"], present)
+        index.append(info)
+    _expect(
+        expected_offset == payload_len,
+        src,
+        f"{payload_len - expected_offset} unreferenced bytes after the last section",
+    )
+    # layout is consistent; now verify the payloads that are present
+    for info in index:
+        if not info.present:
+            continue
+        payload = data[base + info.offset : base + info.offset + info.nbytes]
+        _expect(zlib.crc32(payload) == info.crc32, src, f"section {info.name!r} CRC mismatch (corrupt payload)")
+        try:
+            sections[info.name] = Section(info.name, payload, info.dtype, info.shape, info.coder, info.meta)
+        except NscError as err:
+            raise NscFormatError(f"{src}: {err}") from None
+    return NscFile(
+        method=header["method"],
+        config=header["config"],
+        meta=header["meta"],
+        sections=sections,
+        index=index,
+        total_bytes=total,
+        available_bytes=n,
+        header_bytes=base,
+        version=(major, minor),
+        complete=n == total,
+    )

@@ -1,0 +1,1 @@
+"""nerfstudio method registrations for nscodec (entry points ``nerfstudio.method_configs``)."""

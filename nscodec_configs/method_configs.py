@@ -1,0 +1,63 @@
+"""Method specifications: configs as wiring, the code lives in :mod:`nscodec`.
+
+Registered in ``pyproject.toml`` under ``[project.entry-points."nerfstudio.method_configs"]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
+from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
+from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
+from nerfstudio.plugins.types import MethodSpecification
+
+import nscodec.compat  # noqa: F401  (torch.load weights_only fix, applied as soon as methods are discovered)
+from nscodec.tensorf.model import NscTensoRFModelConfig
+
+
+def default_device_type() -> str:
+    """``"cuda"`` when a CUDA device is present, else ``"cpu"`` (stock nerfstudio assumes CUDA)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def tensorf_trainer_config(method_name: str = "nscodec-tensorf", max_steps: int = 3000) -> TrainerConfig:
+    """TrainerConfig of the CPU-fast TensoRF-VM base (learning rates as TensoRF: 0.02 grids, 1e-3 MLP)."""
+    return TrainerConfig(
+        method_name=method_name,
+        steps_per_eval_batch=500,
+        steps_per_eval_image=1000,
+        steps_per_save=1000,
+        max_num_iterations=max_steps,
+        mixed_precision=False,
+        machine=MachineConfig(device_type=default_device_type()),
+        pipeline=VanillaPipelineConfig(
+            datamanager=VanillaDataManagerConfig(
+                dataparser=BlenderDataParserConfig(),
+                train_num_rays_per_batch=4096,
+                eval_num_rays_per_batch=4096,
+            ),
+            model=NscTensoRFModelConfig(),
+        ),
+        optimizers={
+            "fields": {
+                "optimizer": AdamOptimizerConfig(lr=1e-3),
+                "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=max_steps),
+            },
+            "encodings": {
+                "optimizer": AdamOptimizerConfig(lr=0.02),
+                "scheduler": ExponentialDecaySchedulerConfig(lr_final=0.002, max_steps=max_steps),
+            },
+        },
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 14),
+        vis="viewer",
+    )
+
+
+nscodec_tensorf = MethodSpecification(
+    config=tensorf_trainer_config(),
+    description="TensoRF-VM, CPU-fast (occupancy skipping, early termination, packed samples); uncompressed base.",
+)
