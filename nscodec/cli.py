@@ -96,8 +96,100 @@ def _add_info(subparsers: "argparse._SubParsersAction") -> None:
     p.set_defaults(func=info_command)
 
 
+def export_command(args: argparse.Namespace) -> int:
+    """Same as ``ns-export compressed``: checkpoint of a training ``config.yml`` → ``.nsc``."""
+    from pathlib import Path
+
+    from nscodec.export import export_from_config
+
+    out = Path(args.output_dir)
+    if (out / args.filename).exists() and not args.overwrite:
+        raise FileExistsError(f"{out / args.filename} already exists; pass --overwrite to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    export_from_config(Path(args.load_config), out / args.filename, overwrite=args.overwrite)
+    return 0
+
+
+def _add_export(subparsers: "argparse._SubParsersAction") -> None:
+    p = subparsers.add_parser("export", help="write a trained model as .nsc (same as `ns-export compressed`)")
+    p.add_argument("--load-config", required=True, help="config.yml of a training run")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--filename", default="scene.nsc")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=export_command)
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    """Decode a ``.nsc`` and print PSNR / SSIM / bytes on a split as JSON (optionally write it to a file)."""
+    import json
+    from pathlib import Path
+
+    from nscodec.evaluate import evaluate_nsc
+
+    res = evaluate_nsc(Path(args.file), Path(args.data) if args.data else None, args.split, args.scale_factor, every=args.every)
+    if not args.per_view:
+        res.pop("per_view", None)
+    text = json.dumps(res, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    return 0
+
+
+def _add_eval(subparsers: "argparse._SubParsersAction") -> None:
+    p = subparsers.add_parser("eval", help="decode a .nsc and measure PSNR/SSIM against a dataset split")
+    p.add_argument("file", help="path to a .nsc file")
+    p.add_argument("--data", help="dataset directory (default: the one recorded in the file)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--scale-factor", type=float, default=None, help="camera resolution scale (default: as trained)")
+    p.add_argument("--every", type=int, default=1, help="evaluate every N-th view")
+    p.add_argument("--per-view", action="store_true", help="include per-view metrics")
+    p.add_argument("--output", help="also write the JSON here")
+    p.set_defaults(func=eval_command)
+
+
+def make_scene_command(args: argparse.Namespace) -> int:
+    """Generate the procedural demo scene (Blender layout) — no download."""
+    from nscodec.scenes import SceneSpec, generate_blender_scene
+
+    spec = SceneSpec.random(args.random) if args.random is not None else None
+    path = generate_blender_scene(
+        args.output, spec=spec, resolution=args.resolution, n_train=args.n_train, n_val=args.n_val,
+        n_test=args.n_test, seed=args.seed, overwrite=args.overwrite,
+    )
+    print(path)
+    return 0
+
+
+def _add_make_scene(subparsers: "argparse._SubParsersAction") -> None:
+    p = subparsers.add_parser("make-scene", help="generate a synthetic scene in NeRF-Synthetic (Blender) layout")
+    p.add_argument("output")
+    p.add_argument("--resolution", type=int, default=100)
+    p.add_argument("--n-train", type=int, default=40)
+    p.add_argument("--n-val", type=int, default=5)
+    p.add_argument("--n-test", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--random", type=int, default=None, help="random multi-object scene with this seed")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=make_scene_command)
+
+
+def _add_demo(subparsers: "argparse._SubParsersAction") -> None:
+    from nscodec.demo import add_arguments, demo_command
+
+    p = subparsers.add_parser("demo", help="end to end: make a scene, train on CPU, export .nsc, decode, evaluate")
+    add_arguments(p)
+    p.set_defaults(func=demo_command)
+
+
 #: subcommand name -> function registering its sub-parser (extend to add commands)
-COMMANDS: Dict[str, Callable[["argparse._SubParsersAction"], None]] = {"info": _add_info}
+COMMANDS: Dict[str, Callable[["argparse._SubParsersAction"], None]] = {
+    "info": _add_info,
+    "export": _add_export,
+    "eval": _add_eval,
+    "make-scene": _add_make_scene,
+    "demo": _add_demo,
+}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -83,7 +83,7 @@ def accumulate_along_rays(weights: Tensor, values: Tensor | None, ray_indices: T
     return out.index_add(0, ray_indices, src)
 
 
-def march_rays(
+def march_rays_dense(
     origins: Tensor,
     directions: Tensor,
     aabb: Tensor,
@@ -91,14 +91,19 @@ def march_rays(
     grid_aabb: Tensor,
     step_size: float,
     jitter: Tensor | None = None,
-    max_samples: int = 1 << 24,
+    max_samples: int = 1 << 25,
+    chunk_elements: int = 1 << 21,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """Uniform-step marching that keeps only samples in occupied cells (empty-space skipping).
+    """Reference marching: every candidate sample is tested against the occupancy grid.
+
+    Sample ``k`` of ray ``r`` sits at ``t = t_near_r + (k + jitter_r) * step_size`` inside ``aabb``. Candidates
+    are laid out as a padded ``[rays, K]`` block (broadcast arithmetic, one flat gather into the grid), then
+    compacted to packed form; rays are processed in chunks of at most ``chunk_elements`` candidates.
 
     Args:
         origins, directions: ``[R, 3]``; directions unit length (so ``step_size`` is in world units).
         aabb: ``[6]`` region to march in (the occupied bounding box; rays missing it get no samples).
-        occupancy: ``[G, G, G]`` bool occupancy grid covering ``grid_aabb``.
+        occupancy: ``[G, G, G]`` bool occupancy grid covering ``grid_aabb`` (x-major).
         grid_aabb: ``[6]`` box covered by ``occupancy``.
         step_size: spacing of samples along the ray (world units).
         jitter: ``[R]`` offsets in [0, 1) (stratified sampling while training) or None (mid-points, for eval).
@@ -107,28 +112,122 @@ def march_rays(
     Returns:
         ``ray_indices [S]`` (sorted), ``t_starts [S]``, ``t_ends [S]``.
     """
-    n_rays = origins.shape[0]
     device = origins.device
     t_near, t_far, hit = ray_aabb_intersect(origins, directions, aabb)
     n_steps = torch.where(hit, torch.ceil((t_far - t_near) / step_size), torch.zeros_like(t_far)).long()
     total = int(n_steps.sum())
     if total > max_samples:
         raise RuntimeError(f"march_rays: {total} candidate samples exceed max_samples={max_samples}")
-    empty = torch.empty(0, device=device)
+    hit_rays = hit.nonzero().squeeze(-1)
     if total == 0:
+        empty = torch.empty(0, device=device)
         return torch.empty(0, dtype=torch.long, device=device), empty, empty
-    ray_idx = torch.repeat_interleave(torch.arange(n_rays, device=device), n_steps)
-    first = torch.cumsum(n_steps, 0) - n_steps
-    k = torch.arange(total, device=device) - first[ray_idx]
+    res = occupancy.shape[0]
+    occ_flat = occupancy.reshape(-1)
+    lo = grid_aabb[:3]
+    scale = res / (grid_aabb[3:] - grid_aabb[:3])
+    k_max = int(n_steps.max())
+    rays_per_chunk = max(1, chunk_elements // k_max)
+    ks = torch.arange(k_max, device=device, dtype=origins.dtype)
+    out_r, out_t = [], []
+    for c in range(0, hit_rays.numel(), rays_per_chunk):
+        rays = hit_rays[c : c + rays_per_chunk]
+        off = 0.5 if jitter is None else jitter[rays, None]
+        t = t_near[rays, None] + (ks[None, :] + off) * step_size  # [r, K]
+        valid = t < t_far[rays, None]
+        cell = ((origins[rays, None, :] + directions[rays, None, :] * t[..., None] - lo) * scale).long()
+        inside = ((cell >= 0) & (cell < res)).all(dim=-1)
+        cell = cell.clamp(0, res - 1)
+        lin = (cell[..., 0] * res + cell[..., 1]) * res + cell[..., 2]
+        keep = valid & inside & occ_flat[lin]
+        r_loc, k_loc = keep.nonzero(as_tuple=True)  # row-major: sorted by ray, then by k
+        out_r.append(rays[r_loc])
+        out_t.append(t[r_loc, k_loc])
+    ray_idx = torch.cat(out_r)
+    t_mid = torch.cat(out_t)
+    half = 0.5 * step_size
+    return ray_idx, t_mid - half, t_mid + half
+
+
+def coarse_occupancy(occupancy: Tensor, factor: int) -> Tensor:
+    """``[G/f]^3`` block occupancy: a block is occupied if any of its cells or of its 26 neighbour blocks' cells
+    is (max-pool by ``factor``, then dilate by one block). Used by :func:`march_rays` to skip empty blocks."""
+    occ = occupancy.float()[None, None]
+    blocks = torch.nn.functional.max_pool3d(occ, kernel_size=factor, stride=factor, ceil_mode=True)
+    return torch.nn.functional.max_pool3d(blocks, kernel_size=3, stride=1, padding=1)[0, 0] > 0
+
+
+def march_rays(
+    origins: Tensor,
+    directions: Tensor,
+    aabb: Tensor,
+    occupancy: Tensor,
+    grid_aabb: Tensor,
+    step_size: float,
+    jitter: Tensor | None = None,
+    coarse: Tensor | None = None,
+    factor: int = 4,
+    max_samples: int = 1 << 25,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Two-level empty-space skipping; returns exactly what :func:`march_rays_dense` returns.
+
+    Rays are first cut into segments of ``m`` fine steps (segment length <= one block of ``factor`` cells);
+    a segment is kept if its midpoint lies in a block marked by :func:`coarse_occupancy` (occupied or next to
+    an occupied block — every point of the segment is within half a block of its midpoint, so no occupied
+    cell is missed). Only kept segments are expanded to fine samples and tested against ``occupancy``.
+
+    Args:
+        origins, directions, aabb, occupancy, grid_aabb, step_size, jitter: as :func:`march_rays_dense`.
+        coarse: precomputed ``coarse_occupancy(occupancy, factor)`` (computed here if None).
+        factor: cells per block edge.
+
+    Returns:
+        ``ray_indices [S]`` (sorted by ray, then by depth), ``t_starts [S]``, ``t_ends [S]``.
+    """
+    device = origins.device
+    res = occupancy.shape[0]
+    cell = float((grid_aabb[3:] - grid_aabb[:3]).min()) / res  # smallest cell edge
+    m = int((factor * cell) // step_size)  # fine steps per segment: segment length <= smallest block edge
+    if m < 2:  # blocks no longer than two steps: nothing to gain
+        return march_rays_dense(origins, directions, aabb, occupancy, grid_aabb, step_size, jitter, max_samples)
+    if coarse is None:
+        coarse = coarse_occupancy(occupancy, factor)
+    t_near, t_far, hit = ray_aabb_intersect(origins, directions, aabb)
+    n_steps = torch.where(hit, torch.ceil((t_far - t_near) / step_size), torch.zeros_like(t_far)).long()
+    if int(n_steps.sum()) > max_samples:
+        raise RuntimeError(f"march_rays: {int(n_steps.sum())} candidate samples exceed max_samples={max_samples}")
+    rays = hit.nonzero().squeeze(-1)
+    empty = torch.empty(0, device=device)
+    if rays.numel() == 0:
+        return torch.empty(0, dtype=torch.long, device=device), empty, empty
+    lo = grid_aabb[:3]
+    # stage 1: segments [j*m, (j+1)*m) of fine steps, midpoint tested against the dilated block grid
+    n_seg = (n_steps[rays] + m - 1) // m
+    js = torch.arange(int(n_seg.max()), device=device)
+    t_seg = t_near[rays, None] + ((js[None, :] * m).to(origins.dtype) + 0.5 * m) * step_size
+    valid = js[None, :] < n_seg[:, None]
+    gc = coarse.shape[0]
+    block = (grid_aabb[3:] - lo) * (factor / res)  # [3] block edge per axis
+    blk = ((origins[rays, None, :] + directions[rays, None, :] * t_seg[..., None] - lo) / block).floor().long()
+    blk = blk.clamp(0, gc - 1)
+    keep_seg = valid & coarse.reshape(-1)[(blk[..., 0] * gc + blk[..., 1]) * gc + blk[..., 2]]
+    r_loc, j_loc = keep_seg.nonzero(as_tuple=True)
+    if r_loc.numel() == 0:
+        return torch.empty(0, dtype=torch.long, device=device), empty, empty
+    ray_of_seg = rays[r_loc]
+    k0 = j_loc * m
+    count = torch.minimum(torch.full_like(k0, m), n_steps[ray_of_seg] - k0)
+    # stage 2: fine samples of the kept segments
+    ray_idx = torch.repeat_interleave(ray_of_seg, count)
+    first = torch.cumsum(count, 0) - count
+    k = torch.repeat_interleave(k0 - first, count) + torch.arange(int(count.sum()), device=device)
     off = 0.5 if jitter is None else jitter[ray_idx]
     t_mid = t_near[ray_idx] + (k.to(origins.dtype) + off) * step_size
-    keep = t_mid < t_far[ray_idx]
     pos = origins[ray_idx] + directions[ray_idx] * t_mid[:, None]
-    res = torch.tensor(occupancy.shape, device=device)
-    cell = ((pos - grid_aabb[:3]) / (grid_aabb[3:] - grid_aabb[:3]) * res).long()
-    inside = ((cell >= 0) & (cell < res)).all(dim=-1)
-    cell = torch.minimum(cell.clamp_min(0), res - 1)
-    keep &= inside & occupancy[cell[:, 0], cell[:, 1], cell[:, 2]]
+    c = ((pos - lo) * (res / (grid_aabb[3:] - lo))).long()
+    inside = ((c >= 0) & (c < res)).all(dim=-1)
+    c = c.clamp(0, res - 1)
+    keep = (t_mid < t_far[ray_idx]) & inside & occupancy.reshape(-1)[(c[:, 0] * res + c[:, 1]) * res + c[:, 2]]
     ray_idx, t_mid = ray_idx[keep], t_mid[keep]
     half = 0.5 * step_size
     return ray_idx, t_mid - half, t_mid + half

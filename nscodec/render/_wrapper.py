@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from nscodec.render import _torch_impl
-from nscodec.render._torch_impl import march_rays, ray_aabb_intersect  # noqa: F401  (re-exported)
+from nscodec.render._torch_impl import coarse_occupancy, march_rays, march_rays_dense, ray_aabb_intersect  # noqa: F401
 
 
 @functools.lru_cache(maxsize=1)
@@ -62,8 +62,7 @@ class OccupancyGrid(torch.nn.Module):
 
     Buffers (saved in checkpoints): ``occupied [G, G, G]`` bool over ``grid_aabb [6]``, and ``bbox [6]`` — the
     tight box around occupied cells, which rays are marched in. Before the first :meth:`update` every cell is
-    occupied. :meth:`update` evaluates ``alpha = 1 - exp(-sigma * step)`` at cell centres and marks cells
-    (dilated by one cell) whose alpha exceeds ``threshold``.
+    occupied. :meth:`update` evaluates ``alpha = 1 - exp(-sigma * step)`` at cell centres and corners.
     """
 
     def __init__(self, aabb: Tensor, resolution: int = 128) -> None:
@@ -73,35 +72,95 @@ class OccupancyGrid(torch.nn.Module):
         self.register_buffer("occupied", torch.ones((resolution,) * 3, dtype=torch.bool))
         self.register_buffer("bbox", aabb.detach().clone().float().reshape(6))
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        self.register_buffer("visible", torch.ones((resolution,) * 3, dtype=torch.bool))
+        self.register_buffer("visibility_set", torch.zeros((), dtype=torch.bool))
+        self.coarse_factor = 4
+        self._coarse = None  # cache of coarse_occupancy(occupied), invalidated when ``occupied`` changes
 
     def cell_centers(self) -> Tensor:
         """``[G^3, 3]`` world coordinates of cell centres (x-major order matching ``occupied``)."""
-        g = self.resolution
-        lin = (torch.arange(g, device=self.grid_aabb.device, dtype=torch.float32) + 0.5) / g
-        xyz = torch.stack(torch.meshgrid(lin, lin, lin, indexing="ij"), dim=-1).reshape(-1, 3)
-        lo, hi = self.grid_aabb[:3], self.grid_aabb[3:]
-        return lo + xyz * (hi - lo)
+        return self._lattice(self.resolution, 0.5)
+
+    def _lattice(self, n: int, offset: float) -> Tensor:
+        """``[n^3, 3]`` world points ``lo + (i + offset) * cell`` (x-major)."""
+        cell = (self.grid_aabb[3:] - self.grid_aabb[:3]) / self.resolution
+        lin = torch.arange(n, device=self.grid_aabb.device, dtype=torch.float32) + offset
+        ijk = torch.stack(torch.meshgrid(lin, lin, lin, indexing="ij"), dim=-1).reshape(-1, 3)
+        return self.grid_aabb[:3] + ijk * cell
 
     @torch.no_grad()
-    def update(self, density_fn, step_size: float, threshold: float = 1e-4, chunk: int = 1 << 18) -> float:
-        """Re-evaluate occupancy from ``density_fn(points [N, 3]) -> sigma [N]``; returns the occupied fraction."""
-        pts = self.cell_centers()
-        sigma = torch.cat([density_fn(pts[i : i + chunk]).reshape(-1) for i in range(0, pts.shape[0], chunk)])
-        occ = (1.0 - torch.exp(-sigma * step_size)) > threshold
-        occ = occ.reshape((self.resolution,) * 3).float()[None, None]
-        occ = torch.nn.functional.max_pool3d(occ, kernel_size=3, stride=1, padding=1)[0, 0] > 0
+    def update(self, density_fn, step_size: float, threshold: float = 1e-4, chunk: int = 1 << 18, min_neighbors: int = 2) -> float:
+        """Re-evaluate occupancy from ``density_fn(points [N, 3]) -> sigma [N]``; returns the occupied fraction.
+
+        A cell is occupied when ``alpha = 1 - exp(-sigma * step_size)`` exceeds ``threshold`` at any of its 8
+        corners (one ``(G+1)^3`` lattice evaluation; conservative for a field interpolated between lattice
+        points, without spreading into neighbouring cells). The marching box ``bbox`` encloses the occupied cells that have at least
+        ``min_neighbors`` occupied neighbours among their 26, so isolated floaters far from the object do not
+        widen it (rays then skip them, in training and evaluation alike).
+        """
+        g = self.resolution
+
+        def alpha_grid(pts: Tensor, n: int) -> Tensor:
+            sigma = torch.cat([density_fn(pts[i : i + chunk]).reshape(-1) for i in range(0, pts.shape[0], chunk)])
+            return (1.0 - torch.exp(-sigma * step_size)).reshape(n, n, n)
+
+        corners = alpha_grid(self._lattice(g + 1, 0.0), g + 1)
+        occ = torch.nn.functional.max_pool3d(corners[None, None], kernel_size=2, stride=1)[0, 0] > threshold
+        occ &= self.visible
         self.occupied.copy_(occ)
         self.num_updates += 1
-        idx = occ.nonzero()
+        neighbours = torch.nn.functional.avg_pool3d(occ.float()[None, None], 3, stride=1, padding=1)[0, 0] * 27 - occ.float()
+        core = occ & (neighbours >= min_neighbors)
+        idx = core.nonzero()
         if idx.numel() == 0:  # nothing left: keep one degenerate box so rays get no samples
             self.bbox.copy_(torch.cat([self.grid_aabb[:3], self.grid_aabb[:3]]))
             return 0.0
-        cell = (self.grid_aabb[3:] - self.grid_aabb[:3]) / self.resolution
+        cell = (self.grid_aabb[3:] - self.grid_aabb[:3]) / g
         lo = self.grid_aabb[:3] + idx.min(0).values.float() * cell
         hi = self.grid_aabb[:3] + (idx.max(0).values.float() + 1) * cell
         self.bbox.copy_(torch.cat([lo, hi]))
         return float(occ.float().mean())
 
+    @torch.no_grad()
+    def set_visibility(self, c2w: Tensor, fx: Tensor, fy: Tensor, cx: Tensor, cy: Tensor, width: Tensor, height: Tensor,
+                       margin_px: float = 2.0) -> float:
+        """Mark cells seen by at least one training camera; unseen cells are never occupied.
+
+        With a VM (or any factorized) grid, density learnt on the object leaks along the plane/line axes into
+        space no camera observes, where no ray ever pushes it down (a "ghost" that only costs samples). As in
+        instant-ngp's occupancy grid, such cells are excluded. A cell counts as seen if any of its 8 corners
+        projects inside a camera's image (plus ``margin_px``) in front of it.
+
+        Args:
+            c2w: ``[N, 3, 4]`` camera-to-world (OpenGL convention, as nerfstudio: camera looks down -z).
+            fx, fy, cx, cy, width, height: ``[N]`` or ``[N, 1]`` pinhole intrinsics in pixels.
+
+        Returns:
+            The visible fraction of the grid.
+        """
+        g = self.resolution
+        pts = self._lattice(g + 1, 0.0)  # corners
+        seen = torch.zeros(pts.shape[0], dtype=torch.bool, device=pts.device)
+        flat = lambda t: t.reshape(-1).to(pts)  # noqa: E731
+        fx, fy, cx, cy, w, h = map(flat, (fx, fy, cx, cy, width, height))
+        for i in range(c2w.shape[0]):
+            rot, t = c2w[i, :3, :3].to(pts), c2w[i, :3, 3].to(pts)
+            pc = (pts - t) @ rot  # world -> camera (R^T (p - t)), row vectors
+            depth = -pc[:, 2]
+            u = cx[i] + fx[i] * pc[:, 0] / depth.clamp_min(1e-6)
+            v = cy[i] - fy[i] * pc[:, 1] / depth.clamp_min(1e-6)
+            seen |= (depth > 0) & (u > -margin_px) & (u < w[i] + margin_px) & (v > -margin_px) & (v < h[i] + margin_px)
+        seen = seen.reshape(g + 1, g + 1, g + 1).float()[None, None]
+        self.visible.copy_(torch.nn.functional.max_pool3d(seen, kernel_size=2, stride=1)[0, 0] > 0)
+        self.visibility_set.fill_(True)
+        self.occupied &= self.visible
+        return float(self.visible.float().mean())
+
     def march(self, origins: Tensor, directions: Tensor, step_size: float, jitter: Tensor | None = None):
         """Samples in occupied space; see :func:`nscodec.render._torch_impl.march_rays`."""
-        return march_rays(origins, directions, self.bbox, self.occupied, self.grid_aabb, step_size, jitter)
+        key = (self.occupied.data_ptr(), int(self.num_updates), self.occupied.device)
+        if self._coarse is None or self._coarse[0] != key:
+            self._coarse = (key, coarse_occupancy(self.occupied, self.coarse_factor))
+        return march_rays(
+            origins, directions, self.bbox, self.occupied, self.grid_aabb, step_size, jitter, self._coarse[1], self.coarse_factor
+        )

@@ -43,6 +43,8 @@ class PackedTensoRFField(TensoRFField):
         resolution: initial plane/line resolution ``N``.
         num_den_components, num_color_components: VM components per plane ``C_sigma``, ``C_c``.
         appearance_dim: output size of the appearance basis matrix ``B`` (TensoRF Eq. 4).
+        density_init_scale: std of the initial density factors; small values start from (nearly) empty
+            space, as TensoRF's shifted softplus does, instead of ReLU fog everywhere.
     """
 
     def __init__(
@@ -52,12 +54,13 @@ class PackedTensoRFField(TensoRFField):
         num_den_components: int = 16,
         num_color_components: int = 48,
         appearance_dim: int = 27,
+        density_init_scale: float = 0.1,
     ) -> None:
         super().__init__(
             aabb,
             feature_encoding=NeRFEncoding(in_dim=appearance_dim, num_frequencies=2, min_freq_exp=0, max_freq_exp=2),
             direction_encoding=NeRFEncoding(in_dim=3, num_frequencies=2, min_freq_exp=0, max_freq_exp=2),
-            density_encoding=ResizableVMEncoding(resolution=resolution, num_components=num_den_components),
+            density_encoding=ResizableVMEncoding(resolution=resolution, num_components=num_den_components, init_scale=density_init_scale),
             color_encoding=ResizableVMEncoding(resolution=resolution, num_components=num_color_components),
             appearance_dim=appearance_dim,
             head_mlp_num_layers=2,
@@ -72,11 +75,15 @@ class PackedTensoRFField(TensoRFField):
 
     def density_at(self, positions: Tensor) -> Tensor:
         """Density ``sigma [S]`` (1 / world unit) at world positions ``[S, 3]``: ReLU of the summed VM features."""
+        if positions.shape[0] == 0:
+            return positions.new_zeros((0,))
         feats = self.density_encoding(self.normalize(positions))
         return F.relu(feats.sum(dim=-1))
 
     def rgb_at(self, positions: Tensor, directions: Tensor) -> Tensor:
         """Colour ``[S, 3]`` in [0, 1] at world positions ``[S, 3]`` seen along unit ``directions [S, 3]``."""
+        if positions.shape[0] == 0:  # nerfstudio's NeRFEncoding cannot reshape an empty batch
+            return positions.new_zeros((0, 3))
         feats = self.B(self.color_encoding(self.normalize(positions)))
         h = torch.cat([feats, directions, self.feature_encoding(feats), self.direction_encoding(directions)], dim=-1)
         return self.field_output_rgb(self.mlp_head(h))

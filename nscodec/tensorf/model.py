@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.nn import Parameter
 
 import nscodec.compat  # noqa: F401  (registers checkpoint globals for torch.load(weights_only=True))
+from nscodec.coding.container import NscFile, Section
 from nscodec.metrics import ImageMetrics
 from nscodec.render import OccupancyGrid, accumulate_along_rays, render_weight_from_density
 from nscodec.tensorf.field import PackedTensoRFField
@@ -48,6 +49,9 @@ class NscTensoRFModelConfig(ModelConfig):
     """Steps at which planes are upsampled (log-spaced resolutions from init to final)."""
     num_den_components: int = 16
     num_color_components: int = 48
+    density_init_scale: float = 0.01
+    """Std of the initial density VM factors (stock nerfstudio: 0.1, i.e. ReLU fog everywhere at start; small
+    values start from nearly empty space, so occluded regions hold no floaters and occupancy stays tight)."""
     appearance_dim: int = 27
     step_ratio: float = 0.5
     """Sample spacing along rays, in voxels of the current resolution."""
@@ -58,17 +62,21 @@ class NscTensoRFModelConfig(ModelConfig):
     """Update period while step < occupancy_fast_until, then occupancy_update_every_late."""
     occupancy_fast_until: int = 500
     occupancy_update_every_late: int = 200
-    occupancy_threshold: float = 1e-4
+    restrict_to_visible: bool = True
+    """Cells no training camera sees are never occupied (no samples are spent on unobservable space)."""
+    occupancy_threshold: float = 1e-2
     """A cell is occupied when alpha = 1 - exp(-sigma * step) exceeds this at its centre (dilated by 1 cell)."""
-    weight_threshold: float = 1e-4
+    weight_threshold: float = 1e-3
     """Appearance is evaluated only for samples with rendering weight above this."""
-    transmittance_threshold: float = 1e-3
+    transmittance_threshold: float = 1e-2
     """Early ray termination: while training, samples behind this transmittance get no density gradient pass."""
     warmup_step_multiplier: float = 4.0
     """Before the first occupancy update every cell is occupied; march with steps this many times coarser."""
     loss_coefficients: Dict[str, float] = to_immutable_dict(
         {"rgb_loss": 1.0, "l1_reg": 5e-4, "tv_reg_density": 0.0, "tv_reg_color": 0.0}
     )
+    codec_bits: int = 8
+    """``.nsc`` export: bits per plane/line value (per-channel uniform quantization + histogram entropy coding)."""
     background_color: Literal["random", "black", "white"] = "white"
     enable_collider: bool = False
     eval_num_rays_per_chunk: int = 1 << 14
@@ -104,6 +112,7 @@ class NscTensoRFModel(Model):
             num_den_components=cfg.num_den_components,
             num_color_components=cfg.num_color_components,
             appearance_dim=cfg.appearance_dim,
+            density_init_scale=cfg.density_init_scale,
         )
 
     # ----------------------------------------------------------------------------------------------- schedule
@@ -120,6 +129,20 @@ class NscTensoRFModel(Model):
     def occupancy_ready(self) -> bool:
         """True once the occupancy grid was computed from the density at least once (saved in checkpoints)."""
         return bool(self.occupancy.num_updates.item() > 0)
+
+    @property
+    def visibility_ready(self) -> bool:
+        """True once the camera-visibility mask was computed (it is a buffer, so it survives checkpoints)."""
+        return bool(self.occupancy.visibility_set)
+
+    def set_visibility_from_cameras(self, cameras) -> float:
+        """Restrict occupancy to space seen by the training ``cameras`` (nerfstudio Cameras)."""
+        if not self.config.restrict_to_visible:
+            self.occupancy.visibility_set.fill_(True)
+            return 1.0
+        return self.occupancy.set_visibility(
+            cameras.camera_to_worlds, cameras.fx, cameras.fy, cameras.cx, cameras.cy, cameras.width, cameras.height
+        )
 
     def update_occupancy(self) -> float:
         """Refresh the occupancy grid from the current density; returns the occupied fraction."""
@@ -140,7 +163,12 @@ class NscTensoRFModel(Model):
             if (step - cfg.occupancy_warmup) % every == 0:
                 self.update_occupancy()
 
+        def visibility(step: int) -> None:
+            if attrs.pipeline is not None and not self.visibility_ready:
+                self.set_visibility_from_cameras(attrs.pipeline.datamanager.train_dataset.cameras)
+
         return [
+            TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], visibility, update_every_num_iters=1),
             TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], upsample, iters=tuple(cfg.upsampling_iters)),
             TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], occupancy, update_every_num_iters=1),
         ]
@@ -241,3 +269,114 @@ class NscTensoRFModel(Model):
             "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
         }
         return metrics, images
+
+    # ------------------------------------------------------------------------------------------- .nsc codec
+    def vm_tensors(self) -> Dict[str, Parameter]:
+        """The VM factors by section name: ``{density,color}.{planes,lines}``."""
+        f = self.field
+        return {
+            "density.planes": f.density_encoding.plane_coef,
+            "density.lines": f.density_encoding.line_coef,
+            "color.planes": f.color_encoding.plane_coef,
+            "color.lines": f.color_encoding.line_coef,
+        }
+
+    def dense_modules(self) -> Dict[str, torch.nn.Module]:
+        """Small dense parts stored as float16: basis matrix B, MLP head, RGB head."""
+        return {"basis": self.field.B, "mlp": self.field.mlp_head, "rgb_head": self.field.field_output_rgb}
+
+    def nsc_sections(self) -> List[Section]:
+        """Post-hoc codec of the uncompressed base: ``codec_bits``-bit per-channel uniform quantization of the
+        VM planes/lines with a histogram entropy model (ANS), float16 for the dense parts, and the occupancy
+        grid (bit-packed, DEFLATE) so the decoded model samples exactly where the trained one did."""
+        from nscodec.coding.posthoc import histogram_table, uniform_quantize
+        from nscodec.coding.tensor_codec import entropy_section
+
+        sections = []
+        for name, t in self.vm_tensors().items():
+            x = t.detach().cpu().numpy()
+            flat = x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])  # [3*C, N, N|1]: one channel per component
+            sym, lo, step = uniform_quantize(flat, self.config.codec_bits, axis=0)
+            sections.append(
+                entropy_section(
+                    name, sym.reshape(1, -1), histogram_table(sym), meta={"shape": list(x.shape), "lo": lo.tolist(), "step": step.tolist()}
+                )
+            )
+        sections += dense_sections(self.dense_modules())
+        sections.append(occupancy_section(self.occupancy))
+        return sections
+
+    def load_nsc_sections(self, nsc: NscFile) -> None:
+        """Inverse of :meth:`nsc_sections`. Raises NscFormatError on missing, extra or malformed sections."""
+        from nscodec.coding.errors import NscFormatError
+        from nscodec.coding.posthoc import uniform_dequantize
+        from nscodec.coding.tensor_codec import decode_section
+
+        dense = self.dense_modules()
+        nsc.require(list(self.vm_tensors()) + dense_section_names(dense) + ["occupancy"])
+        state = {}
+        for name, param in self.vm_tensors().items():
+            sec = nsc.sections[name]
+            shape = tuple(sec.meta.get("shape", ()))
+            if len(shape) != 4 or shape[0] != 3:
+                raise NscFormatError(f"section {name!r}: bad shape {shape}")
+            sym = decode_section(sec).reshape(shape[0] * shape[1], *shape[2:])
+            x = uniform_dequantize(sym, np.asarray(sec.meta["lo"]), np.asarray(sec.meta["step"]), axis=0)
+            state[name] = torch.from_numpy(x.reshape(shape))
+        enc_d, enc_c = self.field.density_encoding, self.field.color_encoding
+        enc_d.load_state_dict({"plane_coef": state["density.planes"], "line_coef": state["density.lines"]})
+        enc_c.load_state_dict({"plane_coef": state["color.planes"], "line_coef": state["color.lines"]})
+        load_dense_sections(dense, nsc)
+        load_occupancy_section(self.occupancy, nsc)
+
+
+def dense_section_names(modules: Dict[str, torch.nn.Module]) -> List[str]:
+    """Section names ``<module>.<param>`` for :func:`dense_sections`."""
+    return [f"{m}.{p}" for m, mod in modules.items() for p, _ in mod.named_parameters()]
+
+
+def dense_sections(modules: Dict[str, torch.nn.Module], dtype: str = "float16") -> List[Section]:
+    """Every parameter of ``modules`` as a raw ``dtype`` section named ``<module>.<param>``."""
+    from nscodec.coding.tensor_codec import raw_section
+
+    return [raw_section(f"{m}.{p}", t.detach().cpu().numpy(), dtype) for m, mod in modules.items() for p, t in mod.named_parameters()]
+
+
+def load_dense_sections(modules: Dict[str, torch.nn.Module], nsc: NscFile) -> None:
+    """Load sections written by :func:`dense_sections` (cast back to float32). Raises NscFormatError on shape."""
+    from nscodec.coding.errors import NscFormatError
+    from nscodec.coding.tensor_codec import decode_section
+
+    for m, mod in modules.items():
+        for p, t in mod.named_parameters():
+            arr = decode_section(nsc.sections[f"{m}.{p}"])
+            if tuple(arr.shape) != tuple(t.shape):
+                raise NscFormatError(f"section '{m}.{p}': shape {tuple(arr.shape)}, model expects {tuple(t.shape)}")
+            with torch.no_grad():
+                t.copy_(torch.from_numpy(arr.astype(np.float32)))
+
+
+def occupancy_section(grid: OccupancyGrid) -> Section:
+    """The occupancy grid as a bit-packed, DEFLATE-compressed section (meta: grid box, marching box)."""
+    from nscodec.coding.tensor_codec import zlib_section
+
+    bits = np.packbits(grid.occupied.cpu().numpy().reshape(-1))
+    return zlib_section(
+        "occupancy", bits, meta={"resolution": grid.resolution, "grid_aabb": grid.grid_aabb.tolist(), "bbox": grid.bbox.tolist()}
+    )
+
+
+def load_occupancy_section(grid: OccupancyGrid, nsc: NscFile) -> None:
+    """Restore an occupancy grid written by :func:`occupancy_section`."""
+    from nscodec.coding.errors import NscFormatError
+    from nscodec.coding.tensor_codec import decode_section
+
+    sec = nsc.sections["occupancy"]
+    g = int(sec.meta.get("resolution", -1))
+    bits = decode_section(sec)
+    if g != grid.resolution or bits.size * 8 < g**3:
+        raise NscFormatError(f"section 'occupancy': resolution {g} does not match the model's {grid.resolution}")
+    occ = np.unpackbits(bits)[: g**3].astype(bool).reshape(g, g, g)
+    grid.occupied.copy_(torch.from_numpy(occ))
+    grid.bbox.copy_(torch.tensor(sec.meta["bbox"], dtype=torch.float32))
+    grid.num_updates.fill_(max(1, int(grid.num_updates)))

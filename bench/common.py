@@ -1,0 +1,58 @@
+"""Shared helpers for bench scripts: result JSON records and the docs/benchmarks.md tables."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+
+
+def device_string() -> str:
+    """e.g. ``cpu: 2 cores (x86_64)``."""
+    import os
+
+    return f"cpu: {os.cpu_count()} cores ({platform.machine()})"
+
+
+def record(name: str, rows: List[Dict[str, Any]], command: str, extra: Dict[str, Any] | None = None) -> Path:
+    """Write ``bench/results/<name>.json`` with rows + provenance (command, date, device, git commit)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {
+        "name": name,
+        "command": command,
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": device_string(),
+        "python": sys.version.split()[0],
+        "git_commit": commit,
+        "rows": rows,
+        **(extra or {}),
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def update_doc_section(name: str, markdown: str) -> None:
+    """Replace (or append) the block between ``<!-- bench:name -->`` markers in docs/benchmarks.md."""
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nEvery figure here was measured by the command shown with it.\n"
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{start}\n{markdown.rstrip()}\n{end}"
+    if start in text:
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    DOC.write_text(text)

@@ -1,0 +1,123 @@
+"""Train one nerfstudio method for a fixed wall-clock budget, then evaluate it (one subprocess per run).
+
+Used by ``bench/tensorf_vs_stock.py``. Stock nerfstudio models build torchmetrics' LPIPS, which downloads
+AlexNet; here (benchmark only) it is replaced by a stub so stock ``tensorf`` can run offline — our own models
+never need this.
+
+    python bench/timed_train.py --method tensorf --data ../shared/data/blender/lego --scale 0.25 \\
+        --seconds 600 --out bench/runs/stock.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+class _NoLPIPS(torch.nn.Module):
+    """Benchmark-only stand-in for torchmetrics' LPIPS (which would download AlexNet)."""
+
+    def __init__(self, *a, **k) -> None:
+        super().__init__()
+
+    def forward(self, a, b):
+        return torch.tensor(float("nan"))
+
+
+class _Stop(Exception):
+    pass
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--method", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--scale", type=float, default=0.25)
+    ap.add_argument("--seconds", type=float, default=600)
+    ap.add_argument("--rays", type=int, default=4096)
+    ap.add_argument("--eval-every", type=int, default=20, help="evaluate test views 0, N, 2N, ...")
+    ap.add_argument("--workdir", default="bench/runs")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+
+    import torchmetrics.image.lpip as lpip_mod
+
+    lpip_mod.LearnedPerceptualImagePatchSimilarity = _NoLPIPS  # stock models only; see module docstring
+    from nerfstudio.configs.base_config import MachineConfig
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
+    from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+
+    from nscodec.evaluate import evaluate_model
+
+    config = all_methods[args.method]
+    config.machine = MachineConfig(device_type="cpu")
+    config.data = Path(args.data)
+    dm = config.pipeline.datamanager
+    if type(dm) is not VanillaDataManagerConfig:  # stock tensorf uses a multi-process datamanager: same for both
+        dm = VanillaDataManagerConfig(dataparser=dm.dataparser, train_num_rays_per_batch=dm.train_num_rays_per_batch,
+                                      eval_num_rays_per_batch=dm.eval_num_rays_per_batch)
+        config.pipeline.datamanager = dm
+    dm.data = Path(args.data)
+    dm.camera_res_scale_factor = args.scale
+    dm.train_num_rays_per_batch = args.rays
+    config.output_dir = Path(args.workdir)
+    config.experiment_name = f"{args.method}_{int(args.seconds)}s"
+    config.vis = "tensorboard"
+    config.max_num_iterations = 10**7
+    config.steps_per_eval_image = config.steps_per_eval_batch = config.steps_per_eval_all_images = 10**8
+    config.steps_per_save = 10**8
+    config.logging.local_writer.enable = False
+    config.set_timestamp()
+    config.save_config()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    state = {"start": None, "steps": 0}
+
+    def clock(step: int) -> None:
+        if state["start"] is None:
+            state["start"] = time.perf_counter()
+        state["steps"] = step + 1
+        if time.perf_counter() - state["start"] >= args.seconds:
+            raise _Stop
+
+    trainer.callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], clock, update_every_num_iters=1))
+    t0 = time.perf_counter()
+    try:
+        trainer.train()
+    except _Stop:
+        pass
+    wall = time.perf_counter() - t0
+    trained = time.perf_counter() - state["start"]
+    trainer.save_checkpoint(state["steps"])
+    model = trainer.pipeline.model
+    res = evaluate_model(model, Path(args.data), "test", args.scale, every=args.eval_every)
+    res.pop("per_view")
+    out = {
+        "method": args.method,
+        "scene": Path(args.data).name,
+        "resolution": f"{res['width']}x{res['height']}",
+        "psnr": res["psnr"],
+        "ssim": res["ssim"],
+        "test_views": res["num_views"],
+        "steps": state["steps"],
+        "rays_per_batch": args.rays,
+        "train_seconds": trained,
+        "wall_seconds_incl_setup": wall,
+        "rays_per_second": state["steps"] * args.rays / trained,
+        "eval_render_seconds_per_view": res["render_seconds"] / max(1, res["num_views"]),
+        "fp32_bytes": sum(p.numel() * 4 for p in model.parameters()),
+        "config": str(config.get_base_dir() / "config.yml"),
+        "device": "cpu",
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

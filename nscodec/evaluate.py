@@ -1,0 +1,113 @@
+"""Evaluate a decoded ``.nsc`` file (or any nerfstudio model) on a dataset split: PSNR (dB), SSIM, bytes.
+
+Images come from nerfstudio's own dataparser and :class:`~nerfstudio.data.datasets.base_dataset.InputDataset`
+(so downscaling and alpha blending match training); rendering uses the model's
+``get_outputs_for_camera``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+from tqdm import tqdm
+
+from nscodec.coding.errors import NscError
+
+
+def load_split(data: Path, split: str, scale_factor: float = 1.0, dataparser: str = "blender"):
+    """``(cameras, dataset)`` of ``split`` via nerfstudio's dataparser.
+
+    Raises:
+        NscError: unknown dataparser, missing data directory or split (one clear message).
+    """
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+    from nerfstudio.data.datasets.base_dataset import InputDataset
+
+    data = Path(data)
+    if not data.exists():
+        raise NscError(f"data directory not found: {data}")
+    if dataparser in ("blender", "BlenderDataParserConfig"):
+        if not (data / f"transforms_{split}.json").exists():
+            raise NscError(f"split {split!r} not found: {data / f'transforms_{split}.json'} does not exist")
+        parser = BlenderDataParserConfig(data=data).setup()
+    elif dataparser in ("nerfstudio", "NerfstudioDataParserConfig"):
+        parser = NerfstudioDataParserConfig(data=data).setup()
+    else:
+        raise NscError(f"unknown dataparser {dataparser!r} (use 'blender' or 'nerfstudio')")
+    outputs = parser.get_dataparser_outputs(split=split)
+    dataset = InputDataset(outputs, scale_factor=scale_factor)
+    return dataset.cameras, dataset
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: torch.nn.Module,
+    data: Path,
+    split: str = "test",
+    scale_factor: float = 1.0,
+    every: int = 1,
+    limit: Optional[int] = None,
+    dataparser: str = "blender",
+    progress: bool = True,
+) -> Dict[str, Any]:
+    """Render every ``every``-th view of ``split`` and compare with the ground truth.
+
+    Returns:
+        dict with ``psnr`` / ``ssim`` (means; ``lpips`` when available), ``num_views``, ``per_view`` list,
+        ``render_seconds`` (wall clock of all renders), image size.
+    """
+    cameras, dataset = load_split(data, split, scale_factor, dataparser)
+    idx: List[int] = list(range(0, len(dataset), every))[: limit or None]
+    from nscodec.metrics import ImageMetrics
+
+    metrics = getattr(model, "image_metrics", None)
+    if not isinstance(metrics, ImageMetrics):  # stock nerfstudio models: use ours (LPIPS only if offline-able)
+        metrics = ImageMetrics().to(model.device)
+    model.eval()
+    per_view = []
+    t_render = 0.0
+    for i in tqdm(idx, desc=f"eval {split}", disable=not progress, leave=False):
+        cam = cameras[i : i + 1].to(model.device)
+        t0 = time.perf_counter()
+        out = model.get_outputs_for_camera(cam)
+        t_render += time.perf_counter() - t0
+        gt = model.renderer_rgb.blend_background(dataset.get_image_float32(i).to(model.device))
+        pred = out["rgb"].clamp(0, 1)
+        m = metrics(torch.moveaxis(gt, -1, 0)[None], torch.moveaxis(pred, -1, 0)[None])
+        per_view.append({"index": i, **m})
+    keys = per_view[0].keys() - {"index"} if per_view else []
+    result: Dict[str, Any] = {k: sum(v[k] for v in per_view) / len(per_view) for k in keys}
+    result.update(
+        split=split,
+        num_views=len(per_view),
+        width=int(cameras.width[0]),
+        height=int(cameras.height[0]),
+        render_seconds=t_render,
+        per_view=per_view,
+    )
+    return result
+
+
+def evaluate_nsc(path: Path, data: Optional[Path] = None, split: str = "test", scale_factor: Optional[float] = None, **kw) -> Dict[str, Any]:
+    """Decode ``path`` and evaluate it; ``data`` / ``scale_factor`` default to what the file says it was
+    trained on. Adds ``bytes`` (``os.path.getsize``) and ``decode_seconds`` to the result."""
+    from nscodec.io import load_model
+
+    t0 = time.perf_counter()
+    model, nsc = load_model(path)
+    decode_s = time.perf_counter() - t0
+    train = nsc.meta.get("train", {}) if isinstance(nsc.meta, dict) else {}
+    if data is None:
+        if not train.get("data"):
+            raise NscError("the .nsc does not record its dataset: pass --data")
+        data = Path(train["data"])
+    if scale_factor is None:
+        scale_factor = float(train.get("camera_res_scale_factor", 1.0))
+    dp = "nerfstudio" if train.get("dataparser") == "NerfstudioDataParserConfig" else "blender"
+    res = evaluate_model(model, Path(data), split, scale_factor, dataparser=dp, **kw)
+    res.update(bytes=Path(path).stat().st_size, decode_seconds=decode_s, codec=nsc.method)
+    return res

@@ -1,0 +1,85 @@
+"""``ns-export compressed``: write a trained nscodec model as a ``.nsc`` file.
+
+nerfstudio 1.1.5's exporter has no plugin hook; :mod:`nscodec._startup.hook` calls
+:func:`register_with_exporter` when ``nerfstudio.scripts.exporter`` is imported, which appends this subcommand
+to its ``Commands`` union. The same export is available as ``nscodec export --load-config ... --output-dir ...``
+(and as :func:`export_from_config` in Python).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from nerfstudio.scripts.exporter import Exporter
+
+
+def _training_meta(config: Any) -> Dict[str, Any]:
+    dm = config.pipeline.datamanager
+    parser = dm.dataparser
+    return {
+        "train": {
+            "method_name": config.method_name,
+            "data": str(getattr(parser, "data", "")),
+            "dataparser": type(parser).__name__,
+            "camera_res_scale_factor": float(getattr(dm, "camera_res_scale_factor", 1.0)),
+        }
+    }
+
+
+def export_from_config(load_config: Path, output_path: Path, overwrite: bool = False, quiet: bool = False) -> int:
+    """Load the checkpoint named by a training ``config.yml`` and write ``output_path`` (.nsc). Returns bytes."""
+    from nerfstudio.utils.eval_utils import eval_setup
+    from nerfstudio.utils.rich_utils import CONSOLE
+
+    from nscodec.io import export_model
+
+    config, pipeline, _, step = eval_setup(Path(load_config), test_mode="inference")
+    meta = _training_meta(config)
+    meta["train"]["step"] = int(step)
+    size = export_model(pipeline.model, output_path, meta=meta, overwrite=overwrite)
+    if not quiet:
+        CONSOLE.print(f"[bold green]Wrote {output_path} ({size:,} bytes)")
+    return size
+
+
+@dataclass
+class ExportCompressed(Exporter):
+    """Write the trained model as a compressed ``.nsc`` file (nscodec methods)."""
+
+    filename: str = "scene.nsc"
+    """Name of the file written inside output_dir."""
+    overwrite: bool = False
+    """Replace an existing file of that name."""
+
+    def main(self) -> None:
+        from nscodec.coding.errors import NscError
+
+        target = self.output_dir / self.filename
+        if target.exists() and not self.overwrite:
+            raise SystemExit(f"ns-export compressed: error: {target} already exists; pass --overwrite to replace it")
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            export_from_config(self.load_config, target, overwrite=self.overwrite)
+        except (NscError, FileExistsError) as err:
+            raise SystemExit(f"ns-export compressed: error: {err}") from None
+
+
+def register_with_exporter(module: Optional[Any] = None) -> None:
+    """Append ``compressed`` to ``nerfstudio.scripts.exporter.Commands`` (idempotent)."""
+    import typing
+
+    import tyro
+    from typing_extensions import Annotated
+
+    if module is None:
+        import nerfstudio.scripts.exporter as module  # type: ignore[no-redef]
+    if getattr(module, "_nscodec_registered", False):
+        return
+    commands = module.Commands
+    # Commands = FlagConversionOff[Union[Annotated[...], ...]]  ->  unwrap, extend, re-wrap
+    inner = typing.get_args(commands)[0] if typing.get_origin(commands) is Annotated else commands
+    members = list(typing.get_args(inner)) + [Annotated[ExportCompressed, tyro.conf.subcommand(name="compressed")]]
+    module.Commands = tyro.conf.FlagConversionOff[typing.Union[tuple(members)]]  # type: ignore[valid-type]
+    module._nscodec_registered = True

@@ -1,0 +1,119 @@
+"""nscodec-tensorf end to end on lego_tiny: train (nerfstudio Trainer) → checkpoint → ns-export compressed →
+decode → evaluate. Export and decode run under ../shared/tools/offline: no network, nothing downloads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import SHARED
+
+BIN = Path(sys.executable).parent
+OFFLINE = SHARED / "tools" / "offline"
+
+
+def _run(cmd, offline=True, **kw):
+    if offline:
+        cmd = [str(OFFLINE)] + cmd
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def trained(lego_tiny, tmp_path_factory):
+    from nscodec.demo import train_tensorf
+
+    work = tmp_path_factory.mktemp("tensorf")
+    torch.manual_seed(0)
+    config_yml, trainer, _ = train_tensorf(
+        lego_tiny, work, steps=120, rays=1024, progress=False,
+        init_resolution=32, final_resolution=48, upsampling_iters=(40, 80), occupancy_warmup=30, occupancy_update_every=30,
+    )
+    return config_yml, trainer, work
+
+
+def test_checkpoint_loads_with_torch_weights_only(trained):
+    """torch>=2.6 defaults to weights_only=True; nerfstudio's eval_setup must load our checkpoint."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    config_yml, trainer, _ = trained
+    _, pipeline, ckpt, step = eval_setup(config_yml, test_mode="inference")
+    assert step == 119
+    ref = trainer.pipeline.model.state_dict()
+    got = pipeline.model.state_dict()
+    assert got["field.density_encoding.plane_coef"].shape[-1] == 48  # resized to the checkpoint's resolution
+    for k in ("field.density_encoding.plane_coef", "field.color_encoding.line_coef", "occupancy.occupied"):
+        assert torch.equal(ref[k].cpu(), got[k].cpu()), k
+
+
+def test_export_decode_evaluate(trained, lego_tiny):
+    from nscodec.evaluate import evaluate_model
+    from nscodec.io import load_model
+
+    config_yml, trainer, work = trained
+    out_dir = work / "export"
+    r = _run([str(BIN / "ns-export"), "compressed", "--load-config", str(config_yml), "--output-dir", str(out_dir)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    nsc = out_dir / "scene.nsc"
+    assert nsc.is_file()
+
+    # refuses to overwrite without --overwrite, with one clear line and the file intact
+    size = nsc.stat().st_size
+    r2 = _run([str(BIN / "ns-export"), "compressed", "--load-config", str(config_yml), "--output-dir", str(out_dir)])
+    assert r2.returncode != 0 and "exists" in r2.stderr and "Traceback" not in r2.stderr
+    assert nsc.stat().st_size == size
+
+    model, f = load_model(nsc)
+    assert f.total_bytes == os.path.getsize(nsc)
+    fp32 = sum(p.numel() * 4 for p in trainer.pipeline.model.parameters())
+    assert size < fp32 / 3, (size, fp32)
+
+    base = evaluate_model(trainer.pipeline.model, lego_tiny, "test", progress=False)
+    dec = evaluate_model(model, lego_tiny, "test", progress=False)
+    # a trained model must beat a blank white render by a wide margin, and 8-bit coding must cost little
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig  # noqa: F401
+    from nscodec.evaluate import load_split
+
+    _, ds = load_split(lego_tiny, "test")
+    white_mse = sum(
+        float(((trainer.pipeline.model.renderer_rgb.blend_background(ds.get_image_float32(i)) - 1.0) ** 2).mean()) for i in range(len(ds))
+    ) / len(ds)
+    white_psnr = -10 * torch.log10(torch.tensor(white_mse)).item()
+    assert base["psnr"] > white_psnr + 3.0, (base["psnr"], white_psnr)
+    assert abs(dec["psnr"] - base["psnr"]) < 0.5, (dec["psnr"], base["psnr"])
+
+    # the CLI path, offline: decode + evaluate, JSON out, bytes = file size
+    r3 = _run([str(BIN / "nscodec"), "eval", str(nsc), "--data", str(lego_tiny), "--every", "5"])
+    assert r3.returncode == 0, r3.stderr[-3000:]
+    res = json.loads(r3.stdout[r3.stdout.index("{"):])
+    assert res["bytes"] == size and res["num_views"] == 2
+
+    r4 = _run([str(BIN / "nscodec"), "info", str(nsc)], offline=False)
+    assert r4.returncode == 0 and "density.planes" in r4.stdout and "nscodec-tensorf" in r4.stdout
+
+
+def test_decoded_model_renders_deterministically(trained):
+    """Decoding the same file twice gives bit-identical renders (no float CDF recomputation, no randomness)."""
+    from nerfstudio.cameras.rays import RayBundle
+
+    from nscodec.io import export_model, load_model
+
+    _, trainer, work = trained
+    path = work / "det.nsc"
+    export_model(trainer.pipeline.model, path)
+    a, _ = load_model(path)
+    b, _ = load_model(path)
+    g = torch.Generator().manual_seed(0)
+    o = torch.randn(256, 3, generator=g) * 0.1 + torch.tensor([0.0, -4.0, 0.5])
+    d = torch.nn.functional.normalize(torch.tensor([0.0, 1.0, -0.1]) + 0.2 * torch.randn(256, 3, generator=g), dim=-1)
+    rb = RayBundle(origins=o, directions=d, pixel_area=torch.ones(256, 1))
+    with torch.no_grad():
+        ra, rb_ = a.get_outputs(rb)["rgb"], b.get_outputs(rb)["rgb"]
+    assert torch.equal(ra, rb_)
+    assert (ra < 0.99).any(), "rays aimed at the scene should hit something"
