@@ -31,10 +31,12 @@ def record(name: str, rows: List[Dict[str, Any]], command: str, extra: Dict[str,
         commit = ""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
+    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    rows = [{"device": device_string(), "command": command, "date": date, **r} for r in rows]
     payload = {
         "name": name,
         "command": command,
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": date,
         "device": device_string(),
         "python": sys.version.split()[0],
         "git_commit": commit,

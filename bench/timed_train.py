@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=20, help="evaluate test views 0, N, 2N, ...")
     ap.add_argument("--workdir", default="bench/runs")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a model config field (Python literal), e.g. step_ratio=1.0")
     args = ap.parse_args()
 
     import torchmetrics.image.lpip as lpip_mod
@@ -65,6 +67,13 @@ def main() -> None:
     dm.data = Path(args.data)
     dm.camera_res_scale_factor = args.scale
     dm.train_num_rays_per_batch = args.rays
+    import ast
+
+    for kv in args.model_arg:
+        key, value = kv.split("=", 1)
+        if not hasattr(config.pipeline.model, key):
+            raise SystemExit(f"unknown model config field {key!r}")
+        setattr(config.pipeline.model, key, ast.literal_eval(value))
     config.output_dir = Path(args.workdir)
     config.experiment_name = f"{args.method}_{int(args.seconds)}s"
     config.vis = "tensorboard"
@@ -98,7 +107,7 @@ def main() -> None:
     res = evaluate_model(model, Path(args.data), "test", args.scale, every=args.eval_every)
     res.pop("per_view")
     out = {
-        "method": args.method,
+        "method": args.method + "".join(f" [{kv}]" for kv in args.model_arg),
         "scene": Path(args.data).name,
         "resolution": f"{res['width']}x{res['height']}",
         "psnr": res["psnr"],
@@ -111,6 +120,7 @@ def main() -> None:
         "rays_per_second": state["steps"] * args.rays / trained,
         "eval_render_seconds_per_view": res["render_seconds"] / max(1, res["num_views"]),
         "fp32_bytes": sum(p.numel() * 4 for p in model.parameters()),
+        "bytes": sum(p.numel() * 4 for p in model.parameters()),  # uncompressed: fp32 parameters
         "config": str(config.get_base_dir() / "config.yml"),
         "device": "cpu",
     }
