@@ -28,18 +28,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="regenerate the scene and replace results")
 
 
-def train_tensorf(data: Path, workdir: Path, steps: int, rays: int, progress: bool = True, **model_overrides: Any):
-    """Train ``nscodec-tensorf`` in-process with nerfstudio's Trainer; returns ``(config_yml, trainer, seconds)``."""
+def train_tensorf(
+    data: Path, workdir: Path, steps: int, rays: int, progress: bool = True, trainer_config: Any = None, **model_overrides: Any
+):
+    """Train in-process with nerfstudio's Trainer (default method ``nscodec-tensorf``, or ``trainer_config``);
+    returns ``(config_yml, trainer, seconds)``."""
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 
     from nscodec_configs.method_configs import tensorf_trainer_config
 
-    config = tensorf_trainer_config(max_steps=steps)
+    config = trainer_config if trainer_config is not None else tensorf_trainer_config(max_steps=steps)
+    config.max_num_iterations = steps
     config.data = data
     config.pipeline.datamanager.data = data
     config.pipeline.datamanager.train_num_rays_per_batch = rays
     config.output_dir = workdir / "runs"
-    config.experiment_name = "demo"
+    config.experiment_name = config.method_name
     config.vis = "tensorboard"
     config.steps_per_eval_image = config.steps_per_eval_batch = config.steps_per_eval_all_images = steps + 1
     config.steps_per_save = steps
@@ -50,7 +54,7 @@ def train_tensorf(data: Path, workdir: Path, steps: int, rays: int, progress: bo
     config.save_config()
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
-    bar = tqdm(total=steps, desc="train nscodec-tensorf", unit="it", disable=not progress)
+    bar = tqdm(total=steps, desc=f"train {config.method_name}", unit="it", disable=not progress)
 
     def tick(step: int) -> None:
         bar.update(1)

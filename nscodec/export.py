@@ -29,8 +29,28 @@ def _training_meta(config: Any) -> Dict[str, Any]:
 
 
 def export_from_config(load_config: Path, output_path: Path, overwrite: bool = False, quiet: bool = False) -> int:
-    """Load the checkpoint named by a training ``config.yml`` and write ``output_path`` (.nsc). Returns bytes."""
+    """Load the checkpoint named by a training ``config.yml`` and write ``output_path`` (.nsc). Returns bytes.
+
+    Raises:
+        NscError: the config file does not exist, is not a nerfstudio training config, its run has no
+            checkpoint, or its model has no ``.nsc`` codec.
+        FileExistsError: ``output_path`` exists and ``overwrite`` is False.
+    """
     from nerfstudio.utils.eval_utils import eval_setup
+
+    from nscodec.coding.errors import NscError
+
+    load_config = Path(load_config)
+    if not load_config.is_file():
+        raise NscError(f"training config not found: {load_config}")
+    if Path(output_path).exists() and not overwrite:
+        raise FileExistsError(f"{output_path} already exists; pass --overwrite to replace it")
+    ckpt_dir = _checkpoint_dir(load_config)
+    if not any(ckpt_dir.glob("step-*.ckpt")):
+        raise NscError(
+            f"no checkpoint (step-*.ckpt) in {ckpt_dir} — nerfstudio resolves it from the config's output_dir, "
+            "relative to the current directory: run from where you trained, or train first"
+        )
     from nerfstudio.utils.rich_utils import CONSOLE
 
     from nscodec.io import export_model
@@ -42,6 +62,21 @@ def export_from_config(load_config: Path, output_path: Path, overwrite: bool = F
     if not quiet:
         CONSOLE.print(f"[bold green]Wrote {output_path} ({size:,} bytes)")
     return size
+
+
+def _checkpoint_dir(load_config: Path) -> Path:
+    """The checkpoint directory a training config.yml refers to. Raises NscError if it is not such a config."""
+    import yaml
+
+    from nscodec.coding.errors import NscError
+
+    try:
+        config = yaml.load(load_config.read_text(), Loader=yaml.Loader)  # nerfstudio's own format (trusted file)
+    except Exception as err:
+        raise NscError(f"{load_config} is not a readable nerfstudio config: {type(err).__name__}") from None
+    if not hasattr(config, "get_checkpoint_dir"):
+        raise NscError(f"{load_config} is not a nerfstudio training config")
+    return Path(config.get_checkpoint_dir())  # exactly what nerfstudio's eval_setup loads from
 
 
 @dataclass

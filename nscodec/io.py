@@ -28,6 +28,7 @@ from nscodec.coding.errors import NscError, NscFormatError
 #: select one of these.
 CODECS: Dict[str, str] = {
     "nscodec-tensorf": "nscodec.tensorf.model:NscTensoRFModelConfig",
+    "ectensorf": "nscodec.ectensorf.model:ECTensoRFModelConfig",
 }
 
 

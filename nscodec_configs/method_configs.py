@@ -16,6 +16,7 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 import nscodec.compat  # noqa: F401  (torch.load weights_only fix, applied as soon as methods are discovered)
+from nscodec.ectensorf.model import ECTensoRFModelConfig
 from nscodec.tensorf.model import NscTensoRFModelConfig
 
 
@@ -60,4 +61,36 @@ def tensorf_trainer_config(method_name: str = "nscodec-tensorf", max_steps: int 
 nscodec_tensorf = MethodSpecification(
     config=tensorf_trainer_config(),
     description="TensoRF-VM, CPU-fast (occupancy skipping, early termination, packed samples); uncompressed base.",
+)
+
+
+def ectensorf_trainer_config(
+    method_name: str = "ectensorf", stage1_steps: int = 1500, stage2_steps: int = 1500, **model_kwargs
+) -> TrainerConfig:
+    """ECTensoRF: stage 1 = nscodec-tensorf pretraining, stage 2 = latent compression (one ns-train run)."""
+    total = stage1_steps + stage2_steps
+    config = tensorf_trainer_config(method_name, max_steps=total)
+    config.pipeline.model = ECTensoRFModelConfig(stage1_steps=stage1_steps, **model_kwargs)
+    config.optimizers["latents"] = {
+        "optimizer": AdamOptimizerConfig(lr=2e-2),
+        "scheduler": ExponentialDecaySchedulerConfig(lr_final=2e-3, max_steps=total),
+    }
+    config.optimizers["codec"] = {
+        "optimizer": AdamOptimizerConfig(lr=1e-3),
+        "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=total),
+    }
+    return config
+
+
+ectensorf = MethodSpecification(
+    config=ectensorf_trainer_config(),
+    description="ECTensoRF (Neural NeRF Compression): TensoRF-VM planes -> entropy-coded latents, CPU-sized.",
+)
+
+ectensorf_paper = MethodSpecification(
+    config=ectensorf_trainer_config(
+        "ectensorf-paper", stage1_steps=30000, stage2_steps=30000, init_resolution=128, final_resolution=300,
+        upsampling_iters=(2000, 3000, 4000, 5500, 7000),
+    ),
+    description="ECTensoRF with the paper-scale schedule (for GPU runs).",
 )

@@ -117,3 +117,67 @@ def test_decoded_model_renders_deterministically(trained):
         ra, rb_ = a.get_outputs(rb)["rgb"], b.get_outputs(rb)["rgb"]
     assert torch.equal(ra, rb_)
     assert (ra < 0.99).any(), "rays aimed at the scene should hit something"
+
+
+def test_ns_eval_offline_on_cpu(trained):
+    """`ns-eval` (stock nerfstudio script) loads our checkpoint on CPU with no network and reports metrics."""
+    config_yml, _, work = trained
+    out = work / "ns_eval.json"
+    r = _run([str(BIN / "ns-eval"), "--load-config", str(config_yml), "--output-path", str(out)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())["results"]
+    assert res["psnr"] > 10 and 0 < res["ssim"] <= 1
+    assert "lpips" not in res  # no local AlexNet weights: reported as unavailable, never downloaded
+
+
+def test_ns_viewer_loads_checkpoint_offline(trained, tmp_path):
+    """`ns-viewer` loads our checkpoint on CPU with no network and starts serving (stopped after start-up)."""
+    import time
+
+    config_yml, _, _ = trained
+    log = tmp_path / "viewer.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [str(OFFLINE), str(BIN / "ns-viewer"), "--load-config", str(config_yml), "--viewer.websocket-port", "7191"],
+            stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        try:
+            deadline = time.time() + 240
+            text = ""
+            while time.time() < deadline and proc.poll() is None:
+                time.sleep(2)
+                text = log.read_text()
+                if "Done loading checkpoint" in text and ("Viewer" in text or "viser" in text.lower()):
+                    break
+            assert proc.poll() is None, "ns-viewer exited early:\n" + log.read_text()[-3000:]
+            assert "Done loading checkpoint" in text, text[-3000:]
+            assert "Traceback" not in text
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.mark.parametrize("case", ["missing", "not_yaml", "no_checkpoint"])
+def test_export_bad_config_is_one_clear_error(case, tmp_path, trained):
+    from nscodec.coding.errors import NscError
+    from nscodec.export import export_from_config
+
+    config_yml, _, _ = trained
+    if case == "missing":
+        path, msg = tmp_path / "nope.yml", "not found"
+    elif case == "not_yaml":
+        path, msg = tmp_path / "bad.yml", "not a"
+        path.write_text("just: [a, list\n")
+    else:
+        import yaml
+
+        cfg = yaml.load(config_yml.read_text(), Loader=yaml.Loader)
+        cfg.timestamp = "never-trained"
+        path, msg = tmp_path / "config.yml", "no checkpoint"
+        path.write_text(yaml.dump(cfg))
+    with pytest.raises(NscError, match=msg):
+        export_from_config(path, tmp_path / "x.nsc")
+    assert not (tmp_path / "x.nsc").exists()

@@ -45,6 +45,19 @@ def _check_tensor(x: torch.Tensor, what: str) -> None:
         raise NscError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
 
 
+def _check_offset(x: torch.Tensor, offset: Optional[torch.Tensor]) -> None:
+    """Raise NscError unless ``offset`` is None or a tensor broadcastable to ``x``."""
+    if offset is None:
+        return
+    _check_tensor(offset, "offset")
+    try:
+        torch.broadcast_shapes(x.shape, offset.shape)
+    except RuntimeError:
+        raise NscError(
+            f"offset of shape {tuple(offset.shape)} is not broadcastable to x of shape {tuple(x.shape)}"
+        ) from None
+
+
 def quantize(x: torch.Tensor, mode: str, offset: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Quantize (or simulate quantizing) a latent tensor.
 
@@ -67,14 +80,7 @@ def quantize(x: torch.Tensor, mode: str, offset: Optional[torch.Tensor] = None) 
     _check_tensor(x, "x")
     if mode not in QUANTIZATION_MODES:
         raise NscError(f"unknown quantization mode {mode!r}; expected one of {', '.join(QUANTIZATION_MODES)}")
-    if offset is not None:
-        _check_tensor(offset, "offset")
-        try:
-            torch.broadcast_shapes(x.shape, offset.shape)
-        except RuntimeError:
-            raise NscError(
-                f"offset of shape {tuple(offset.shape)} is not broadcastable to x of shape {tuple(x.shape)}"
-            ) from None
+    _check_offset(x, offset)
     if mode == "dequantize":
         out = x if x.is_floating_point() else x.to(torch.float32)
         return out + offset if offset is not None else out
@@ -109,14 +115,8 @@ def to_symbols(x: torch.Tensor, offset: Optional[torch.Tensor] = None) -> torch.
     _check_tensor(x, "x")
     if not x.is_floating_point():
         raise NscError(f"to_symbols needs a floating-point tensor, got {x.dtype}")
+    _check_offset(x, offset)
     if offset is not None:
-        _check_tensor(offset, "offset")
-        try:
-            torch.broadcast_shapes(x.shape, offset.shape)
-        except RuntimeError:
-            raise NscError(
-                f"offset of shape {tuple(offset.shape)} is not broadcastable to x of shape {tuple(x.shape)}"
-            ) from None
         q = torch.round(x.detach() - offset.detach())
     else:
         q = torch.round(x.detach())

@@ -152,6 +152,8 @@ class NscTensoRFModel(Model):
         cfg = self.config
 
         def upsample(step: int) -> None:
+            if not self.planes_trainable():
+                return
             self.field.upsample(self.resolutions[cfg.upsampling_iters.index(step) + 1])
             self.update_occupancy()
             self.reset_encoding_optimizer(attrs)
@@ -172,6 +174,10 @@ class NscTensoRFModel(Model):
             TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], upsample, iters=tuple(cfg.upsampling_iters)),
             TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], occupancy, update_every_num_iters=1),
         ]
+
+    def planes_trainable(self) -> bool:
+        """Whether the VM planes are free parameters (subclasses that decode them return False)."""
+        return True
 
     @staticmethod
     def reset_encoding_optimizer(attrs: TrainingCallbackAttributes, group: str = "encodings") -> None:
@@ -225,6 +231,17 @@ class NscTensoRFModel(Model):
             out["num_samples"] = torch.tensor(float(ray_idx.numel()))
             out["num_samples_appearance"] = torch.tensor(float(live.numel()))
         return out
+
+    @torch.no_grad()
+    def render_samples(self, ray_bundle: RayBundle) -> Tuple[Tensor, Tensor]:
+        """Packed samples of ``ray_bundle`` (mid-points, no jitter): world positions ``[S, 3]`` and their
+        volume-rendering weights ``[S]`` (used e.g. for ECTensoRF's importance maps)."""
+        origins = ray_bundle.origins.reshape(-1, 3)
+        dirs = ray_bundle.directions.reshape(-1, 3)
+        ray_idx, t0, t1 = self.occupancy.march(origins, dirs, self.step_size, None)
+        pos = origins[ray_idx] + dirs[ray_idx] * (0.5 * (t0 + t1))[:, None]
+        weights, _, _ = render_weight_from_density(t0, t1, self.field.density_at(pos), ray_idx, origins.shape[0])
+        return pos, weights
 
     def composite_background(self, comp: Tensor, acc: Tensor) -> Tensor:
         """Blend the composited colour ``[R, 3]`` with the background (random: left to the loss, as nerfstudio)."""

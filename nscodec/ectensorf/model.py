@@ -1,0 +1,372 @@
+"""``ectensorf``: Neural NeRF Compression (Pham et al. 2024, arXiv 2406.08943) on the nscodec TensoRF-VM base.
+
+Stage 1 trains :class:`~nscodec.tensorf.model.NscTensoRFModel`. Stage 2 (from ``stage1_steps``, or from step 0
+with ``init_from``) replaces each VM plane stack (density ``[3, 16, N, N]``, appearance ``[3, 48, N, N]``) by
+latent codes ``Z`` at ``ceil(N/4)`` (zero-initialised) and a decoder of two stride-2 transposed convolutions
+(:class:`~nscodec.ectensorf.decoder.LatentPlaneDecoder`). The latents are rated by a masked (spike-and-slab)
+factorized entropy model (:class:`~nscodec.coding.MaskedFactorizedPrior`, Gumbel-softmax masks with annealed
+temperature) and the objective is (paper Eq. for the rate-distortion loss)::
+
+    L = λ · R[Mbit] + w_rec · mean_i( W_i ⊙ (D(Ẑ)_i − P*_i)² ) + L_render
+
+with ``P*`` the stage-1 planes and ``W`` their rendering-importance maps (sum of training-ray weights that
+read each location, :mod:`nscodec.ectensorf.importance`), normalised to mean 1. Lines, basis matrix, MLP
+heads and decoder keep training in stage 2 and are stored as float16; their file share is in ``nscodec info``.
+
+Evaluation (and the ``.nsc``) uses rounded latents and the deterministic mask; before export the float16
+parts are rounded in place, so a decoded file renders bit-identically to the model that was evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Type
+
+import numpy as np
+import torch
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from torch import Tensor, nn
+from torch.nn import Parameter
+
+from nscodec.coding.container import NscFile, Section
+from nscodec.coding.entropy_models import MaskedFactorizedPrior
+from nscodec.ectensorf.decoder import LatentPlaneDecoder, latent_size
+from nscodec.ectensorf.importance import accumulate_importance
+from nscodec.tensorf.model import (
+    NscTensoRFModel,
+    NscTensoRFModelConfig,
+    dense_section_names,
+    dense_sections,
+    load_dense_sections,
+    load_occupancy_section,
+    occupancy_section,
+)
+
+STACKS = ("density", "color")
+
+
+@dataclass
+class ECTensoRFModelConfig(NscTensoRFModelConfig):
+    """Config of :class:`ECTensoRFModel` (CPU-sized defaults)."""
+
+    _target: Type = field(default_factory=lambda: ECTensoRFModel)
+    stage1_steps: int = 1500
+    """TensoRF pretraining steps (stage 1); compression (stage 2) runs from here to the last step."""
+    init_from: Optional[Path] = None
+    """Checkpoint (.ckpt) of nscodec-tensorf or stock nerfstudio tensorf to compress: stage 2 only."""
+    latent_channels_density: int = 8
+    latent_channels_color: int = 16
+    decoder_hidden: int = 32
+    rate_lambda: float = 2e-3
+    """λ: weight of the rate, counted in Mbit (1e6 bits)."""
+    recon_weight: float = 1.0
+    """Weight of the (importance-weighted) plane reconstruction term."""
+    use_importance: bool = True
+    """Ablation switch: False weights every plane location equally."""
+    use_mask: bool = True
+    """Ablation switch: False uses a plain factorized prior (every latent is coded)."""
+    tau_start: float = 1.0
+    tau_end: float = 0.05
+    """Gumbel-softmax temperature, annealed exponentially over stage 2."""
+    importance_batches: int = 32
+    """Training-ray batches used to accumulate the importance maps."""
+
+
+class ECTensoRFModel(NscTensoRFModel):
+    """TensoRF-VM whose planes are decoded from entropy-coded latents in stage 2 (see module docstring)."""
+
+    config: ECTensoRFModelConfig
+
+    def populate_modules(self) -> None:
+        cfg = self.config
+        if cfg.init_from is None and any(it >= cfg.stage1_steps for it in cfg.upsampling_iters):
+            raise ValueError(
+                f"ectensorf: every upsampling step {tuple(cfg.upsampling_iters)} must come before stage1_steps="
+                f"{cfg.stage1_steps} (the planes stop being free parameters in stage 2)"
+            )
+        super().populate_modules()
+        self.stage2 = False
+        self.codec = nn.Module()  # latents / decoders / entropy models, created at the stage switch
+        self._decoded_cache: Optional[tuple] = None
+        self._step = 0
+        self._stage2_steps = 1
+        # nerfstudio builds one optimizer per param group at setup and Adam rejects empty lists: stage 1 holds
+        # a 0-element placeholder in the groups that only stage 2 fills (it never gets a gradient).
+        self._placeholder = Parameter(torch.zeros(0))
+
+    # ------------------------------------------------------------------------------------------ structure
+    def _build_codec(self, resolution: int) -> None:
+        cfg = self.config
+        h = latent_size(resolution)
+        codec = nn.Module()
+        for stack, c_lat in (("density", cfg.latent_channels_density), ("color", cfg.latent_channels_color)):
+            enc = getattr(self.field, f"{stack}_encoding")
+            codec.register_parameter(f"latents_{stack}", Parameter(torch.zeros(3 * c_lat, h, h)))
+            codec.add_module(f"decoder_{stack}", LatentPlaneDecoder(c_lat, enc.num_components, cfg.decoder_hidden))
+            codec.add_module(
+                f"prior_{stack}",
+                MaskedFactorizedPrior(3 * c_lat, h, h, init_mask_logit=2.0 if cfg.use_mask else 30.0),
+            )
+            codec.register_buffer(f"target_{stack}", torch.zeros(3, enc.num_components, resolution, resolution))
+        codec.register_buffer("importance", torch.ones(3, resolution, resolution))
+        device = self.field.aabb.device
+        self.codec = codec.to(device)
+        self.plane_resolution = resolution
+        for stack in STACKS:  # planes are now a function of the latents, not parameters
+            enc = getattr(self.field, f"{stack}_encoding")
+            if "plane_coef" in enc._parameters:
+                del enc._parameters["plane_coef"]
+            enc.plane_coef = torch.zeros(3, enc.num_components, resolution, resolution, device=device)
+        self.stage2 = True
+        self._decoded_cache = None
+
+    @torch.no_grad()
+    def enter_stage2(self, ray_bundles=None) -> None:
+        """Switch to compression: importance maps from the current (pretrained) field, targets = its planes,
+        zero latents. ``ray_bundles``: training rays for the importance maps (None → uniform maps)."""
+        cfg = self.config
+        res = self.field.density_encoding.resolution
+        targets = {s: getattr(self.field, f"{s}_encoding").plane_coef.detach().clone() for s in STACKS}
+        importance = None
+        if cfg.use_importance and ray_bundles is not None:
+            importance = accumulate_importance(self, ray_bundles, res)
+        self._build_codec(res)
+        for s in STACKS:
+            getattr(self.codec, f"target_{s}").copy_(targets[s])
+        if importance is not None:
+            imp = importance.to(self.codec.importance.device)
+            imp = imp / imp.mean(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+            self.codec.importance.copy_(imp)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "codec.latents_density"
+        if key in state_dict and not self.stage2:  # a stage-2 checkpoint: build the structure to load into
+            res = int(state_dict[prefix + "codec.target_density"].shape[-1])
+            self.field.upsample(res)
+            self._build_codec(res)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def planes_trainable(self) -> bool:
+        return not self.stage2
+
+    # ------------------------------------------------------------------------------------------ decoding
+    def tau(self) -> float:
+        """Gumbel-softmax temperature at the current stage-2 step (exponential anneal)."""
+        cfg = self.config
+        frac = min(1.0, max(0.0, (self._step - self._stage2_start()) / max(1, self._stage2_steps)))
+        return float(cfg.tau_start * (cfg.tau_end / cfg.tau_start) ** frac)
+
+    def _stage2_start(self) -> int:
+        return 0 if self.config.init_from is not None else self.config.stage1_steps
+
+    def decode_planes(self) -> Dict[str, Tensor]:
+        """Decode ``{stack: planes [3, C, N, N]}`` plus ``"rate_bits"`` (scalar, bits).
+
+        Training: one Gumbel-softmax mask sample per step (deterministic when ``use_mask`` is off), straight-
+        through rounding for the values and the additive-noise likelihood for the rate ("mixed" quantization,
+        Minnen & Singh 2020). Evaluation: rounded latents, deterministic mask — exactly what the file holds."""
+        out: Dict[str, Tensor] = {}
+        bits = torch.zeros((), device=self.codec.importance.device)
+        for s in STACKS:
+            prior: MaskedFactorizedPrior = getattr(self.codec, f"prior_{s}")
+            z = getattr(self.codec, f"latents_{s}")
+            if self.training:  # one mask sample; STE values, rate from the noisy-latent likelihood
+                z_hat, rate, _ = prior(z, tau=self.tau(), mode="mixed", stochastic=self.config.use_mask)
+                bits = bits + rate
+            else:
+                z_hat, rate, _ = prior(z, mode="round", stochastic=False)
+                bits = bits + rate.detach()
+            c_lat = z.shape[0] // 3
+            out[s] = getattr(self.codec, f"decoder_{s}")(z_hat.reshape(3, c_lat, *z.shape[1:]), self.plane_resolution)
+        out["rate_bits"] = bits
+        return out
+
+    def _install_planes(self) -> Dict[str, Tensor]:
+        if self.training:
+            self._decoded_cache = None
+            dec = self.decode_planes()
+        else:
+            if self._decoded_cache is None:
+                with torch.no_grad():
+                    self._decoded_cache = (self.decode_planes(),)
+            dec = self._decoded_cache[0]
+        for s in STACKS:
+            getattr(self.field, f"{s}_encoding").plane_coef = dec[s]
+        return dec
+
+    def get_outputs(self, ray_bundle):
+        if not self.stage2:
+            return super().get_outputs(ray_bundle)
+        dec = self._install_planes()
+        out = super().get_outputs(ray_bundle)
+        if self.training:
+            out["_decoded"] = dec  # consumed by get_loss_dict
+        return out
+
+    def train(self, mode: bool = True):
+        self._decoded_cache = None
+        return super().train(mode)
+
+    # -------------------------------------------------------------------------------------------- losses
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        loss = super().get_loss_dict(outputs, batch, metrics_dict)
+        dec = outputs.pop("_decoded", None)
+        if dec is None:
+            return loss
+        loss.pop("l1_reg", None)  # the planes are no longer free parameters
+        cfg = self.config
+        loss["rate"] = cfg.rate_lambda * dec["rate_bits"] / 1e6
+        rec = 0.0
+        for s in STACKS:
+            err = (dec[s] - getattr(self.codec, f"target_{s}")) ** 2  # [3, C, N, N]
+            rec = rec + (err * self.codec.importance[:, None]).mean()
+        loss["plane_reconstruction"] = cfg.recon_weight * rec
+        aux = sum(getattr(self.codec, f"prior_{s}").aux_loss() for s in STACKS)
+        loss["entropy_aux"] = aux  # quantile fit of the priors (no effect on the rate-distortion gradient)
+        return loss
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        m = super().get_metrics_dict(outputs, batch)
+        if self.stage2 and "_decoded" in outputs:
+            m["rate_kbytes"] = outputs["_decoded"]["rate_bits"].detach() / 8e3
+            m["gumbel_tau"] = torch.tensor(self.tau())
+        return m
+
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        groups = super().get_param_groups()
+        if self.stage2:
+            groups["encodings"] = [self.field.density_encoding.line_coef, self.field.color_encoding.line_coef]
+            groups["latents"] = [p for n, p in self.codec.named_parameters() if n.startswith("latents_")]
+            groups["codec"] = [p for n, p in self.codec.named_parameters() if not n.startswith("latents_")]
+        else:
+            groups["latents"] = [self._placeholder]
+            groups["codec"] = [self._placeholder]
+        return groups
+
+    # ----------------------------------------------------------------------------------------- callbacks
+    def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        callbacks = super().get_training_callbacks(attrs)
+        cfg = self.config
+        max_steps = attrs.trainer.config.max_num_iterations if attrs.trainer is not None else cfg.stage1_steps + 1
+
+        def track(step: int) -> None:
+            self._step = step
+            self._stage2_steps = max(1, max_steps - self._stage2_start())
+
+        def switch(step: int) -> None:
+            if self.stage2 or step != self._stage2_start():
+                return
+            if cfg.init_from is not None:
+                self.load_pretrained(Path(cfg.init_from))
+            dm = attrs.pipeline.datamanager
+            bundles = [dm.next_train(step)[0] for _ in range(cfg.importance_batches)]
+            self.enter_stage2(bundles)
+            self.update_occupancy()
+            for group in ("encodings", "latents", "codec"):
+                self.reset_encoding_optimizer(attrs, group)
+
+        def finalize(step: int) -> None:
+            if step == max_steps - 1 and self.stage2:
+                self.round_dense_to_float16()
+
+        return [
+            TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], track, update_every_num_iters=1),
+            TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], switch, update_every_num_iters=1),
+        ] + callbacks + [TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], finalize, update_every_num_iters=1)]
+
+    @torch.no_grad()
+    def load_pretrained(self, ckpt: Path) -> None:
+        """Load the field of a ``nscodec-tensorf`` or stock ``tensorf`` checkpoint (``step-*.ckpt``).
+
+        Raises:
+            FileNotFoundError / ValueError: missing file, or no TensoRF field in it.
+        """
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"init_from checkpoint not found: {ckpt}")
+        state = torch.load(ckpt, map_location="cpu")
+        pipe = state.get("pipeline", state)
+        prefix = next((p for p in ("_model.field.", "module._model.field.") if p + "density_encoding.plane_coef" in pipe), None)
+        if prefix is None:
+            raise ValueError(f"{ckpt} holds no TensoRF-VM field (expected '_model.field.density_encoding.plane_coef')")
+        field_state = {k[len(prefix) :]: v for k, v in pipe.items() if k.startswith(prefix)}
+        self.field.load_state_dict(field_state, strict=True)
+        occ_prefix = prefix.replace("field.", "occupancy.")
+        if occ_prefix + "occupied" in pipe:
+            self.occupancy.load_state_dict({k[len(occ_prefix) :]: v for k, v in pipe.items() if k.startswith(occ_prefix)}, strict=False)
+        self.occupancy.num_updates.fill_(max(1, int(self.occupancy.num_updates)))
+
+    # ------------------------------------------------------------------------------------------- .nsc codec
+    def dense_modules(self) -> Dict[str, nn.Module]:
+        mods = super().dense_modules()
+        lines = nn.Module()
+        lines.register_parameter("density", self.field.density_encoding.line_coef)
+        lines.register_parameter("color", self.field.color_encoding.line_coef)
+        mods["lines"] = lines
+        if self.stage2:
+            mods["decoder_density"] = self.codec.decoder_density
+            mods["decoder_color"] = self.codec.decoder_color
+        return mods
+
+    @torch.no_grad()
+    def round_dense_to_float16(self) -> None:
+        """Round every float16-stored parameter to a float16 value in place (so the .nsc is lossless for them)."""
+        for mod in self.dense_modules().values():
+            for p in mod.parameters():
+                p.copy_(p.half().float())
+        self._decoded_cache = None
+
+    def nsc_sections(self) -> List[Section]:
+        """Entropy-coded latents (masked, with the mask coded under its Bernoulli prior), float16 dense parts,
+        occupancy. Raises NscError before stage 2 (nothing compressed yet)."""
+        from nscodec.coding.errors import NscError
+        from nscodec.coding.quantization import to_symbols
+        from nscodec.coding.tensor_codec import entropy_section
+
+        if not self.stage2:
+            raise NscError("ectensorf model is still in stage 1 (TensoRF pretraining): train past stage1_steps first")
+        self.round_dense_to_float16()
+        sections = []
+        for s in STACKS:
+            prior: MaskedFactorizedPrior = getattr(self.codec, f"prior_{s}")
+            sym = to_symbols(getattr(self.codec, f"latents_{s}")).cpu().numpy()
+            msk = (prior.deterministic_mask() > 0).cpu().numpy()
+            meta = {"plane_resolution": int(self.plane_resolution)}
+            sections.append(entropy_section(f"mask.{s}", msk.astype(np.int32), prior.mask_cdf_table(), meta=meta))
+            sections.append(entropy_section(f"latents.{s}", sym, prior.build_cdf_table(sym), mask=msk, meta=meta))
+        sections += dense_sections(self.dense_modules())
+        sections.append(occupancy_section(self.occupancy))
+        return sections
+
+    def load_nsc_sections(self, nsc: NscFile) -> None:
+        """Inverse of :meth:`nsc_sections`: integer latents and masks, float16 parts, occupancy.
+
+        Raises:
+            NscFormatError: missing/extra/malformed sections.
+        """
+        from nscodec.coding.errors import NscFormatError
+        from nscodec.coding.tensor_codec import decode_section
+
+        if "latents.density" not in nsc.sections:
+            raise NscFormatError("missing section 'latents.density'")
+        res = int(nsc.sections["latents.density"].meta.get("plane_resolution", 0))
+        if res < 2:
+            raise NscFormatError("section 'latents.density': missing or bad plane_resolution")
+        self.field.upsample(res)
+        self._build_codec(res)
+        dense = self.dense_modules()
+        nsc.require([f"{k}.{s}" for k in ("mask", "latents") for s in STACKS] + dense_section_names(dense) + ["occupancy"])
+        with torch.no_grad():
+            for s in STACKS:
+                prior: MaskedFactorizedPrior = getattr(self.codec, f"prior_{s}")
+                z = getattr(self.codec, f"latents_{s}")
+                mask = decode_section(nsc.sections[f"mask.{s}"]).astype(bool)
+                if mask.shape != tuple(z.shape):
+                    raise NscFormatError(f"section 'mask.{s}': shape {mask.shape}, model expects {tuple(z.shape)}")
+                sym = decode_section(nsc.sections[f"latents.{s}"], mask=mask)
+                z.copy_(torch.from_numpy(sym.astype(np.float32)))
+                prior.mask_logits.copy_(torch.where(torch.from_numpy(mask), 10.0, -10.0))
+        load_dense_sections(dense, nsc)
+        load_occupancy_section(self.occupancy, nsc)
+        self._decoded_cache = None

@@ -1,0 +1,146 @@
+"""ECTensoRF: decoder shapes, importance maps, init-from a stock tensorf checkpoint, export → decode identity."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from nscodec.ectensorf.decoder import LatentPlaneDecoder, latent_size
+from nscodec.ectensorf.importance import splat_plane_weights
+
+
+@pytest.mark.parametrize("res", [5, 17, 63, 64, 127, 160])
+def test_decoder_shapes_at_odd_resolutions(res):
+    dec = LatentPlaneDecoder(latent_channels=4, out_channels=16, hidden=8)
+    h = latent_size(res)
+    assert 4 * h >= res > 4 * (h - 1)
+    out = dec(torch.zeros(3, 4, h, h), res)
+    assert out.shape == (3, 16, res, res)
+    with pytest.raises(ValueError, match="decode to"):  # one latent row short cannot cover the plane
+        dec(torch.zeros(3, 4, h - 1, h - 1), res)
+
+
+def test_importance_splat_conserves_mass_and_lands_where_read():
+    n = 9
+    coords = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0], [0.125, -0.5]])
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    m = splat_plane_weights(coords, w, n)
+    torch.testing.assert_close(m.sum(), w.sum())
+    assert m[0, 0] == 1.0 and m[-1, -1] == 2.0 and m[4, 4] == 3.0  # corners and centre (align_corners=True)
+    # the splat is the transpose of bilinear lookup: <splat(w), F> == sum_i w_i * lookup(F, x_i)
+    feat = torch.randn(1, 1, n, n)
+    look = torch.nn.functional.grid_sample(feat, coords.view(1, -1, 1, 2), align_corners=True).view(-1)
+    torch.testing.assert_close((m * feat[0, 0]).sum(), (w * look).sum())
+
+
+def _stock_tensorf_checkpoint(path, monkeypatch):
+    """A checkpoint in stock nerfstudio tensorf layout, made with nerfstudio's own TensoRFModel."""
+    import torchmetrics.image.lpip as lp
+    from nerfstudio.data.scene_box import SceneBox
+    from nerfstudio.models.tensorf import TensoRFModelConfig
+
+    class NoLPIPS(torch.nn.Module):  # stock models would download AlexNet here
+        def __init__(self, *a, **k):
+            super().__init__()
+
+    monkeypatch.setattr(lp, "LearnedPerceptualImagePatchSimilarity", NoLPIPS)
+    from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
+
+    cfg = TensoRFModelConfig(init_resolution=24, final_resolution=24, camera_optimizer=CameraOptimizerConfig(mode="off"))
+    model = cfg.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.5] * 3, [1.5] * 3])), num_train_data=20)
+    torch.save({"step": 10, "pipeline": {"_model." + k: v for k, v in model.state_dict().items()}}, path)
+    return model
+
+
+def test_init_from_stock_tensorf_checkpoint(tmp_path, monkeypatch):
+    from nerfstudio.data.scene_box import SceneBox
+
+    from nscodec.ectensorf.model import ECTensoRFModelConfig
+
+    stock = _stock_tensorf_checkpoint(tmp_path / "step-000000010.ckpt", monkeypatch)
+    model = ECTensoRFModelConfig(init_resolution=16, init_from=tmp_path / "step-000000010.ckpt").setup(
+        scene_box=SceneBox(aabb=torch.tensor([[-1.5] * 3, [1.5] * 3])), num_train_data=20
+    )
+    model.load_pretrained(tmp_path / "step-000000010.ckpt")
+    assert model.field.density_encoding.resolution == 24
+    for name in ("density_encoding.plane_coef", "color_encoding.line_coef", "B.weight", "mlp_head.layers.0.weight"):
+        got = dict(model.field.named_parameters())[name]
+        ref = dict(stock.field.named_parameters())[name]
+        assert torch.equal(got, ref), name
+    model.enter_stage2(None)
+    assert model.stage2 and model.codec.latents_density.shape[-1] == latent_size(24)
+    assert torch.equal(model.codec.target_density, stock.field.density_encoding.plane_coef.detach())
+    with pytest.raises(FileNotFoundError):
+        model.load_pretrained(tmp_path / "missing.ckpt")
+
+
+@pytest.fixture(scope="module")
+def trained_ec(lego_tiny, tmp_path_factory):
+    from nscodec.demo import train_tensorf
+    from nscodec_configs.method_configs import ectensorf_trainer_config
+
+    work = tmp_path_factory.mktemp("ectensorf")
+    torch.manual_seed(0)
+    cfg = ectensorf_trainer_config(stage1_steps=60, stage2_steps=60)
+    config_yml, trainer, _ = train_tensorf(
+        lego_tiny, work, steps=120, rays=1024, progress=False, trainer_config=cfg,
+        init_resolution=24, final_resolution=32, upsampling_iters=(30,), occupancy_warmup=20, occupancy_update_every=20,
+        importance_batches=4,
+    )
+    return config_yml, trainer, work
+
+
+def test_stage2_compresses_and_decodes_bit_identically(trained_ec, lego_tiny):
+    from nerfstudio.cameras.rays import RayBundle
+
+    from nscodec.evaluate import evaluate_model
+    from nscodec.io import export_model, load_model
+
+    _, trainer, work = trained_ec
+    model = trainer.pipeline.model
+    assert model.stage2
+    path = work / "scene.nsc"
+    size = export_model(model, path)
+    assert size == os.path.getsize(path)
+    decoded, nsc = load_model(path)
+    assert nsc.method == "ectensorf" and nsc.total_bytes == size
+    fp32 = sum(v.numel() * 4 for k, v in model.state_dict().items() if "target" not in k and "importance" not in k)
+    assert size < fp32 / 4, (size, fp32)
+    g = torch.Generator().manual_seed(1)
+    o = torch.randn(512, 3, generator=g) * 0.1 + torch.tensor([0.0, -4.0, 0.5])
+    d = torch.nn.functional.normalize(torch.tensor([0.0, 1.0, -0.1]) + 0.2 * torch.randn(512, 3, generator=g), dim=-1)
+    rb = RayBundle(origins=o, directions=d, pixel_area=torch.ones(512, 1))
+    model.eval()
+    with torch.no_grad():
+        a = model.get_outputs(rb)["rgb"]
+        b = decoded.get_outputs(rb)["rgb"]
+    assert (a - b).abs().max().item() == 0.0
+    ev_a = evaluate_model(model, lego_tiny, "test", every=5, progress=False)
+    ev_b = evaluate_model(decoded, lego_tiny, "test", every=5, progress=False)
+    assert ev_a["psnr"] == ev_b["psnr"]
+
+
+def test_closed_masks_code_nothing(trained_ec):
+    """Mask 0 everywhere: the rate drops and the planes no longer depend on the latents (decoder of zeros)."""
+    _, trainer, _ = trained_ec
+    model = trainer.pipeline.model
+    model.eval()
+    saved = {s: getattr(model.codec, f"prior_{s}").mask_logits.detach().clone() for s in ("density", "color")}
+    try:
+        with torch.no_grad():
+            open_ = model.decode_planes()
+            for s in saved:
+                getattr(model.codec, f"prior_{s}").mask_logits.fill_(-5.0)
+            closed = model.decode_planes()
+            assert closed["rate_bits"] < open_["rate_bits"]
+            for s in saved:
+                z = getattr(model.codec, f"latents_{s}")
+                zeros = torch.zeros(3, z.shape[0] // 3, *z.shape[1:])
+                assert torch.equal(closed[s], getattr(model.codec, f"decoder_{s}")(zeros, model.plane_resolution))
+    finally:
+        with torch.no_grad():
+            for s, v in saved.items():
+                getattr(model.codec, f"prior_{s}").mask_logits.copy_(v)
+        model._decoded_cache = None

@@ -1,0 +1,37 @@
+"""Our methods are registered through nerfstudio's entry point and show in `ns-train --help`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from nscodec.io import CODECS, codec_config_class
+
+REGISTERED = ["nscodec-tensorf", "ectensorf", "ectensorf-paper"]
+
+
+def test_entry_points_discovered():
+    from nerfstudio.plugins.registry import discover_methods
+
+    methods, descriptions = discover_methods()
+    for name in REGISTERED:
+        assert name in methods, f"{name} not discovered via nerfstudio.method_configs"
+        assert methods[name].method_name == name
+        assert descriptions[name]
+
+
+def test_every_codec_maps_to_a_registered_model_config():
+    from nerfstudio.plugins.registry import discover_methods
+
+    methods, _ = discover_methods()
+    for codec in CODECS:
+        cls = codec_config_class(codec)
+        assert any(type(m.pipeline.model) is cls for m in methods.values()), codec
+
+
+def test_ns_train_help_lists_methods():
+    r = subprocess.run([str(Path(sys.executable).parent / "ns-train"), "--help"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for name in REGISTERED:
+        assert name in r.stdout
