@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Type
+from typing import Dict, List, Optional, Tuple, Type
 
 import numpy as np
 import torch
@@ -54,6 +54,8 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     _target: Type = field(default_factory=lambda: ECTensoRFModel)
     stage1_steps: int = 1500
     """TensoRF pretraining steps (stage 1); compression (stage 2) runs from here to the last step."""
+    upsampling_iters: Tuple[int, ...] = (300, 600, 900, 1200)
+    """Plane upsampling steps; all must come before ``stage1_steps``."""
     init_from: Optional[Path] = None
     """Checkpoint (.ckpt) of nscodec-tensorf or stock nerfstudio tensorf to compress: stage 2 only."""
     latent_channels_density: int = 8
