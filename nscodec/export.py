@@ -118,3 +118,6 @@ def register_with_exporter(module: Optional[Any] = None) -> None:
     members = list(typing.get_args(inner)) + [Annotated[ExportCompressed, tyro.conf.subcommand(name="compressed")]]
     module.Commands = tyro.conf.FlagConversionOff[typing.Union[tuple(members)]]  # type: ignore[valid-type]
     module._nscodec_registered = True
+
+
+register_with_exporter()  # the exporter module is loaded by now (imported above); idempotent

@@ -144,3 +144,25 @@ def test_closed_masks_code_nothing(trained_ec):
             for s, v in saved.items():
                 getattr(model.codec, f"prior_{s}").mask_logits.copy_(v)
         model._decoded_cache = None
+
+
+def test_stage2_checkpoint_loads_via_eval_setup(trained_ec):
+    """ns-eval / ns-viewer / ns-export load a stage-2 checkpoint (the codec structure is rebuilt on load) and
+    render exactly what the trained model renders (the final step rounded the float16 parts before saving)."""
+    from nerfstudio.cameras.rays import RayBundle
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    config_yml, trainer, _ = trained_ec
+    _, pipeline, _, step = eval_setup(config_yml, test_mode="inference")
+    loaded = pipeline.model
+    assert step == 119 and loaded.stage2
+    ref = trainer.pipeline.model
+    assert torch.equal(loaded.codec.latents_color, ref.codec.latents_color)
+    g = torch.Generator().manual_seed(2)
+    o = torch.randn(256, 3, generator=g) * 0.1 + torch.tensor([0.0, -4.0, 0.5])
+    d = torch.nn.functional.normalize(torch.tensor([0.0, 1.0, -0.1]) + 0.2 * torch.randn(256, 3, generator=g), dim=-1)
+    rb = RayBundle(origins=o, directions=d, pixel_area=torch.ones(256, 1))
+    ref.eval()
+    loaded.eval()
+    with torch.no_grad():
+        assert torch.equal(ref.get_outputs(rb)["rgb"], loaded.get_outputs(rb)["rgb"])

@@ -68,6 +68,9 @@ class _PatchingLoader(importlib.abc.Loader):
     def exec_module(self, module) -> None:
         _install_open3d_shim()
         self._inner.exec_module(module)
+        pending = sys.modules.get("nscodec.export")
+        if pending is not None and not hasattr(pending, "register_with_exporter"):
+            return  # nscodec.export itself is importing the exporter; it registers when it finishes loading
         try:
             from nscodec.export import register_with_exporter
         except Exception as err:  # never break stock ns-export because of us
