@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="regenerate the scene and replace results")
 
 
-def train_tensorf(
+def train_in_process(
     data: Path, workdir: Path, steps: int, rays: int, progress: bool = True, trainer_config: Any = None, **model_overrides: Any
 ):
     """Train in-process with nerfstudio's Trainer (default method ``nscodec-tensorf``, or ``trainer_config``);
@@ -81,7 +81,7 @@ def run_demo(workdir: Path, steps: int = 1200, rays: int = 4096, resolution: int
     else:
         print(f"[1/4] reusing the scene in {scene}")
     print(f"[2/4] training nscodec-tensorf for {steps} steps on CPU")
-    config_yml, trainer, train_s = train_tensorf(
+    config_yml, trainer, train_s = train_in_process(
         scene, workdir, steps, rays,
         init_resolution=48, final_resolution=128, upsampling_iters=tuple(int(steps * f) for f in (0.15, 0.3, 0.45, 0.6)),
     )

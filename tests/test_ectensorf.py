@@ -78,13 +78,13 @@ def test_init_from_stock_tensorf_checkpoint(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def trained_ec(lego_tiny, tmp_path_factory):
-    from nscodec.demo import train_tensorf
+    from nscodec.demo import train_in_process
     from nscodec_configs.method_configs import ectensorf_trainer_config
 
     work = tmp_path_factory.mktemp("ectensorf")
     torch.manual_seed(0)
     cfg = ectensorf_trainer_config(stage1_steps=60, stage2_steps=60)
-    config_yml, trainer, _ = train_tensorf(
+    config_yml, trainer, _ = train_in_process(
         lego_tiny, work, steps=120, rays=1024, progress=False, trainer_config=cfg,
         init_resolution=24, final_resolution=32, upsampling_iters=(30,), occupancy_warmup=20, occupancy_update_every=20,
         importance_batches=4,

@@ -27,11 +27,11 @@ def _run(cmd, offline=True, **kw):
 
 @pytest.fixture(scope="module")
 def trained(lego_tiny, tmp_path_factory):
-    from nscodec.demo import train_tensorf
+    from nscodec.demo import train_in_process
 
     work = tmp_path_factory.mktemp("tensorf")
     torch.manual_seed(0)
-    config_yml, trainer, _ = train_tensorf(
+    config_yml, trainer, _ = train_in_process(
         lego_tiny, work, steps=120, rays=1024, progress=False,
         init_resolution=32, final_resolution=48, upsampling_iters=(40, 80), occupancy_warmup=30, occupancy_update_every=30,
     )

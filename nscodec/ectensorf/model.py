@@ -19,7 +19,6 @@ parts are rounded in place, so a decoded file renders bit-identically to the mod
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Type
