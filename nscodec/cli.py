@@ -87,6 +87,14 @@ def info_command(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
             )
         for line in _format_table(rows, right=(4, 5)):
             print("  " + line, file=out)
+    from nscodec.lod import describe_lods
+
+    lods = describe_lods(f)
+    if len(lods) > 1:
+        print("levels of detail (a prefix of this many bytes decodes the level):", file=out)
+        rows = [["lod", "bytes", "% of file"]] + [[str(r["lod"]), str(r["bytes"]), f"{r['percent']:.1f}%"] for r in lods]
+        for line in _format_table(rows, right=(0, 1, 2)):
+            print("  " + line, file=out)
     return 0
 
 
@@ -126,7 +134,9 @@ def eval_command(args: argparse.Namespace) -> int:
 
     from nscodec.evaluate import evaluate_nsc
 
-    res = evaluate_nsc(Path(args.file), Path(args.data) if args.data else None, args.split, args.scale_factor, every=args.every)
+    res = evaluate_nsc(
+        Path(args.file), Path(args.data) if args.data else None, args.split, args.scale_factor, lod=args.lod, every=args.every
+    )
     if not args.per_view:
         res.pop("per_view", None)
     text = json.dumps(res, indent=2)
@@ -144,6 +154,7 @@ def _add_eval(subparsers: "argparse._SubParsersAction") -> None:
     p.add_argument("--scale-factor", type=float, default=None, help="camera resolution scale (default: as trained)")
     p.add_argument("--every", type=int, default=1, help="evaluate every N-th view")
     p.add_argument("--per-view", action="store_true", help="include per-view metrics")
+    p.add_argument("--lod", type=int, default=None, help="decode only the file prefix of this level of detail")
     p.add_argument("--output", help="also write the JSON here")
     p.set_defaults(func=eval_command)
 

@@ -92,13 +92,25 @@ def evaluate_model(
     return result
 
 
-def evaluate_nsc(path: Path, data: Optional[Path] = None, split: str = "test", scale_factor: Optional[float] = None, **kw) -> Dict[str, Any]:
+def evaluate_nsc(
+    path: Path,
+    data: Optional[Path] = None,
+    split: str = "test",
+    scale_factor: Optional[float] = None,
+    lod: Optional[int] = None,
+    **kw,
+) -> Dict[str, Any]:
     """Decode ``path`` and evaluate it; ``data`` / ``scale_factor`` default to what the file says it was
-    trained on. Adds ``bytes`` (``os.path.getsize``) and ``decode_seconds`` to the result."""
+    trained on. Adds ``bytes`` (``os.path.getsize``), ``decode_seconds`` and, when ``lod`` is given,
+    ``lod`` and ``lod_bytes`` (the prefix bytes actually read and decoded) to the result.
+
+    Raises:
+        NscError: no dataset recorded and none given; FileNotFoundError / NscFormatError from decoding.
+    """
     from nscodec.io import load_model
 
     t0 = time.perf_counter()
-    model, nsc = load_model(path)
+    model, nsc = load_model(path, lod=lod)
     decode_s = time.perf_counter() - t0
     train = nsc.meta.get("train", {}) if isinstance(nsc.meta, dict) else {}
     if data is None:
@@ -110,4 +122,8 @@ def evaluate_nsc(path: Path, data: Optional[Path] = None, split: str = "test", s
     dp = "nerfstudio" if train.get("dataparser") == "NerfstudioDataParserConfig" else "blender"
     res = evaluate_model(model, Path(data), split, scale_factor, dataparser=dp, **kw)
     res.update(bytes=Path(path).stat().st_size, decode_seconds=decode_s, codec=nsc.method)
+    if lod is not None:
+        from nscodec.lod import available_lod
+
+        res.update(lod=available_lod(nsc), lod_bytes=nsc.available_bytes)
     return res

@@ -29,6 +29,8 @@ from nscodec.coding.errors import NscError, NscFormatError
 CODECS: Dict[str, str] = {
     "nscodec-tensorf": "nscodec.tensorf.model:NscTensoRFModelConfig",
     "ectensorf": "nscodec.ectensorf.model:ECTensoRFModelConfig",
+    "shacira": "nscodec.shacira.model:ShaciraModelConfig",
+    "vqad": "nscodec.vqad.model:VQADModelConfig",
 }
 
 
@@ -119,11 +121,19 @@ def export_model(
     return write_nsc(path, codec, config, sections, meta=full_meta, overwrite=overwrite)
 
 
-def load_model(path: Path | str | bytes, device: str | torch.device = "cpu") -> Tuple[torch.nn.Module, NscFile]:
+def load_model(
+    path: Path | str | bytes, device: str | torch.device = "cpu", lod: Optional[int] = None
+) -> Tuple[torch.nn.Module, NscFile]:
     """Rebuild the model stored in a ``.nsc`` file, in eval mode on ``device``.
 
+    Args:
+        path: the file (or its bytes; bytes may be a prefix of a streamed LOD file).
+        device: where the model goes.
+        lod: read only the file prefix that level of detail ``lod`` needs (see :mod:`nscodec.lod`); the model
+            decodes what is present. ``None`` reads the whole file.
+
     Returns:
-        ``(model, nsc)``; ``nsc.total_bytes`` is the file size.
+        ``(model, nsc)``; ``nsc.total_bytes`` is the file size, ``nsc.available_bytes`` the bytes read.
 
     Raises:
         FileNotFoundError: no such file.
@@ -131,7 +141,14 @@ def load_model(path: Path | str | bytes, device: str | torch.device = "cpu") -> 
     """
     from nerfstudio.data.scene_box import SceneBox
 
-    nsc = read_nsc(path)
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        nsc = read_nsc(path, allow_prefix=True)
+    elif lod is not None:
+        from nscodec.lod import read_lod_prefix
+
+        nsc = read_lod_prefix(path, lod)
+    else:
+        nsc = read_nsc(path)
     cls = codec_config_class(nsc.method)
     header = nsc.config
     for key in ("model", "scene_box", "num_train_data"):
@@ -143,5 +160,22 @@ def load_model(path: Path | str | bytes, device: str | torch.device = "cpu") -> 
     except Exception:
         raise NscFormatError(f".nsc config.scene_box must be 2x3 numbers, got {header['scene_box']!r}") from None
     model = cfg.setup(scene_box=SceneBox(aabb=aabb), num_train_data=int(header["num_train_data"]), metadata={})
+    if not nsc.complete and not getattr(model, "supports_lod", False):
+        raise NscFormatError(
+            f".nsc file is truncated ({nsc.available_bytes} of {nsc.total_bytes} bytes) and codec {nsc.method!r} "
+            "has no levels of detail to decode from a prefix"
+        )
     model.load_nsc_sections(nsc)
     return model.to(device).eval(), nsc
+
+
+def compressed_size(model: torch.nn.Module) -> int:
+    """Bytes on disk of ``model`` exported as ``.nsc`` (a real file, written to a temporary directory).
+
+    Raises:
+        NscError: as :func:`export_model`.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="nscodec-size-") as tmp:
+        return export_model(model, Path(tmp) / "model.nsc")

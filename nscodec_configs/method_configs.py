@@ -12,7 +12,7 @@ from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConf
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
-from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
+from nscodec.pipeline import NscPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 import nscodec.compat  # noqa: F401  (torch.load weights_only fix, applied as soon as methods are discovered)
@@ -35,7 +35,7 @@ def tensorf_trainer_config(method_name: str = "nscodec-tensorf", max_steps: int 
         max_num_iterations=max_steps,
         mixed_precision=False,
         machine=MachineConfig(device_type=default_device_type()),
-        pipeline=VanillaPipelineConfig(
+        pipeline=NscPipelineConfig(
             datamanager=VanillaDataManagerConfig(
                 dataparser=BlenderDataParserConfig(),
                 train_num_rays_per_batch=4096,

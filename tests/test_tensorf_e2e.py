@@ -128,17 +128,59 @@ def test_ns_eval_offline_on_cpu(trained):
     res = json.loads(out.read_text())["results"]
     assert res["psnr"] > 10 and 0 < res["ssim"] <= 1
     assert "lpips" not in res  # no local AlexNet weights: reported as unavailable, never downloaded
+    # rate is a real file: the size of the .nsc this checkpoint exports to
+    from nscodec.io import export_model
+
+    path = work / "ns_eval_ref.nsc"
+    size = export_model(trained[1].pipeline.model, path, overwrite=True)
+    assert res["compressed_bytes"] == size == os.path.getsize(path)
 
 
-def test_ns_viewer_loads_checkpoint_offline(trained, tmp_path):
-    """`ns-viewer` loads our checkpoint on CPU with no network and starts serving (stopped after start-up)."""
+def test_ns_eval_opens_nsc_file(trained, lego_tiny):
+    """`ns-eval --load-config scene.nsc` decodes the file; compressed_bytes is its size; PSNR equals nscodec eval."""
+    from nscodec.evaluate import evaluate_nsc
+    from nscodec.io import export_model
+
+    _, trainer, work = trained
+    nsc = work / "for_ns_eval.nsc"
+    size = export_model(trainer.pipeline.model, nsc, meta={"train": {"data": str(lego_tiny), "method_name": "nscodec-tensorf"}}, overwrite=True)
+    out = work / "ns_eval_nsc.json"
+    r = _run([str(BIN / "ns-eval"), "--load-config", str(nsc), "--output-path", str(out)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())["results"]
+    assert res["compressed_bytes"] == size == os.path.getsize(nsc)
+    ref = evaluate_nsc(nsc, progress=False)
+    assert abs(res["psnr"] - ref["psnr"]) < 1e-3, (res["psnr"], ref["psnr"])
+
+
+def test_nsc_eval_setup_missing_data_is_one_clear_error(trained, tmp_path):
+    from nscodec.coding.errors import NscError
+    from nscodec.io import export_model
+    from nscodec.pipeline import nsc_eval_setup
+
+    nsc = tmp_path / "nodata.nsc"
+    export_model(trained[1].pipeline.model, nsc, meta={"train": {"data": str(tmp_path / "gone"), "method_name": "nscodec-tensorf"}})
+    with pytest.raises(NscError, match="NSCODEC_DATA"):
+        nsc_eval_setup(nsc)
+
+
+@pytest.mark.parametrize("source", ["config", "nsc"])
+def test_ns_viewer_loads_checkpoint_offline(trained, tmp_path, source, lego_tiny):
+    """`ns-viewer` loads our checkpoint — or a .nsc file directly — on CPU with no network and starts serving
+    (stopped after start-up)."""
     import time
 
-    config_yml, _, _ = trained
+    config_yml, trainer, _ = trained
+    target, ready = config_yml, "Done loading checkpoint"
+    if source == "nsc":
+        from nscodec.io import export_model
+
+        target, ready = tmp_path / "view.nsc", "Done decoding"
+        export_model(trainer.pipeline.model, target, meta={"train": {"data": str(lego_tiny), "method_name": "nscodec-tensorf"}})
     log = tmp_path / "viewer.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen(
-            [str(OFFLINE), str(BIN / "ns-viewer"), "--load-config", str(config_yml), "--viewer.websocket-port", "7191"],
+            [str(OFFLINE), str(BIN / "ns-viewer"), "--load-config", str(target), "--viewer.websocket-port", str(7191 + (source == "nsc"))],
             stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
         try:
@@ -147,10 +189,10 @@ def test_ns_viewer_loads_checkpoint_offline(trained, tmp_path):
             while time.time() < deadline and proc.poll() is None:
                 time.sleep(2)
                 text = log.read_text()
-                if "Done loading checkpoint" in text and ("Viewer" in text or "viser" in text.lower()):
+                if ready in text and ("Viewer" in text or "viser" in text.lower()):
                     break
             assert proc.poll() is None, "ns-viewer exited early:\n" + log.read_text()[-3000:]
-            assert "Done loading checkpoint" in text, text[-3000:]
+            assert ready in text, text[-3000:]
             assert "Traceback" not in text
         finally:
             proc.terminate()

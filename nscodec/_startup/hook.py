@@ -1,4 +1,5 @@
-"""Adds ``ns-export compressed`` to nerfstudio's exporter without editing site-packages.
+"""Adds ``ns-export compressed`` to nerfstudio's exporter, and ``.nsc`` files to ``ns-eval`` / ``ns-viewer``,
+without editing site-packages.
 
 nerfstudio 1.1.5's ``ns-export`` builds its subcommand union (``nerfstudio.scripts.exporter.Commands``) at
 module import and offers no plugin hook. The wheel installs ``nscodec_startup.pth``, which Python's ``site``
@@ -13,6 +14,11 @@ finder:
 2. after the module ran, appends our ``compressed`` subcommand to ``Commands`` (see
    :func:`nscodec.export.register_with_exporter`).
 
+The same finder patches ``nerfstudio.scripts.eval`` and ``nerfstudio.scripts.viewer.run_viewer`` after they
+run: their module-level name ``eval_setup`` is rebound to :func:`nscodec.pipeline.eval_setup_any`, which hands
+``config.yml`` paths to nerfstudio's own ``eval_setup`` unchanged and decodes ``.nsc`` files
+(``ns-eval --load-config scene.nsc``, ``ns-viewer --load-config scene.nsc``).
+
 Cost at start-up: one small import, no torch. Disable with ``NSCODEC_NO_STARTUP_HOOK=1``.
 """
 
@@ -25,7 +31,10 @@ import os
 import sys
 import types
 
-_TARGET = "nerfstudio.scripts.exporter"
+_EXPORTER = "nerfstudio.scripts.exporter"
+#: modules whose ``eval_setup`` is rebound to :func:`nscodec.pipeline.eval_setup_any` (accepts ``.nsc`` files)
+_EVAL_SETUP_USERS = ("nerfstudio.scripts.eval", "nerfstudio.scripts.viewer.run_viewer")
+_TARGETS = (_EXPORTER,) + _EVAL_SETUP_USERS
 
 
 class _Open3dShim(types.ModuleType):
@@ -66,6 +75,15 @@ class _PatchingLoader(importlib.abc.Loader):
         return self._inner.create_module(spec)
 
     def exec_module(self, module) -> None:
+        if module.__name__ in _EVAL_SETUP_USERS:
+            self._inner.exec_module(module)
+            try:
+                from nscodec.pipeline import eval_setup_any
+            except Exception as err:  # never break stock ns-eval / ns-viewer because of us
+                sys.stderr.write(f"nscodec: .nsc files cannot be opened here ({type(err).__name__}: {err})\n")
+                return
+            module.eval_setup = eval_setup_any
+            return
         _install_open3d_shim()
         self._inner.exec_module(module)
         pending = sys.modules.get("nscodec.export")
@@ -81,7 +99,7 @@ class _PatchingLoader(importlib.abc.Loader):
 
 class _ExporterFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
-        if fullname != _TARGET:
+        if fullname not in _TARGETS:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None:
@@ -91,7 +109,7 @@ class _ExporterFinder(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    """Register the finder once (idempotent). Does nothing if the exporter module was already imported."""
+    """Register the finder once (idempotent). Modules already imported are not patched."""
     if os.environ.get("NSCODEC_NO_STARTUP_HOOK"):
         return
     if any(isinstance(f, _ExporterFinder) for f in sys.meta_path):

@@ -1,0 +1,163 @@
+"""The pipeline every nscodec method uses, and ``ns-eval`` / ``ns-viewer`` on a ``.nsc`` file.
+
+* :class:`NscPipelineConfig` / :class:`NscPipeline` — nerfstudio's ``VanillaPipeline`` plus one thing:
+  ``get_average_eval_image_metrics`` (what ``ns-eval`` reports) adds ``compressed_bytes``, the size in bytes
+  of a real ``.nsc`` written from the model being evaluated (or of the ``.nsc`` file it was decoded from).
+  Rate is never estimated.
+* :func:`nsc_eval_setup` — nerfstudio's ``eval_setup`` for a ``.nsc`` file: decodes the model, builds the
+  training method's pipeline (datamanager from the dataset the file records) around it.
+  :func:`eval_setup_any` dispatches on the path, and the start-up hook (:mod:`nscodec._startup.hook`) binds it
+  into ``nerfstudio.scripts.eval`` and ``nerfstudio.scripts.viewer.run_viewer``, so
+  ``ns-eval --load-config scene.nsc`` and ``ns-viewer --load-config scene.nsc`` work. The dataset path stored in
+  the file can be overridden with the environment variable ``NSCODEC_DATA``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple, Type
+
+import torch
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+
+from nscodec.coding.errors import NscError
+
+__all__ = ["NscPipelineConfig", "NscPipeline", "nsc_eval_setup", "eval_setup_any", "is_nsc_path"]
+
+DATA_ENV = "NSCODEC_DATA"
+
+
+@dataclass
+class NscPipelineConfig(VanillaPipelineConfig):
+    """VanillaPipelineConfig whose evaluation also reports ``compressed_bytes`` (bytes of a real ``.nsc``)."""
+
+    _target: Type = field(default_factory=lambda: NscPipeline)
+
+
+class NscPipeline(VanillaPipeline):
+    """VanillaPipeline + ``compressed_bytes`` in ``get_average_eval_image_metrics`` (``ns-eval``'s output).
+
+    Attributes:
+        nsc_path: the ``.nsc`` the model was decoded from (set by :func:`nsc_eval_setup`), else None.
+    """
+
+    nsc_path: Optional[Path] = None
+
+    def compressed_bytes(self) -> Optional[int]:
+        """Bytes on disk of this model as ``.nsc``: the source file's size when decoded from one, else the size of
+        a fresh export to a temporary file. None (with a console note) when the model cannot be exported yet
+        (e.g. an ``ectensorf`` run still in stage 1)."""
+        if self.nsc_path is not None:
+            return os.path.getsize(self.nsc_path)
+        if not hasattr(self.model, "nsc_sections"):
+            return None
+        from nscodec.io import compressed_size
+
+        try:
+            return compressed_size(self.model)
+        except NscError as err:
+            from nerfstudio.utils.rich_utils import CONSOLE
+
+            CONSOLE.print(f"[yellow]nscodec: compressed_bytes not available: {err}")
+            return None
+
+    def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False):
+        """nerfstudio's per-image average metrics plus ``compressed_bytes`` (int, bytes) when exportable."""
+        metrics: Dict[str, Any] = super().get_average_eval_image_metrics(step, output_path, get_std)
+        size = self.compressed_bytes()
+        if size is not None:
+            metrics["compressed_bytes"] = int(size)
+        return metrics
+
+
+def is_nsc_path(path: Path | str) -> bool:
+    """True when ``path`` names a ``.nsc`` file (by suffix, or by magic bytes for other names)."""
+    p = Path(path)
+    if p.suffix == ".nsc":
+        return True
+    if p.is_file() and p.suffix not in (".yml", ".yaml"):
+        with open(p, "rb") as fh:
+            return fh.read(4) == b"NSC\x00"
+    return False
+
+
+def nsc_eval_setup(
+    path: Path | str,
+    eval_num_rays_per_chunk: Optional[int] = None,
+    test_mode: str = "test",
+    update_config_callback: Optional[Callable[[Any], Any]] = None,
+    data: Optional[Path | str] = None,
+) -> Tuple[Any, NscPipeline, Path, int]:
+    """``eval_setup`` for a ``.nsc`` file: ``(trainer_config, pipeline, path, step)``, pipeline in eval mode.
+
+    The trainer config is the registered method's (``meta.train.method_name``, else the codec name) with the
+    dataset and camera scale the file records; its model is replaced by the decoded one.
+
+    Args:
+        path: the ``.nsc`` file.
+        eval_num_rays_per_chunk: rays per forward pass when rendering (default: the model config's).
+        test_mode: nerfstudio datamanager mode ("test", "val" or "inference").
+        update_config_callback: applied to the trainer config before the pipeline is built.
+        data: dataset directory; default ``$NSCODEC_DATA``, else the path recorded in the file.
+
+    Raises:
+        FileNotFoundError / NscFormatError: the file is missing or malformed.
+        NscError: the recorded method is not registered, or the dataset is not found (the message says how
+            to point at it).
+    """
+    from nerfstudio.configs.method_configs import all_methods
+
+    from nscodec.io import load_model
+
+    path = Path(path)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, nsc = load_model(path, device=device)
+    train = nsc.meta.get("train", {}) if isinstance(nsc.meta, dict) else {}
+    method = train.get("method_name") or nsc.method
+    if method not in all_methods:
+        raise NscError(f"{path}: method {method!r} is not registered with nerfstudio (is its plugin installed?)")
+    config = copy.deepcopy(all_methods[method])
+    data = data or os.environ.get(DATA_ENV) or train.get("data")
+    if not data or not Path(data).exists():
+        raise NscError(
+            f"{path}: dataset {data!r} not found; ns-viewer/ns-eval need the scene's cameras and images — "
+            f"set {DATA_ENV}=/path/to/scene (or pass data=...)"
+        )
+    dm = config.pipeline.datamanager
+    dm.data = Path(data)
+    dm.dataparser.data = Path(data)
+    if "camera_res_scale_factor" in train and hasattr(dm, "camera_res_scale_factor"):
+        dm.camera_res_scale_factor = float(train["camera_res_scale_factor"])
+    config.pipeline.model = copy.deepcopy(model.config)
+    if eval_num_rays_per_chunk:
+        config.pipeline.model.eval_num_rays_per_chunk = eval_num_rays_per_chunk
+        model.config.eval_num_rays_per_chunk = eval_num_rays_per_chunk
+    config.output_dir = Path(tempfile.mkdtemp(prefix="nscodec-view-"))
+    config.experiment_name = path.stem
+    config.set_timestamp()
+    config.get_base_dir().mkdir(parents=True, exist_ok=True)  # the viewer writes its log there
+    if update_config_callback is not None:
+        config = update_config_callback(config)
+    if not isinstance(config.pipeline, NscPipelineConfig):
+        config.pipeline = NscPipelineConfig(**{f: getattr(config.pipeline, f) for f in ("datamanager", "model")})
+    pipeline = config.pipeline.setup(device=device, test_mode=test_mode)
+    pipeline._model = model.to(device)
+    pipeline.nsc_path = path
+    pipeline.eval()
+    from nerfstudio.utils.rich_utils import CONSOLE
+
+    CONSOLE.print(f":white_check_mark: Done decoding {path} ({nsc.total_bytes} bytes, codec {nsc.method})")
+    return config, pipeline, path, int(train.get("step", 0))
+
+
+def eval_setup_any(config_path: Path, *args, **kwargs):
+    """nerfstudio's ``eval_setup`` for ``config.yml`` paths, :func:`nsc_eval_setup` for ``.nsc`` files."""
+    if is_nsc_path(config_path):
+        return nsc_eval_setup(config_path, *args, **kwargs)
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    return eval_setup(config_path, *args, **kwargs)
