@@ -1,0 +1,204 @@
+"""VQ-AD on lego 200² (CPU): learned VQ vs post-hoc k-means VQ vs hash (random) indices, and streaming LODs.
+
+Each variant is one ``ns-train vqad`` run (peak RSS of that process via ``os.wait4``), exported to ``.nsc`` and
+evaluated on every ``--every``-th test view after decoding (bytes = real file size):
+
+* ``vq``    learned indices (the method) at ``--bits``; PSNR and cumulative bytes of every LOD prefix; also the
+            size with raw bit-packed indices (the paper's storage);
+* ``float`` the uncompressed grid of the same configuration (float16 in the file), then post-hoc k-means of its
+            features per level into 2^b codewords (kmVQ, paper Table 2) for b in ``--kmeans-bits``;
+* ``hash``  fixed spatial-hash indices with a codebook of 2^hash_bits rows per level, hash_bits chosen so the file
+            is about as large as the learned-VQ file (paper Table 3), unless ``--hash-bits`` is given.
+
+    flock /tmp/nscodec-cpu.lock python bench/vqad_bench.py            # full run (~35 min on 2 cores)
+
+Rows go to bench/results/vqad_lego.json and the ``vqad_lego`` section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, record, update_doc_section  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+def train(args, work: Path, tag: str, extra: list) -> dict:
+    """``ns-train vqad`` in a child process; returns config path, wall seconds, peak RSS (MiB)."""
+    config = work / tag / "vqad" / "run" / "config.yml"
+    done = work / tag / "train.json"
+    if done.exists() and not args.retrain:
+        return json.loads(done.read_text())
+    cmd = [
+        str(BIN / "ns-train"), "vqad", "--data", args.data, "--output-dir", str(work), "--experiment-name", tag,
+        "--timestamp", "run", "--vis", "tensorboard", "--max-num-iterations", str(args.steps),
+        "--pipeline.datamanager.camera-res-scale-factor", str(args.scale),
+        "--pipeline.datamanager.train-num-rays-per-batch", str(args.rays),
+        "--steps-per-eval-image", "100000000", "--steps-per-eval-batch", "100000000", "--steps-per-eval-all-images", "100000000",
+        *extra,
+    ]
+    # peak RSS via /usr/bin/time (a fresh small parent): os.wait4 on our own child would also count the pages of
+    # this (large) bench process that the child shared between fork and exec
+    rss_file = work / tag / "maxrss_kb.txt"
+    rss_file.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *cmd], cwd=ROOT, check=True)
+    seconds = time.perf_counter() - t0
+    peak_kb = int(rss_file.read_text().strip().splitlines()[-1])
+    info = {"config": str(config), "train_seconds": seconds, "peak_rss_mib": peak_kb / 1024, "train_command": " ".join(cmd[1:])}
+    done.write_text(json.dumps(info, indent=2))
+    return info
+
+
+def evaluate_file(args, path: Path, lod=None) -> dict:
+    from nscodec.evaluate import evaluate_model
+    from nscodec.io import load_model
+
+    model, nsc = load_model(path, lod=lod)
+    ev = evaluate_model(model, Path(args.data), "test", args.scale, every=args.every, progress=False)
+    return {"psnr": ev["psnr"], "ssim": ev["ssim"], "bytes": nsc.available_bytes, "test_views": ev["num_views"],
+            "resolution": f"{ev['width']}x{ev['height']}", "render_seconds": ev["render_seconds"], "lod": model.render_lod}
+
+
+def load_trained(config: str):
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    _, pipeline, _, _ = eval_setup(Path(config), test_mode="inference")
+    return pipeline.model.eval()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=str(ROOT.parent / "shared/data/blender/lego"))
+    ap.add_argument("--scale", type=float, default=0.25)
+    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--rays", type=int, default=2048)
+    ap.add_argument("--bits", type=int, default=4)
+    ap.add_argument("--kmeans-bits", default="2,4,6")
+    ap.add_argument("--hash-bits", default="", help="comma-separated; default: match the learned-VQ file size")
+    ap.add_argument("--variants", default="vq,float,hash")
+    ap.add_argument("--every", type=int, default=20, help="evaluate every N-th test view (20 → 10 of 200 views)")
+    ap.add_argument("--retrain", action="store_true")
+    ap.add_argument("--name", default="vqad_lego")
+    args = ap.parse_args()
+    command = "flock /tmp/nscodec-cpu.lock python bench/vqad_bench.py " + " ".join(sys.argv[1:])
+    work = ROOT / "bench" / "runs" / args.name
+    work.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    torch.set_num_threads(2)
+    from nscodec.io import export_model
+
+    scene = Path(args.data).name
+    rows, lod_rows = [], []
+    partial = work / "rows.json"
+    variants = args.variants.split(",")
+    vq_bytes = None
+
+    def base_row(info, **kw):
+        return {"method": "vqad", "scene": scene, "steps": args.steps, "rays_per_batch": args.rays,
+                "train_seconds": round(info["train_seconds"], 1), "peak_rss_mib": round(info["peak_rss_mib"]),
+                "rays_per_second": round(args.steps * args.rays / info["train_seconds"]), **kw}
+
+    if "vq" in variants:
+        tag = f"vq_b{args.bits}"
+        info = train(args, work, tag, ["--pipeline.model.grid-mode", "vq", "--pipeline.model.bits", str(args.bits)])
+        model = load_trained(info["config"])
+        path = work / f"{tag}.nsc"
+        vq_bytes = export_model(model, path, overwrite=True)
+        sizes = model.size_report()
+        model.config.index_coding = "raw"
+        raw_path = work / f"{tag}_raw.nsc"
+        raw_bytes = export_model(model, raw_path, overwrite=True)
+        model.config.index_coding = "entropy"
+        full = evaluate_file(args, path)
+        rows.append(base_row(info, series=f"vqad learned VQ (b={args.bits}, ANS indices)", grid_mode="vq", bits=args.bits, **full,
+                             bytes_raw_indices=raw_bytes, size_report=sizes))
+        rows.append(base_row(info, series="vqad learned VQ (raw b-bit indices, paper storage)", grid_mode="vq", bits=args.bits,
+                             **{**evaluate_file(args, raw_path), "bytes": raw_bytes}))
+        from nscodec.coding.container import read_nsc
+        from nscodec.lod import lod_table
+
+        for r in lod_table(read_nsc(path)):
+            ev = evaluate_file(args, path, lod=r["lod"])
+            lod_rows.append(base_row(info, series=f"vqad LOD prefixes (b={args.bits})", grid_mode="vq", bits=args.bits, **ev))
+            print(json.dumps(lod_rows[-1]))
+        partial.write_text(json.dumps(rows + lod_rows, indent=2))
+
+    if "float" in variants:
+        from nscodec.vqad.model import posthoc_kmeans_model
+
+        info = train(args, work, "float", ["--pipeline.model.grid-mode", "float"])
+        fmodel = load_trained(info["config"])
+        path = work / "float.nsc"
+        export_model(fmodel, path, overwrite=True)
+        rows.append(base_row(info, series="vqad float grid (uncompressed, fp16)", grid_mode="float", **evaluate_file(args, path)))
+        for b in [int(x) for x in args.kmeans_bits.split(",") if x]:
+            t0 = time.perf_counter()
+            km = posthoc_kmeans_model(fmodel, b)
+            km_s = time.perf_counter() - t0
+            p = work / f"kmeans_b{b}.nsc"
+            export_model(km, p, overwrite=True)
+            km.config.index_coding = "raw"
+            raw_bytes = export_model(km, work / f"kmeans_b{b}_raw.nsc", overwrite=True)
+            rows.append(base_row(info, series="vqad post-hoc k-means VQ (ANS indices)", grid_mode="kmeans", bits=b,
+                                 kmeans_seconds=round(km_s, 1), bytes_raw_indices=raw_bytes, **evaluate_file(args, p)))
+            print(json.dumps(rows[-1]))
+        partial.write_text(json.dumps(rows + lod_rows, indent=2))
+
+    if "hash" in variants:
+        if args.hash_bits:
+            hbs = [int(x) for x in args.hash_bits.split(",")]
+        else:
+            target = vq_bytes or 300_000
+            # codebook bytes per level ≈ 2^hb * k * 2 (float16); four levels, the coarse ones may be smaller
+            hbs = [max(4, round(math.log2(target / 4 / (16 * 2))))]
+        for hb in hbs:
+            tag = f"hash_hb{hb}"
+            info = train(args, work, tag, ["--pipeline.model.grid-mode", "hash", "--pipeline.model.hash-bits", str(hb)])
+            model = load_trained(info["config"])
+            p = work / f"{tag}.nsc"
+            export_model(model, p, overwrite=True)
+            rows.append(base_row(info, series="vqad hash (random) indices", grid_mode="hash", hash_bits=hb, **evaluate_file(args, p)))
+            print(json.dumps(rows[-1]))
+        partial.write_text(json.dumps(rows + lod_rows, indent=2))
+
+    all_rows = rows + lod_rows
+    record(args.name, all_rows, command)
+    write_doc(args, all_rows, command)
+
+
+def write_doc(args, rows, command) -> None:
+    lines = [
+        f"## vqad on {rows[0]['scene']} {rows[0]['resolution']} (CPU)", "",
+        f"Command: `{command}` ({args.steps} steps × {args.rays} rays each run; test PSNR on every {args.every}-th test "
+        f"view = {rows[0]['test_views']} views; bytes = real `.nsc` size after decoding; peak RSS of the `ns-train` process).", "",
+        "| series | bits | PSNR (dB) | SSIM | .nsc bytes | raw-index bytes | train s | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if "LOD" in r["series"]:
+            continue
+        bits = r.get("bits", f"hash {r.get('hash_bits')}" if r["grid_mode"] == "hash" else "fp16")
+        lines.append(f"| {r['series']} | {bits} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['bytes']:,} | "
+                     f"{r.get('bytes_raw_indices', '')!s} | {r['train_seconds']:.0f} | {r['peak_rss_mib']} |")
+    lod = [r for r in rows if "LOD" in r["series"]]
+    if lod:
+        lines += ["", "Streaming levels of detail of the learned-VQ file (a prefix of the file decodes each LOD):", "",
+                  "| LOD | PSNR (dB) | SSIM | cumulative bytes |", "|---:|---:|---:|---:|"]
+        for r in lod:
+            lines.append(f"| {r['lod']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['bytes']:,} |")
+    update_doc_section(args.name, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

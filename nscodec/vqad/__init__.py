@@ -1,0 +1,1 @@
+"""VQ-AD (Takikawa et al. 2022, Variable Bitrate Neural Fields): vector-quantized feature grid with streaming LOD."""
