@@ -29,6 +29,7 @@ from nscodec.coding.errors import NscError, NscFormatError
 CODECS: Dict[str, str] = {
     "nscodec-tensorf": "nscodec.tensorf.model:NscTensoRFModelConfig",
     "ectensorf": "nscodec.ectensorf.model:ECTensoRFModelConfig",
+    "codecnerf": "nscodec.codecnerf.model:CodecNeRFModelConfig",
     "shacira": "nscodec.shacira.model:ShaciraModelConfig",
     "vqad": "nscodec.vqad.model:VQADModelConfig",
 }

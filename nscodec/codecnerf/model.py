@@ -1,0 +1,479 @@
+"""``codecnerf``: per-scene encoding with a pretrained CodecNeRF codec (Kang et al., AAAI 2025) as a nerfstudio model.
+
+At training step 0 the scene's views go through the shared encoder once (:meth:`CodecNeRFModel.encode_scene`):
+16 training views → VQ indices → (decoder side) base triplanes ``F_k^s``. Then only parameter-efficient deltas
+are finetuned (Sec. 3.6): rank-R plane deltas (Eq. 10, :class:`~nscodec.codecnerf.peft.PlaneDeltas`) and LoRA on
+every MLP layer. ``mode``:
+
+* ``"peft_ec"`` (PEFT++, default, Sec. 3.7): delta matrices are integer symbols (straight-through rounding) rated
+  by a factorized prior (``nscodec.coding.FactorizedPrior``, Eqs. 11–12) and entropy-coded in the ``.nsc``;
+* ``"peft"``: delta matrices float32, no rate term;
+* ``"scratch"``: the per-scene baseline ("Triplanes" in Table 1) — the same triplane renderer, randomly
+  initialised, every plane and MLP weight trained and stored as float32. Needs no codec model.
+
+The ``.nsc`` holds the VQ indices, the deltas and the LoRA factors, never the codec model: a ``codec_ref`` section
+names it by SHA-256 and version. Decoding re-runs the decoder half (codebook → upsampling CNN → generator) on the
+indices, so the decoded model renders bit-identically to the trained one.
+
+Rendering: packed samples with occupancy-grid empty-space skipping (:mod:`nscodec.render`), two passes while
+training (density without grad to find live samples, then grad), white background as the Blender data.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple, Type
+
+import numpy as np
+import torch
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.model_components.losses import MSELoss
+from nerfstudio.model_components.renderers import RGBRenderer
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils import colormaps
+from torch import Tensor, nn
+from torch.nn import Parameter
+
+import nscodec.compat  # noqa: F401
+from nscodec.codecnerf.encoder import prepare_views
+from nscodec.codecnerf.network import CodecArch, CodecNeRFNet, load_codec_model, resolve_codec_model_path
+from nscodec.codecnerf.peft import PlaneDeltas, add_lora, lora_parameters
+from nscodec.codecnerf.triplane import normalize_points, sample_triplanes, tv_loss_planes
+from nscodec.coding.container import NscFile, Section
+from nscodec.coding.entropy_models import FactorizedPrior
+from nscodec.coding.errors import NscError, NscFormatError
+from nscodec.metrics import ImageMetrics
+from nscodec.render import OccupancyGrid, accumulate_along_rays, render_weight_from_density
+
+
+@contextmanager
+def fixed_threads(n: int = 1):
+    """Run a block with ``n`` intra-op threads (CPU convolution / matmul results can differ in the last bit between
+    thread counts; the decoder half and the occupancy grid are computed under this so the sender's and every
+    receiver's copies agree bit for bit)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@dataclass
+class CodecNeRFModelConfig(ModelConfig):
+    """Config of :class:`CodecNeRFModel` (CPU-sized defaults)."""
+
+    _target: Type = field(default_factory=lambda: CodecNeRFModel)
+    mode: Literal["peft_ec", "peft", "scratch"] = "peft_ec"
+    """peft_ec = PEFT + entropy coding (PEFT++), peft = PEFT with float32 deltas, scratch = per-scene triplanes."""
+    codec_model_path: Optional[Path] = None
+    """The shared codec-model file (``nscodec codecnerf-pretrain``); ``$NSCODEC_CODECNERF_MODEL`` overrides it."""
+    codec_model_sha256: str = ""
+    """Expected SHA-256 of the codec model; filled in from the file when empty, checked when decoding."""
+    rank: int = 4
+    """R of the tensor-factorized plane deltas (Eq. 10; paper: 4)."""
+    lora_rank: int = 4
+    """LoRA rank on every MLP layer (paper: 4)."""
+    delta_init_std: float = 1.0
+    """Std of the random init of the delta matrices (in quantization steps for peft_ec); vectors start at 0."""
+    rate_lambda: float = 2e-3
+    """λ_rate of Eq. 12 per Mbit of the delta matrices (peft_ec)."""
+    tv_weight: float = 1e-2
+    """λ_tv of Eq. 8 (on the final planes)."""
+    scratch_init_std: float = 0.1
+    """scratch mode: std of the random plane init."""
+    step_ratio: float = 1.0
+    """Sample spacing along rays in texels of the finest triplane level."""
+    occupancy_resolution: int = 128
+    occupancy_warmup: int = 50
+    """scratch mode: first occupancy update (PEFT modes update right after encoding)."""
+    occupancy_update_every: int = 100
+    occupancy_threshold: float = 1e-2
+    weight_threshold: float = 1e-3
+    transmittance_threshold: float = 1e-2
+    warmup_step_multiplier: float = 4.0
+    background_color: Literal["white", "black"] = "white"
+    enable_collider: bool = False
+    eval_num_rays_per_chunk: int = 1 << 14
+
+
+class CodecNeRFModel(Model):
+    """See the module docstring. Outputs ``rgb [R, 3]``, ``accumulation [R, 1]``, ``depth [R, 1]``."""
+
+    config: CodecNeRFModelConfig
+
+    # ------------------------------------------------------------------------------------------ structure
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        cfg = self.config
+        if cfg.mode not in ("peft_ec", "peft", "scratch"):
+            raise ValueError(f"codecnerf: unknown mode {cfg.mode!r}")
+        self.codec_info: Dict = {}
+        if cfg.mode == "scratch":
+            net = CodecNeRFNet(CodecArch())
+            self.arch = net.arch
+            self.renderer = net.renderer
+            self.planes = nn.ParameterList(
+                [Parameter(torch.randn(3, self.arch.plane_channels, r, r) * cfg.scratch_init_std) for r in self.arch.plane_resolutions]
+            )
+        else:
+            path = resolve_codec_model_path(cfg.codec_model_path)
+            net, info = load_codec_model(path, cfg.codec_model_sha256 or None)
+            cfg.codec_model_sha256 = info["sha256"]
+            self.codec_info = info
+            for p in net.parameters():
+                p.requires_grad_(False)
+            self.net = net
+            self.arch = net.arch
+            self.renderer = net.renderer
+            add_lora(self.renderer, cfg.lora_rank)
+            a = self.arch
+            self.deltas = PlaneDeltas(a.plane_channels, a.plane_resolutions, cfg.rank, cfg.delta_init_std, quantized=cfg.mode == "peft_ec")
+            half = a.volume_res // 2
+            self.register_buffer("indices", torch.zeros(3, half, half, dtype=torch.long))
+            for s, r in enumerate(a.plane_resolutions):
+                self.register_buffer(f"base_{s}", torch.zeros(3, a.plane_channels, r, r))
+            self.register_buffer("encoded", torch.zeros((), dtype=torch.bool))
+            if cfg.mode == "peft_ec":
+                self.prior = FactorizedPrior(3 * cfg.rank)
+        self.occupancy = OccupancyGrid(self.scene_box.aabb.reshape(6), cfg.occupancy_resolution)
+        self.renderer_rgb = RGBRenderer(background_color=cfg.background_color)
+        self.rgb_loss = MSELoss()
+        self.image_metrics = ImageMetrics()
+        self.collider = None
+        self._levels_cache: Optional[List[Tensor]] = None
+        self._step = 0
+
+    @property
+    def aabb(self) -> Tensor:
+        return self.scene_box.aabb.to(self.occupancy.grid_aabb.device)
+
+    def base_levels(self) -> List[Tensor]:
+        """The decoded (encoder-output) triplanes ``[3, C, V_s, V_s]`` per level (PEFT modes)."""
+        return [getattr(self, f"base_{s}") for s in range(len(self.arch.plane_resolutions))]
+
+    def levels(self) -> List[Tensor]:
+        """Triplanes used for rendering: ``F + ΔF`` (PEFT modes) or the free planes (scratch)."""
+        if self.config.mode == "scratch":
+            return list(self.planes)
+        if self.training:
+            return self.deltas.apply(self.base_levels())
+        if self._levels_cache is None:
+            with torch.no_grad():
+                self._levels_cache = self.deltas.apply(self.base_levels())
+        return self._levels_cache
+
+    def train(self, mode: bool = True):
+        self._levels_cache = None
+        return super().train(mode)
+
+    # ------------------------------------------------------------------------------------------- encoding
+    @torch.no_grad()
+    def encode_scene(self, images: Tensor, c2w: Tensor, fx: Tensor, fy: Tensor, cx: Tensor, cy: Tensor, width: float, height: float) -> Tensor:
+        """Sec. 3.1–3.3, one forward pass: ``arch.enc_views`` evenly spaced views of ``images [N, H, W, 3]``
+        (RGB in [0, 1], background composited; cameras as :func:`~nscodec.codecnerf.encoder.project_points`,
+        intrinsics in pixels of ``width × height``) → VQ indices; then the decoder half rebuilds the base
+        triplanes exactly as :meth:`load_nsc_sections` will. Returns the indices ``[3, V/2, V/2]``.
+
+        Raises:
+            NscError: called in scratch mode.
+        """
+        if self.config.mode == "scratch":
+            raise NscError("codecnerf scratch mode has no encoder")
+        a = self.arch
+        dev = self.indices.device
+        views = prepare_views(images.to(dev), c2w.to(dev), fx.to(dev), fy.to(dev), cx.to(dev), cy.to(dev), width, height, a.enc_image_size)
+        idx = self.net.encode(*views, self.aabb)
+        self.set_indices(idx)
+        return idx
+
+    @torch.no_grad()
+    def set_indices(self, idx: Tensor) -> None:
+        """Decoder side: indices → base triplanes (buffers); refreshes the occupancy grid."""
+        self.indices.copy_(idx)
+        self._decode_base()
+        self.encoded.fill_(True)
+        self._levels_cache = None
+        self.update_occupancy()
+
+    @torch.no_grad()
+    def _decode_base(self) -> None:
+        with fixed_threads(1):
+            levels = self.net.decode(self.indices)
+        for s, lv in enumerate(levels):
+            getattr(self, f"base_{s}").copy_(lv)
+
+    @staticmethod
+    def select_views(n_available: int, n: int) -> List[int]:
+        """``n`` evenly spaced view indices out of ``n_available`` (all when fewer)."""
+        if n_available <= n:
+            return list(range(n_available))
+        return [int(i) for i in np.linspace(0, n_available - 1, n).round()]
+
+    def encode_from_dataset(self, dataset) -> Tensor:
+        """:meth:`encode_scene` with the views of a nerfstudio ``InputDataset`` (alpha composited on the background)."""
+        ids = self.select_views(len(dataset), self.arch.enc_views)
+        imgs = []
+        for i in ids:
+            img = dataset.get_image_float32(i)
+            if img.shape[-1] == 4:
+                img = self.renderer_rgb.blend_background(img)
+            imgs.append(img[..., :3])
+        cams = dataset.cameras[torch.tensor(ids)]
+        return self.encode_scene(
+            torch.stack(imgs), cams.camera_to_worlds, cams.fx, cams.fy, cams.cx, cams.cy, float(cams.width[0]), float(cams.height[0])
+        )
+
+    # ------------------------------------------------------------------------------------------ occupancy
+    @property
+    def base_step(self) -> float:
+        """Sample spacing (scene units): ``step_ratio`` texels of the finest triplane level."""
+        extent = float((self.scene_box.aabb[1] - self.scene_box.aabb[0]).mean())
+        return self.config.step_ratio * extent / max(self.arch.plane_resolutions)
+
+    @property
+    def step_size(self) -> float:
+        step = self.base_step
+        if int(self.occupancy.num_updates) == 0:
+            step *= self.config.warmup_step_multiplier
+        return step
+
+    def density_at(self, pos: Tensor) -> Tensor:
+        """``sigma [S]`` at world points ``[S, 3]``."""
+        pn = normalize_points(pos, self.aabb)
+        return self.renderer.density(sample_triplanes(self.levels(), pn), pn)
+
+    @torch.no_grad()
+    def update_occupancy(self) -> float:
+        """Recompute the occupancy grid from the current field as evaluation renders it (rounded deltas), so a
+        decoder recomputing it gets the identical grid; returns the occupied fraction."""
+        was = self.training
+        self.eval()
+        try:
+            with fixed_threads(1):
+                return self.occupancy.update(self.density_at, self.base_step, self.config.occupancy_threshold)
+        finally:
+            self.train(was)
+
+    def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        cfg = self.config
+        max_steps = attrs.trainer.config.max_num_iterations if attrs.trainer is not None else None
+
+        def before(step: int) -> None:
+            self._step = step
+            if cfg.mode != "scratch" and not bool(self.encoded) and attrs.pipeline is not None:
+                self.encode_from_dataset(attrs.pipeline.datamanager.train_dataset)
+
+        def after(step: int) -> None:
+            first = 0 if cfg.mode != "scratch" else cfg.occupancy_warmup
+            last = max_steps is not None and step == max_steps - 1
+            if last or (step >= first and (step - first) % cfg.occupancy_update_every == 0):
+                self.update_occupancy()
+
+        return [
+            TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], before, update_every_num_iters=1),
+            TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], after, update_every_num_iters=1),
+        ]
+
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        if self.config.mode == "scratch":
+            return {"planes": list(self.planes), "mlp": list(self.renderer.parameters())}
+        groups = {"deltas": list(self.deltas.parameters()), "lora": lora_parameters(self.renderer)}
+        if self.config.mode == "peft_ec":
+            groups["prior"] = list(self.prior.parameters())
+        return groups
+
+    # -------------------------------------------------------------------------------------------- rendering
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
+        origins = ray_bundle.origins.reshape(-1, 3)
+        dirs = ray_bundle.directions.reshape(-1, 3)
+        n_rays = origins.shape[0]
+        aabb = self.aabb
+        levels = self.levels()
+        jitter = torch.rand(n_rays, device=origins.device) if self.training else None
+        ray_idx, t0, t1 = self.occupancy.march(origins, dirs, self.step_size, jitter)
+        t_mid = 0.5 * (t0 + t1)
+        pos = origins[ray_idx] + dirs[ray_idx] * t_mid[:, None]
+        if torch.is_grad_enabled():  # pass 1 without grad: drop empty and occluded samples (no effect on the render)
+            with torch.no_grad():
+                pn = normalize_points(pos, aabb)
+                sigma = self.renderer.density(sample_triplanes(levels, pn), pn)
+                _, trans, _ = render_weight_from_density(t0, t1, sigma, ray_idx, n_rays)
+                keep = ((sigma > 0) & (trans > self.config.transmittance_threshold)).nonzero().squeeze(-1)
+            ray_idx, t0, t1, t_mid, pos = ray_idx[keep], t0[keep], t1[keep], t_mid[keep], pos[keep]
+        pn = normalize_points(pos, aabb)
+        feats = sample_triplanes(levels, pn)
+        sigma = self.renderer.density(feats, pn)
+        weights, _, _ = render_weight_from_density(t0, t1, sigma, ray_idx, n_rays)
+        live = (weights > self.config.weight_threshold).nonzero().squeeze(-1)
+        rgb_live = self.renderer.rgb(feats[live], dirs[ray_idx[live]])
+        comp = accumulate_along_rays(weights[live], rgb_live, ray_idx[live], n_rays)
+        acc = accumulate_along_rays(weights, None, ray_idx, n_rays)
+        depth = accumulate_along_rays(weights, t_mid[:, None], ray_idx, n_rays) / acc.clamp_min(1e-10)
+        bg = RGBRenderer.get_background_color(self.config.background_color, shape=comp.shape, device=comp.device)
+        out = {"rgb": comp + (1.0 - acc) * bg, "accumulation": acc, "depth": depth}
+        if self.training:
+            out["_levels"] = levels
+            out["num_samples"] = torch.tensor(float(ray_idx.numel()))
+        return out
+
+    # ------------------------------------------------------------------------------------------------ losses
+    def delta_rate_bits(self) -> Tensor:
+        """Eq. 11 (in bits): ``Σ −log2 p(M)`` of the delta matrices under the factorized prior, with the additive
+        uniform-noise proxy while training and the rounded symbols in eval (scalar tensor)."""
+        bits = torch.zeros((), device=self.occupancy.grid_aabb.device)
+        for m in self.deltas.matrices:
+            y = m + torch.empty_like(m).uniform_(-0.5, 0.5) if self.training else torch.round(m)
+            bits = bits + FactorizedPrior.rate_bits(self.prior.likelihood(y))
+        return bits
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        image = batch["image"].to(outputs["rgb"].device)
+        pred, gt = self.renderer_rgb.blend_background_for_loss_computation(outputs["rgb"], outputs["accumulation"], image)
+        metrics = {"psnr": self.image_metrics.psnr(pred, gt)}
+        if "num_samples" in outputs:
+            metrics["num_samples"] = outputs["num_samples"]
+        return metrics
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        image = batch["image"].to(outputs["rgb"].device)
+        pred, gt = self.renderer_rgb.blend_background_for_loss_computation(outputs["rgb"], outputs["accumulation"], image)
+        loss = {"rgb_loss": self.rgb_loss(gt, pred)}
+        levels = outputs.pop("_levels", None)
+        if levels is not None and self.config.tv_weight > 0:
+            loss["tv_loss"] = self.config.tv_weight * tv_loss_planes(levels)
+        if self.config.mode == "peft_ec" and self.training:
+            loss["rate"] = self.config.rate_lambda * self.delta_rate_bits() / 1e6
+            loss["entropy_aux"] = self.prior.aux_loss()
+        return loss
+
+    def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        image = self.renderer_rgb.blend_background(batch["image"].to(outputs["rgb"].device))
+        rgb = outputs["rgb"]
+        metrics = self.image_metrics(torch.moveaxis(image, -1, 0)[None], torch.moveaxis(rgb, -1, 0)[None])
+        images = {
+            "img": torch.cat([image, rgb], dim=1),
+            "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
+            "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
+        }
+        return metrics, images
+
+    # ---------------------------------------------------------------------------------------------- .nsc codec
+    def lora_tensors(self) -> Dict[str, Parameter]:
+        """LoRA factors by section name ``lora.<layer path>.<lora_a|lora_b>``."""
+        return {f"lora.{n}": p for n, p in self.renderer.named_parameters() if n.endswith("lora_a") or n.endswith("lora_b")}
+
+    def section_names(self) -> List[str]:
+        """Sections :meth:`nsc_sections` writes (besides the optional ``occupancy``)."""
+        n = len(self.arch.plane_resolutions)
+        if self.config.mode == "scratch":
+            return [f"planes.{s}" for s in range(n)] + [f"mlp.{k}" for k, _ in self.renderer.named_parameters()]
+        return (
+            ["codec_ref", "vq.indices"]
+            + [f"delta.vectors.{s}" for s in range(n)]
+            + [f"delta.matrices.{s}" for s in range(n)]
+            + list(self.lora_tensors())
+        )
+
+    @torch.no_grad()
+    def _fresh_occupancy_matches(self) -> bool:
+        grid = OccupancyGrid(self.scene_box.aabb.reshape(6), self.config.occupancy_resolution).to(self.occupancy.grid_aabb.device)
+        with fixed_threads(1):
+            grid.update(self.density_at, self.base_step, self.config.occupancy_threshold)
+        return bool(torch.equal(grid.occupied, self.occupancy.occupied) and torch.equal(grid.bbox, self.occupancy.bbox))
+
+    def nsc_sections(self) -> List[Section]:
+        """PEFT modes: ``codec_ref`` (codec-model SHA-256 + version, no weights), ``vq.indices`` (uint8/uint16),
+        ``delta.vectors.s`` (float32), ``delta.matrices.s`` (peft_ec: integer symbols entropy-coded with the
+        factorized prior's CDF table; peft: float32), ``lora.*`` (float32). Scratch: ``planes.s`` and ``mlp.*``
+        (float32). ``occupancy`` only when the grid cannot be recomputed identically from the decoded field.
+
+        Raises:
+            NscError: PEFT mode before the scene was encoded.
+        """
+        from nscodec.coding.tensor_codec import entropy_section, raw_section
+        from nscodec.tensorf.model import occupancy_section
+
+        cfg = self.config
+        self._levels_cache = None
+        sections: List[Section] = []
+        if cfg.mode == "scratch":
+            for s, p in enumerate(self.planes):
+                sections.append(raw_section(f"planes.{s}", p.detach().cpu().numpy(), "float32"))
+            for k, p in self.renderer.named_parameters():
+                sections.append(raw_section(f"mlp.{k}", p.detach().cpu().numpy(), "float32"))
+        else:
+            if not bool(self.encoded):
+                raise NscError("codecnerf: the scene was not encoded yet (train at least one step)")
+            ref = {"format": "nscodec-codecnerf-model", "sha256": cfg.codec_model_sha256, "version": int(self.codec_info.get("version", 1))}
+            sections.append(raw_section("codec_ref", np.zeros(0, dtype=np.uint8), meta=ref))
+            idx = self.indices.cpu().numpy()
+            sections.append(raw_section("vq.indices", idx.astype(np.uint8 if self.arch.codebook_size <= 256 else np.uint16)))
+            for s, v in enumerate(self.deltas.vectors):
+                sections.append(raw_section(f"delta.vectors.{s}", v.detach().cpu().numpy(), "float32"))
+            for s, m in enumerate(self.deltas.matrices):
+                if cfg.mode == "peft_ec":
+                    sym = torch.round(m.detach()).cpu().numpy().astype(np.int64)
+                    table = self.prior.build_cdf_table(symbols=sym)
+                    sections.append(entropy_section(f"delta.matrices.{s}", sym, table))
+                else:
+                    sections.append(raw_section(f"delta.matrices.{s}", m.detach().cpu().numpy(), "float32"))
+            for name, p in self.lora_tensors().items():
+                sections.append(raw_section(name, p.detach().cpu().numpy(), "float32"))
+        if not self._fresh_occupancy_matches():
+            sections.append(occupancy_section(self.occupancy))
+        return sections
+
+    def load_nsc_sections(self, nsc: NscFile) -> None:
+        """Inverse of :meth:`nsc_sections`.
+
+        Raises:
+            NscFormatError: missing/extra/malformed sections, or the file was encoded with another codec model
+                (``codec_ref`` SHA-256 differs from the loaded codec model's).
+        """
+        from nscodec.coding.tensor_codec import decode_section
+        from nscodec.tensorf.model import load_occupancy_section
+
+        nsc.require(self.section_names(), optional=["occupancy"])
+        cfg = self.config
+
+        def load_into(t: Tensor, name: str) -> None:
+            arr = decode_section(nsc.sections[name])
+            if tuple(arr.shape) != tuple(t.shape):
+                raise NscFormatError(f"section {name!r}: shape {tuple(arr.shape)}, model expects {tuple(t.shape)}")
+            t.copy_(torch.from_numpy(arr.astype(np.float32)).to(t.device))
+
+        with torch.no_grad():
+            if cfg.mode == "scratch":
+                for s, p in enumerate(self.planes):
+                    load_into(p, f"planes.{s}")
+                for k, p in self.renderer.named_parameters():
+                    load_into(p, f"mlp.{k}")
+            else:
+                ref = nsc.sections["codec_ref"].meta
+                if ref.get("sha256") != self.codec_info.get("sha256"):
+                    raise NscFormatError(
+                        f"codec model mismatch: the .nsc needs codec model sha256 {str(ref.get('sha256'))[:16]}…, loaded "
+                        f"{self.codec_info.get('path')} has {str(self.codec_info.get('sha256'))[:16]}…"
+                    )
+                if int(ref.get("version", -1)) != int(self.codec_info.get("version", 1)):
+                    raise NscFormatError(f"codec model version {ref.get('version')!r} unsupported")
+                idx = decode_section(nsc.sections["vq.indices"]).astype(np.int64)
+                if tuple(idx.shape) != tuple(self.indices.shape) or (idx.size and idx.max() >= self.arch.codebook_size):
+                    raise NscFormatError(f"section 'vq.indices': bad shape {idx.shape} or index out of the codebook")
+                for s, v in enumerate(self.deltas.vectors):
+                    load_into(v, f"delta.vectors.{s}")
+                for s, m in enumerate(self.deltas.matrices):
+                    load_into(m, f"delta.matrices.{s}")
+                for name, p in self.lora_tensors().items():
+                    load_into(p, name)
+                self.indices.copy_(torch.from_numpy(idx))
+                self._decode_base()
+                self.encoded.fill_(True)
+            self._levels_cache = None
+            self.update_occupancy()
+            if "occupancy" in nsc.sections:
+                load_occupancy_section(self.occupancy, nsc)

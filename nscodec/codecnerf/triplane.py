@@ -1,0 +1,161 @@
+"""Multi-resolution triplane generator and triplane renderer (CodecNeRF Sec. 3.4, Eqs. 5–8).
+
+Triplanes are a list over levels ``s`` of tensors ``[3, C, V_s, V_s]`` (planes in
+:data:`~nscodec.codecnerf.encoder.PLANE_AXES` order, layout as documented in :mod:`.encoder`).
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from nerfstudio.field_components.activations import trunc_exp
+from torch import Tensor, nn
+
+from nscodec.codecnerf.encoder import PLANE_AXES
+
+
+def rolled_out(planes: Tensor) -> Tensor:
+    """``[3, C, H, W]`` → ``[1, C, H, 3W]`` (the three planes side by side, "rolled-out" triplane)."""
+    return torch.cat(list(planes), dim=-1)[None]
+
+
+def roll_in(x: Tensor) -> Tensor:
+    """Inverse of :func:`rolled_out`: ``[1, C, H, 3W]`` → ``[3, C, H, W]``."""
+    return torch.stack(torch.chunk(x[0], 3, dim=-1))
+
+
+class RolledConv(nn.Module):
+    """3×3 convolution over the rolled-out triplane plus, for cross-plane interaction, each plane's row/column
+    means broadcast from the planes it shares an axis with (a light form of the 3D-aware block the paper cites)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2 * cin, cout, 3, padding=1)
+
+    def forward(self, planes: Tensor) -> Tensor:
+        # plane p (a, b) stored [C, b, a]; axis-mean of another plane over its other axis, broadcast on shared axis
+        xy, yz, xz = planes[0], planes[1], planes[2]
+        ctx_xy = xz.mean(1)[:, None, :] + yz.mean(1)[:, :, None]  # x from xz (cols), y from yz (cols=y) -> rows
+        ctx_yz = xy.mean(2)[:, None, :] + xz.mean(2)[:, :, None]  # y from xy rows -> cols; z from xz rows -> rows
+        ctx_xz = xy.mean(1)[:, None, :] + yz.mean(2)[:, :, None]  # x from xy cols -> cols; z from yz rows -> rows
+        ctx = torch.stack([ctx_xy, ctx_yz, ctx_xz]) * 0.5
+        return roll_in(self.conv(rolled_out(torch.cat([planes, ctx], dim=1))))
+
+
+class TriplaneGenerator(nn.Module):
+    """``triplane_ψ`` (Eq. 5): ``[3, C_in, V, V]`` → levels ``[3, C, V_s, V_s]`` for ``V_s`` in ``resolutions``
+    (each a power-of-two multiple of ``V``; features are upsampled bilinearly between levels)."""
+
+    def __init__(self, in_channels: int, channels: int = 16, resolutions: Sequence[int] = (64, 128), hidden: int = 32) -> None:
+        super().__init__()
+        self.resolutions = tuple(int(r) for r in resolutions)
+        self.stem = RolledConv(in_channels, hidden)
+        self.blocks = nn.ModuleList([RolledConv(hidden, hidden) for _ in self.resolutions])
+        self.heads = nn.ModuleList([nn.Conv2d(hidden, channels, 1) for _ in self.resolutions])
+
+    def forward(self, planes: Tensor) -> List[Tensor]:
+        x = F.relu(self.stem(planes))
+        out = []
+        for res, block, head in zip(self.resolutions, self.blocks, self.heads):
+            if x.shape[-1] != res:
+                x = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False)
+            x = F.relu(block(x))
+            out.append(head(x))
+        return out
+
+
+def normalize_points(points: Tensor, aabb: Tensor) -> Tensor:
+    """World ``[S, 3]`` → ``[-1, 1]³`` over ``aabb [2, 3]``."""
+    return (points - aabb[0]) / (aabb[1] - aabb[0]) * 2.0 - 1.0
+
+
+def sample_triplanes(levels: Sequence[Tensor], pn: Tensor) -> Tensor:
+    """Eq. 6: ``f_tri(p) = Σ_k concat_s itp(F_k^s, p_k)``.
+
+    Args:
+        levels: triplanes ``[3, C, V_s, V_s]`` per level. pn: ``[S, 3]`` points normalised to ``[-1, 1]``.
+
+    Returns:
+        ``[S, L·C]`` features (bilinear, ``align_corners=False``, border padding).
+    """
+    grid = torch.stack([pn[:, [a, b]] for a, b in PLANE_AXES]).unsqueeze(2)  # [3, S, 1, 2]
+    feats = [F.grid_sample(lv, grid, mode="bilinear", padding_mode="border", align_corners=False).sum(0)[:, :, 0] for lv in levels]
+    return torch.cat(feats, dim=0).t()
+
+
+def tv_loss_planes(levels: Sequence[Tensor]) -> Tensor:
+    """Eq. 8: squared differences of neighbouring plane features, summed, divided by the total feature count
+    ``T = 3C Σ_s V_s²`` (scalar)."""
+    total = sum(lv.numel() for lv in levels)
+    tv = sum(((lv[..., 1:, :] - lv[..., :-1, :]) ** 2).sum() + ((lv[..., :, 1:] - lv[..., :, :-1]) ** 2).sum() for lv in levels)
+    return tv / total
+
+
+def dir_encoding(d: Tensor, freqs: int = 2) -> Tensor:
+    """``PE(d)``: ``[S, 3]`` unit directions → ``[S, 3 + 6·freqs]`` (identity + sin/cos at 2^k)."""
+    out = [d]
+    for k in range(freqs):
+        out += [torch.sin((2.0**k) * torch.pi * d), torch.cos((2.0**k) * torch.pi * d)]
+    return torch.cat(out, dim=-1)
+
+
+class TriplaneRenderer(nn.Module):
+    """Eq. 7 MLP heads: density from ``(f_tri, p)`` and colour from ``(f_tri, PE(d))``.
+
+    ``density(f [S, F], pn [S, 3]) -> sigma [S]`` (1/scene-unit, ``trunc_exp``);
+    ``rgb(f, d [S, 3]) -> [S, 3]`` in (0, 1). Every layer is an ``nn.Linear`` so LoRA can wrap it
+    (:func:`nscodec.codecnerf.peft.add_lora`).
+    """
+
+    def __init__(self, feat_dim: int, hidden: int = 64, density_hidden: int = 32, dir_freqs: int = 2, density_bias: float = -1.0) -> None:
+        super().__init__()
+        self.dir_freqs = dir_freqs
+        self.density_bias = density_bias
+        self.density_mlp = nn.Sequential(nn.Linear(feat_dim + 3, density_hidden), nn.ReLU(), nn.Linear(density_hidden, 1))
+        din = 3 + 6 * dir_freqs
+        self.color_mlp = nn.Sequential(
+            nn.Linear(feat_dim + din, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 3)
+        )
+
+    def density(self, f: Tensor, pn: Tensor) -> Tensor:
+        return trunc_exp(self.density_mlp(torch.cat([f, pn], dim=-1))[:, 0] + self.density_bias)
+
+    def rgb(self, f: Tensor, d: Tensor) -> Tensor:
+        return torch.sigmoid(self.color_mlp(torch.cat([f, dir_encoding(d, self.dir_freqs)], dim=-1)))
+
+
+def ray_box(origins: Tensor, dirs: Tensor, aabb: Tensor) -> Tuple[Tensor, Tensor]:
+    """Slab test: entry/exit distances ``[R]`` of rays with the box (``t_far <= t_near`` means a miss)."""
+    inv = 1.0 / torch.where(dirs.abs() < 1e-9, torch.full_like(dirs, 1e-9), dirs)
+    t0 = (aabb[0] - origins) * inv
+    t1 = (aabb[1] - origins) * inv
+    near = torch.minimum(t0, t1).amax(-1).clamp_min(0.0)
+    far = torch.maximum(t0, t1).amin(-1)
+    return near, far
+
+
+def render_uniform(
+    levels: Sequence[Tensor], renderer: TriplaneRenderer, origins: Tensor, dirs: Tensor, aabb: Tensor, n_samples: int, jitter: bool
+) -> Tuple[Tensor, Tensor]:
+    """Stratified volume rendering (Max 1995) with ``n_samples`` per ray inside ``aabb``, white background.
+    Used by pretraining. Returns ``(rgb [R, 3], accumulation [R])``."""
+    near, far = ray_box(origins, dirs, aabb)
+    hit = far > near
+    far = torch.where(hit, far, near + 1e-3)
+    r = origins.shape[0]
+    u = torch.arange(n_samples, device=origins.device, dtype=torch.float32)[None]
+    u = u + (torch.rand(r, n_samples, device=origins.device) if jitter else 0.5)
+    t = near[:, None] + (far - near)[:, None] * u / n_samples
+    delta = ((far - near) / n_samples)[:, None].expand(r, n_samples)
+    pts = origins[:, None] + dirs[:, None] * t[..., None]
+    pn = normalize_points(pts.reshape(-1, 3), aabb)
+    f = sample_triplanes(levels, pn)
+    sigma = renderer.density(f, pn).reshape(r, n_samples) * hit[:, None]
+    alpha = 1.0 - torch.exp(-sigma * delta)
+    trans = torch.cumprod(torch.cat([torch.ones(r, 1, device=alpha.device), 1.0 - alpha + 1e-10], dim=1), dim=1)[:, :-1]
+    w = alpha * trans
+    rgb = renderer.rgb(f, dirs[:, None].expand(r, n_samples, 3).reshape(-1, 3)).reshape(r, n_samples, 3)
+    acc = w.sum(1)
+    return (w[..., None] * rgb).sum(1) + (1.0 - acc)[:, None], acc
