@@ -1,4 +1,5 @@
-"""Post-hoc coding of trained tensors: uniform scalar quantization + an empirical (histogram) entropy model.
+"""Post-hoc coding of trained tensors: uniform scalar quantization or k-means vector quantization, each followed
+by an empirical (histogram) entropy model.
 
 This is the classic "quantize, then entropy-code" baseline (e.g. Deng & Tartaglione 2023 compare against it;
 it is what ``nscodec-tensorf`` stores in its ``.nsc``). Unlike :class:`~nscodec.coding.FactorizedPrior`,
@@ -73,3 +74,64 @@ def histogram_table(symbols: np.ndarray, precision: int = 16, escape_mass: float
     counts = np.bincount(s - lo, minlength=n).astype(np.float64)
     probs = np.concatenate([counts / counts.sum(), [escape_mass]])[None, :]
     return IntegerCDFTable.from_probabilities(probs, [n + 1], [lo], precision)
+
+
+def kmeans_quantize(
+    vectors: np.ndarray, codebook_size: int, iters: int = 20, seed: int = 0, chunk: int = 65536
+) -> Tuple[np.ndarray, np.ndarray]:
+    """k-means vector quantization (Lloyd's algorithm after k-means++ seeding, Arthur & Vassilvitskii 2007).
+
+    The post-hoc VQ baseline of VQ-TensoRF / VQ-AD Table 2: cluster the trained feature vectors, then store
+    the codebook and one index per vector.
+
+    Args:
+        vectors: float array ``[M, D]``.
+        codebook_size: K codewords (``K <= M``).
+        iters: Lloyd iterations.
+        seed: RNG seed of the initial codewords (results are deterministic for a given seed).
+        chunk: vectors per distance block (memory ``chunk * K`` floats).
+
+    Returns:
+        ``codebook [K, D]`` (float32) and ``indices [M]`` (int32 in ``[0, K)``), ``vectors ≈ codebook[indices]``.
+
+    Raises:
+        NscError: non-2D or non-finite input, or ``codebook_size`` not in ``[1, M]``.
+    """
+    import torch
+
+    x = np.asarray(vectors, dtype=np.float32)
+    if x.ndim != 2 or not np.isfinite(x).all():
+        raise NscError(f"kmeans_quantize needs finite vectors [M, D], got shape {x.shape}")
+    m = x.shape[0]
+    if not 1 <= int(codebook_size) <= m:
+        raise NscError(f"codebook_size must be in 1..{m}, got {codebook_size}")
+    xt = torch.from_numpy(x)
+    g = torch.Generator().manual_seed(int(seed))
+    k = int(codebook_size)
+    codebook = torch.empty(k, x.shape[1])
+    codebook[0] = xt[torch.randint(m, (1,), generator=g)[0]]
+    d2 = ((xt - codebook[0]) ** 2).sum(1)
+    for j in range(1, k):  # k-means++: next seed drawn with probability ∝ squared distance to the nearest seed
+        total = float(d2.sum())
+        pick = int(torch.multinomial(d2 / total, 1, generator=g)[0]) if total > 0 else int(torch.randint(m, (1,), generator=g)[0])
+        codebook[j] = xt[pick]
+        d2 = torch.minimum(d2, ((xt - codebook[j]) ** 2).sum(1))
+    idx = torch.zeros(m, dtype=torch.long)
+
+    def assign() -> None:
+        c2 = (codebook * codebook).sum(1)
+        for i in range(0, m, chunk):
+            blk = xt[i : i + chunk]
+            idx[i : i + chunk] = (c2[None, :] - 2.0 * blk @ codebook.T).argmin(1)
+
+    for _ in range(int(iters)):
+        assign()
+        sums = torch.zeros_like(codebook).index_add_(0, idx, xt)
+        counts = torch.bincount(idx, minlength=codebook.shape[0]).to(xt.dtype)
+        empty = counts == 0
+        codebook = torch.where(empty[:, None], codebook, sums / counts.clamp_min(1)[:, None])
+        if empty.any():  # re-seed dead codewords with the worst-fitted vectors
+            err = ((xt - codebook[idx]) ** 2).sum(1)
+            codebook[empty] = xt[err.topk(int(empty.sum())).indices]
+    assign()
+    return codebook.numpy().astype(np.float32), idx.numpy().astype(np.int32)

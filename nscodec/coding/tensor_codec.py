@@ -2,6 +2,7 @@
 
 * :func:`raw_section` — little-endian raw bytes of an array cast to a chosen dtype (``coder="raw"``).
 * :func:`zlib_section` — the same bytes, DEFLATE-compressed (``coder="zlib"``; RFC 1950/1951).
+* :func:`zstd_section` — the same bytes, Zstandard-compressed (``coder="zstd"``; RFC 8878).
 * :func:`entropy_section` — integer symbols entropy-coded with an
   :class:`~nscodec.coding.cdf_tables.IntegerCDFTable` (``coder="ans"`` default, or ``"torchac"``).
 * :func:`decode_section` — inverse of all of the above, dispatching on ``Section.coder``.
@@ -32,7 +33,7 @@ from .coders import available_coders, get_coder
 from .container import Section
 from .errors import EntropyCodingError, NscError, NscFormatError
 
-__all__ = ["raw_section", "zlib_section", "entropy_section", "decode_section", "RAW_DTYPES"]
+__all__ = ["raw_section", "zlib_section", "zstd_section", "entropy_section", "decode_section", "RAW_DTYPES"]
 
 #: dtypes accepted by raw/zlib sections
 RAW_DTYPES = (
@@ -118,6 +119,25 @@ def zlib_section(
         raise NscError(f"zlib level must be an int in 0..9, got {level!r}")
     raw = raw_section(name, array, dtype, meta)
     return Section(name, zlib.compress(raw.payload, level), raw.dtype, raw.shape, "zlib", raw.meta)
+
+
+def zstd_section(
+    name: str, array: Any, dtype: Optional[str] = None, level: int = 19, meta: Optional[Dict[str, Any]] = None
+) -> Section:
+    """Like :func:`raw_section` but Zstandard-compressed (``coder="zstd"``, via the ``zstandard`` package).
+
+    Args:
+        level: zstd compression level 1..22.
+
+    Raises:
+        NscError: as :func:`raw_section`, or a bad ``level``.
+    """
+    import zstandard
+
+    if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 22:
+        raise NscError(f"zstd level must be an int in 1..22, got {level!r}")
+    raw = raw_section(name, array, dtype, meta)
+    return Section(name, zstandard.ZstdCompressor(level=level).compress(raw.payload), raw.dtype, raw.shape, "zstd", raw.meta)
 
 
 def _channel_index(shape, axis: int) -> np.ndarray:
@@ -232,9 +252,17 @@ def decode_section(section: Section, mask: Any = None) -> np.ndarray:
         except zlib.error as err:
             raise NscFormatError(f"section {name!r}: corrupt zlib data ({err})") from None
         return _expected_raw(section, data).copy()
+    if section.coder == "zstd":
+        import zstandard
+
+        try:
+            data = zstandard.ZstdDecompressor().decompress(section.payload, max_output_size=1 << 34)
+        except zstandard.ZstdError as err:
+            raise NscFormatError(f"section {name!r}: corrupt zstd data ({err})") from None
+        return _expected_raw(section, data).copy()
     if section.coder not in available_coders():
         raise NscFormatError(
-            f"section {name!r}: unknown coder {section.coder!r} (known: raw, zlib, {', '.join(available_coders())})"
+            f"section {name!r}: unknown coder {section.coder!r} (known: raw, zlib, zstd, {', '.join(available_coders())})"
         )
     if section.dtype not in ("int32", "int64"):
         raise NscFormatError(f"section {name!r}: entropy-coded section must have dtype int32/int64, got {section.dtype!r}")

@@ -73,6 +73,11 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     """Gumbel-softmax temperature, annealed exponentially over stage 2."""
     importance_batches: int = 32
     """Training-ray batches used to accumulate the importance maps."""
+    latent_prefit_steps: int = 300
+    """Adam steps fitting the zero-initialised latents and decoders to the pretrained planes (importance-weighted
+    reconstruction + λ·rate, no rendering) at the stage switch. Not in the paper, which starts stage 2 from zero
+    latents directly; costs ~ms per step and removes the PSNR collapse at the switch. 0 disables it."""
+    latent_prefit_lr: float = 2e-2
 
 
 class ECTensoRFModel(NscTensoRFModel):
@@ -123,23 +128,61 @@ class ECTensoRFModel(NscTensoRFModel):
         self.stage2 = True
         self._decoded_cache = None
 
-    @torch.no_grad()
     def enter_stage2(self, ray_bundles=None) -> None:
         """Switch to compression: importance maps from the current (pretrained) field, targets = its planes,
-        zero latents. ``ray_bundles``: training rays for the importance maps (None → uniform maps)."""
+        zero latents, then ``latent_prefit_steps`` of plane-only fitting. ``ray_bundles``: training rays for the
+        importance maps (None → uniform maps)."""
         cfg = self.config
         res = self.field.density_encoding.resolution
-        targets = {s: getattr(self.field, f"{s}_encoding").plane_coef.detach().clone() for s in STACKS}
-        importance = None
-        if cfg.use_importance and ray_bundles is not None:
-            importance = accumulate_importance(self, ray_bundles, res)
-        self._build_codec(res)
+        with torch.no_grad():
+            targets = {s: getattr(self.field, f"{s}_encoding").plane_coef.detach().clone() for s in STACKS}
+            importance = None
+            if cfg.use_importance and ray_bundles is not None:
+                importance = accumulate_importance(self, ray_bundles, res)
+            self._build_codec(res)
+            for s in STACKS:
+                getattr(self.codec, f"target_{s}").copy_(targets[s])
+            if importance is not None:
+                imp = importance.to(self.codec.importance.device)
+                imp = imp / imp.mean(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+                self.codec.importance.copy_(imp)
+        self.prefit_latents(cfg.latent_prefit_steps)
+
+    def plane_rate_distortion(self, dec: Dict[str, Tensor]) -> Tuple[Tensor, Tensor]:
+        """``(λ-weighted rate in Mbit, importance-weighted plane reconstruction MSE)`` of decoded planes ``dec``
+        (output of :meth:`decode_planes`), the stage-2 terms of paper Sec. 3 besides the rendering loss."""
+        rec = 0.0
         for s in STACKS:
-            getattr(self.codec, f"target_{s}").copy_(targets[s])
-        if importance is not None:
-            imp = importance.to(self.codec.importance.device)
-            imp = imp / imp.mean(dim=(1, 2), keepdim=True).clamp_min(1e-12)
-            self.codec.importance.copy_(imp)
+            err = (dec[s] - getattr(self.codec, f"target_{s}")) ** 2  # [3, C, N, N]
+            rec = rec + (err * self.codec.importance[:, None]).mean()
+        return self.config.rate_lambda * dec["rate_bits"] / 1e6, self.config.recon_weight * rec
+
+    def prefit_latents(self, steps: int) -> List[float]:
+        """Fit latents, decoders and priors to the target planes alone (no rendering) for ``steps`` Adam steps.
+
+        Returns:
+            the loss after each step (rate + reconstruction), for logging/tests.
+        """
+        if steps <= 0:
+            return []
+        was_training = self.training
+        self.train()
+        self._step = self._stage2_start()  # tau at its start value
+        params = list(self.codec.parameters())
+        opt = torch.optim.Adam(params, lr=self.config.latent_prefit_lr)
+        history = []
+        for _ in range(steps):
+            dec = self.decode_planes()
+            rate, rec = self.plane_rate_distortion(dec)
+            aux = sum(getattr(self.codec, f"prior_{s}").aux_loss() for s in STACKS)
+            loss = rate + rec
+            opt.zero_grad(set_to_none=True)
+            (loss + aux).backward()
+            opt.step()
+            history.append(float(loss))
+        self.train(was_training)
+        self._decoded_cache = None
+        return history
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "codec.latents_density"
@@ -217,13 +260,7 @@ class ECTensoRFModel(NscTensoRFModel):
         if dec is None:
             return loss
         loss.pop("l1_reg", None)  # the planes are no longer free parameters
-        cfg = self.config
-        loss["rate"] = cfg.rate_lambda * dec["rate_bits"] / 1e6
-        rec = 0.0
-        for s in STACKS:
-            err = (dec[s] - getattr(self.codec, f"target_{s}")) ** 2  # [3, C, N, N]
-            rec = rec + (err * self.codec.importance[:, None]).mean()
-        loss["plane_reconstruction"] = cfg.recon_weight * rec
+        loss["rate"], loss["plane_reconstruction"] = self.plane_rate_distortion(dec)
         aux = sum(getattr(self.codec, f"prior_{s}").aux_loss() for s in STACKS)
         loss["entropy_aux"] = aux  # quantile fit of the priors (no effect on the rate-distortion gradient)
         return loss

@@ -75,8 +75,13 @@ class NscTensoRFModelConfig(ModelConfig):
     loss_coefficients: Dict[str, float] = to_immutable_dict(
         {"rgb_loss": 1.0, "l1_reg": 5e-4, "tv_reg_density": 0.0, "tv_reg_color": 0.0}
     )
+    codec_scheme: Literal["uniform", "kmeans", "fp16-zstd", "fp32"] = "uniform"
+    """``.nsc`` export of the VM planes/lines (post-hoc, nothing is retrained): ``uniform`` = per-channel uniform
+    quantization to ``codec_bits`` + histogram entropy coding; ``kmeans`` = k-means VQ of the per-location
+    component vectors into ``2**codec_bits`` float16 codewords + entropy-coded indices; ``fp16-zstd`` = float16
+    + Zstandard; ``fp32`` = raw float32 (the uncompressed reference, also for the dense parts)."""
     codec_bits: int = 8
-    """``.nsc`` export: bits per plane/line value (per-channel uniform quantization + histogram entropy coding)."""
+    """``.nsc`` export: bits per plane/line value (``uniform``) or log2 of the codebook size (``kmeans``)."""
     background_color: Literal["random", "black", "white"] = "white"
     enable_collider: bool = False
     eval_num_rays_per_chunk: int = 1 << 14
@@ -303,23 +308,41 @@ class NscTensoRFModel(Model):
         return {"basis": self.field.B, "mlp": self.field.mlp_head, "rgb_head": self.field.field_output_rgb}
 
     def nsc_sections(self) -> List[Section]:
-        """Post-hoc codec of the uncompressed base: ``codec_bits``-bit per-channel uniform quantization of the
-        VM planes/lines with a histogram entropy model (ANS), float16 for the dense parts, and the occupancy
-        grid (bit-packed, DEFLATE) so the decoded model samples exactly where the trained one did."""
-        from nscodec.coding.posthoc import histogram_table, uniform_quantize
-        from nscodec.coding.tensor_codec import entropy_section
+        """Post-hoc codec of the uncompressed base (``codec_scheme``, see the config), float16 dense parts
+        (float32 for ``fp32``), and the occupancy grid (bit-packed, DEFLATE) so the decoded model samples exactly
+        where the trained one did.
 
+        Raises:
+            NscError: unknown ``codec_scheme`` or bad ``codec_bits``.
+        """
+        from nscodec.coding.errors import NscError
+        from nscodec.coding.posthoc import histogram_table, kmeans_quantize, uniform_quantize
+        from nscodec.coding.tensor_codec import entropy_section, raw_section, zstd_section
+
+        scheme, bits = self.config.codec_scheme, int(self.config.codec_bits)
         sections = []
         for name, t in self.vm_tensors().items():
-            x = t.detach().cpu().numpy()
-            flat = x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])  # [3*C, N, N|1]: one channel per component
-            sym, lo, step = uniform_quantize(flat, self.config.codec_bits, axis=0)
-            sections.append(
-                entropy_section(
-                    name, sym.reshape(1, -1), histogram_table(sym), meta={"shape": list(x.shape), "lo": lo.tolist(), "step": step.tolist()}
-                )
-            )
-        sections += dense_sections(self.dense_modules())
+            x = t.detach().cpu().numpy()  # [3, C, N, N] planes or [3, C, N, 1] lines
+            meta: Dict[str, object] = {"shape": list(x.shape)}
+            if scheme == "uniform":
+                flat = x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])  # [3*C, N, N|1]: one channel per component
+                sym, lo, step = uniform_quantize(flat, bits, axis=0)
+                meta.update(lo=lo.tolist(), step=step.tolist())
+                sections.append(entropy_section(name, sym.reshape(1, -1), histogram_table(sym), meta=meta))
+            elif scheme == "kmeans":
+                if not 1 <= bits <= 16:
+                    raise NscError(f"codec_bits for kmeans must be in 1..16, got {bits}")
+                vec = np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])  # [3*N*N', C] component vectors
+                codebook, idx = kmeans_quantize(vec, min(1 << bits, vec.shape[0]))
+                sections.append(raw_section(f"{name}.codebook", codebook, "float16"))
+                sections.append(entropy_section(name, idx.reshape(1, -1), histogram_table(idx), meta=meta))
+            elif scheme == "fp16-zstd":
+                sections.append(zstd_section(name, x, "float16", meta=meta))
+            elif scheme == "fp32":
+                sections.append(raw_section(name, x, "float32", meta=meta))
+            else:
+                raise NscError(f"unknown codec_scheme {scheme!r} (uniform, kmeans, fp16-zstd, fp32)")
+        sections += dense_sections(self.dense_modules(), "float32" if scheme == "fp32" else "float16")
         sections.append(occupancy_section(self.occupancy))
         return sections
 
@@ -329,17 +352,31 @@ class NscTensoRFModel(Model):
         from nscodec.coding.posthoc import uniform_dequantize
         from nscodec.coding.tensor_codec import decode_section
 
+        scheme = self.config.codec_scheme
         dense = self.dense_modules()
-        nsc.require(list(self.vm_tensors()) + dense_section_names(dense) + ["occupancy"])
+        names = list(self.vm_tensors())
+        extra = [f"{n}.codebook" for n in names] if scheme == "kmeans" else []
+        nsc.require(names + extra + dense_section_names(dense) + ["occupancy"])
         state = {}
         for name, param in self.vm_tensors().items():
             sec = nsc.sections[name]
             shape = tuple(sec.meta.get("shape", ()))
             if len(shape) != 4 or shape[0] != 3:
                 raise NscFormatError(f"section {name!r}: bad shape {shape}")
-            sym = decode_section(sec).reshape(shape[0] * shape[1], *shape[2:])
-            x = uniform_dequantize(sym, np.asarray(sec.meta["lo"]), np.asarray(sec.meta["step"]), axis=0)
-            state[name] = torch.from_numpy(x.reshape(shape))
+            if scheme == "uniform":
+                sym = decode_section(sec).reshape(shape[0] * shape[1], *shape[2:])
+                x = uniform_dequantize(sym, np.asarray(sec.meta["lo"]), np.asarray(sec.meta["step"]), axis=0)
+            elif scheme == "kmeans":
+                codebook = decode_section(nsc.sections[f"{name}.codebook"]).astype(np.float32)
+                idx = decode_section(sec).reshape(-1)
+                if codebook.ndim != 2 or codebook.shape[1] != shape[1] or idx.size * shape[1] != int(np.prod(shape)):
+                    raise NscFormatError(f"section {name!r}: codebook {codebook.shape} does not fit shape {shape}")
+                if idx.size and (idx.min() < 0 or idx.max() >= codebook.shape[0]):
+                    raise NscFormatError(f"section {name!r}: index out of codebook range")
+                x = np.moveaxis(codebook[idx].reshape(shape[0], *shape[2:], shape[1]), -1, 1)
+            else:
+                x = decode_section(sec).astype(np.float32)
+            state[name] = torch.from_numpy(np.ascontiguousarray(x.reshape(shape), dtype=np.float32))
         enc_d, enc_c = self.field.density_encoding, self.field.color_encoding
         enc_d.load_state_dict({"plane_coef": state["density.planes"], "line_coef": state["density.lines"]})
         enc_c.load_state_dict({"plane_coef": state["color.planes"], "line_coef": state["color.lines"]})
