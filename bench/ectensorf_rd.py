@@ -1,75 +1,193 @@
-"""Rate–distortion points of ``ectensorf``: for each λ, ``ns-train ectensorf`` → ``nscodec export`` →
-``nscodec eval`` (decoded file vs the test split). Bytes are the real ``.nsc`` file size on disk.
+"""ECTensoRF rate–distortion on a Blender scene (issue 3): λ sweep, ablations, and post-hoc baselines of the
+same uncompressed base, all as real ``.nsc`` files decoded and evaluated on the test split.
 
-    python bench/ectensorf_rd.py --data ../shared/data/blender/lego --scale 0.25 --lambdas 2e-3
-    python bench/ectensorf_rd.py --data ../shared/data/blender/lego_tiny --scale 1 --lambdas 2e-3 \\
-        --stage1 60 --stage2 60 --name ectensorf_rd_smoke      # a quick check of the pipeline
+    python bench/ectensorf_rd.py --data ../shared/data/blender/lego --scale 0.25
+    python bench/ectensorf_rd.py --data ../shared/data/blender/lego_tiny --scale 1 --stage1 60 --stage2 30 \\
+        --lambdas 2e-3 --uniform-bits 8 --kmeans-bits 4 --name ectensorf_rd_smoke     # pipeline check, ~3 min
 
-Run alone on the machine: two trainings at once on 2 cores slow each other down 10x or more.
+Protocol (equal training budget):
+
+1. ``ns-train nscodec-tensorf`` for ``stage1 + stage2`` steps, keeping the checkpoint at ``stage1``. The final
+   checkpoint is "the base"; it is evaluated uncompressed (``fp32`` scheme: a raw float32 ``.nsc``).
+2. Post-hoc baselines of the base (nothing retrained; ``codec_scheme`` of ``nscodec-tensorf``): float16 + zstd,
+   uniform b-bit + entropy coding, k-means VQ (2^b codewords) + entropy-coded indices.
+3. ``ns-train ectensorf --pipeline.model.init-from <stage1 checkpoint>`` for ``stage2`` steps per λ, and the two
+   ablations at ``--ablation-lambda`` (no importance weighting; no mask), exported with ``nscodec export``.
+4. Every file: ``nscodec eval`` on the test split (every ``--every``-th view; 1 = all). Bytes = file size.
+
+Results: ``bench/results/<name>.json`` (one row per file), a table in ``docs/benchmarks.md`` including each
+ectensorf point's PSNR gain over every baseline at equal bytes (log-bytes interpolation), and the RD plot
+(``bench/rd_plot.py``). Finished steps are cached under ``bench/runs/<name>`` (delete it to start over).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, record, update_doc_section  # noqa: E402
 
 BIN = Path(sys.executable).parent
+NEVER = "100000000"
+
+
+def _env() -> Dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+
+
+def _train(cmd: List[str], log: Path) -> float:
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=_env())
+    return time.perf_counter() - t0
+
+
+def _eval(nsc: Path, args, out: Path) -> Dict[str, Any]:
+    if not out.exists():
+        subprocess.run(
+            [str(BIN / "nscodec"), "eval", str(nsc), "--data", args.data, "--scale-factor", str(args.scale),
+             "--every", str(args.every), "--output", str(out)],
+            check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env=_env(),
+        )
+    return json.loads(out.read_text())
+
+
+def interpolate_psnr(points: List[Dict[str, Any]], nbytes: float) -> Optional[float]:
+    """PSNR of a baseline curve at ``nbytes``, linear in log(bytes) between its two neighbours (None outside)."""
+    pts = sorted((p["bytes"], p["psnr"]) for p in points)
+    for (b0, p0), (b1, p1) in zip(pts, pts[1:]):
+        if b0 <= nbytes <= b1:
+            t = (math.log(nbytes) - math.log(b0)) / max(math.log(b1) - math.log(b0), 1e-12)
+            return p0 + t * (p1 - p0)
+    return None
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data/blender/lego"))
     ap.add_argument("--scale", type=float, default=0.25)
-    ap.add_argument("--lambdas", default="5e-4,2e-3,8e-3", help="comma-separated λ (rate weight, per Mbit)")
-    ap.add_argument("--stage1", type=int, default=1500)
-    ap.add_argument("--stage2", type=int, default=1500)
+    ap.add_argument("--stage1", type=int, default=1500, help="base pretraining steps before compression")
+    ap.add_argument("--stage2", type=int, default=600, help="compression steps (the base trains stage1+stage2)")
+    ap.add_argument("--lambdas", default="5e-4,2e-3,8e-3", help="comma-separated λ (rate weight per Mbit)")
+    ap.add_argument("--ablation-lambda", default="2e-3")
+    ap.add_argument("--uniform-bits", default="8,6,5,4,3")
+    ap.add_argument("--kmeans-bits", default="12,10,8,6")
     ap.add_argument("--every", type=int, default=1, help="evaluate every N-th test view (1 = all)")
     ap.add_argument("--name", default="ectensorf_rd")
     args = ap.parse_args()
     command = "python bench/ectensorf_rd.py " + " ".join(sys.argv[1:])
     work = ROOT / "bench" / "runs" / args.name
-    rows = []
-    for lam in args.lambdas.split(","):
-        tag = f"lambda{lam}"
-        t0 = time.perf_counter()
-        train = [
-            str(BIN / "ns-train"), "ectensorf", "--data", args.data, "--output-dir", str(work), "--experiment-name", tag,
-            "--timestamp", "run", "--vis", "tensorboard", "--max-num-iterations", str(args.stage1 + args.stage2),
-            "--pipeline.model.stage1-steps", str(args.stage1), "--pipeline.model.rate-lambda", lam,
-            "--pipeline.datamanager.camera-res-scale-factor", str(args.scale),
-            "--pipeline.model.upsampling-iters", *[str(int(args.stage1 * f)) for f in (0.2, 0.4, 0.6, 0.8)],
-            "--steps-per-eval-image", "100000000", "--steps-per-eval-batch", "100000000",
-        ]
-        subprocess.run(train, check=True, cwd=ROOT)
-        train_s = time.perf_counter() - t0
-        config = work / tag / "ectensorf" / "run" / "config.yml"
+    work.mkdir(parents=True, exist_ok=True)
+    scene = Path(args.data).name
+    total = args.stage1 + args.stage2
+    ups = [str(int(args.stage1 * f)) for f in (0.2, 0.4, 0.6, 0.8)]
+    common = ["--data", args.data, "--output-dir", str(work), "--timestamp", "run", "--vis", "tensorboard",
+              "--pipeline.datamanager.camera-res-scale-factor", str(args.scale), "--steps-per-eval-image", NEVER,
+              "--steps-per-eval-batch", NEVER, "--steps-per-eval-all-images", NEVER]
+    rows: List[Dict[str, Any]] = []
+
+    # 1. the base, with a checkpoint at stage1 for ectensorf to start from
+    base_dir = work / "base" / "nscodec-tensorf" / "run"
+    base_ckpt = base_dir / "nerfstudio_models" / f"step-{total - 1:09d}.ckpt"
+    init_ckpt = base_dir / "nerfstudio_models" / f"step-{args.stage1:09d}.ckpt"
+    timing = work / "base_train_seconds.txt"
+    if not base_ckpt.exists():
+        print(f"[base] ns-train nscodec-tensorf, {total} steps", flush=True)
+        s = _train([str(BIN / "ns-train"), "nscodec-tensorf", *common, "--experiment-name", "base",
+                    "--max-num-iterations", str(total), "--steps-per-save", str(args.stage1),
+                    "--save-only-latest-checkpoint", "False", "--pipeline.model.upsampling-iters", *ups], work / "base.log")
+        timing.write_text(f"{s}\n")
+    base_train_s = float(timing.read_text()) if timing.exists() else float("nan")
+
+    # 2. post-hoc baselines of the final base checkpoint (in-process: load once, export each scheme)
+    schemes = [("fp32", 32, "base (fp32, uncompressed)"), ("fp16-zstd", 16, "post-hoc fp16 + zstd")]
+    schemes += [("uniform", int(b), "post-hoc uniform + EC") for b in args.uniform_bits.split(",") if b]
+    schemes += [("kmeans", int(b), "post-hoc k-means VQ + EC") for b in args.kmeans_bits.split(",") if b]
+    pending = [(s, b, label) for s, b, label in schemes if not (work / f"posthoc_{s}{b}.json").exists()]
+    if pending:
+        from nerfstudio.utils.eval_utils import eval_setup
+
+        from nscodec.export import _training_meta
+        from nscodec.io import export_model
+
+        config, pipeline, _, step = eval_setup(base_dir / "config.yml", test_mode="inference")
+        meta = _training_meta(config)
+        meta["train"]["step"] = int(step)
+        model = pipeline.model
+        for s, b, _ in pending:
+            model.config.codec_scheme, model.config.codec_bits = s, (b if s in ("uniform", "kmeans") else 8)
+            t0 = time.perf_counter()
+            export_model(model, work / f"posthoc_{s}{b}.nsc", meta=meta, overwrite=True)
+            print(f"[post-hoc] {s} {b}: exported in {time.perf_counter() - t0:.1f} s", flush=True)
+    for s, b, label in schemes:
+        print(f"[eval] post-hoc {s} {b}", flush=True)
+        ev = _eval(work / f"posthoc_{s}{b}.nsc", args, work / f"posthoc_{s}{b}.json")
+        rows.append({"series": label, "scheme": s, "bits": b, "psnr": ev["psnr"], "ssim": ev["ssim"], "bytes": ev["bytes"],
+                     "test_views": ev["num_views"], "train_seconds": base_train_s, "steps": total,
+                     "decode_seconds": ev["decode_seconds"], "resolution": f"{ev['width']}x{ev['height']}"})
+
+    # 3. ectensorf from the stage-1 checkpoint: λ sweep + ablations
+    runs = [(lam, "ectensorf", []) for lam in args.lambdas.split(",") if lam]
+    runs += [(args.ablation_lambda, "ectensorf (no importance)", ["--pipeline.model.use-importance", "False"]),
+             (args.ablation_lambda, "ectensorf (no mask)", ["--pipeline.model.use-mask", "False"])]
+    for lam, label, extra in runs:
+        tag = f"ec_{lam}" + ("" if not extra else "_" + extra[0].rsplit(".", 1)[-1])
         nsc = work / f"{tag}.nsc"
-        subprocess.run([str(BIN / "nscodec"), "export", "--load-config", str(config), "--output-dir", str(work),
-                        "--filename", nsc.name, "--overwrite"], check=True, cwd=ROOT)
-        out = work / f"{tag}.json"
-        subprocess.run([str(BIN / "nscodec"), "eval", str(nsc), "--data", args.data, "--scale-factor", str(args.scale),
-                        "--every", str(args.every), "--output", str(out)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-        ev = json.loads(out.read_text())
-        rows.append({
-            "method": "ectensorf", "scene": Path(args.data).name, "resolution": f"{ev['width']}x{ev['height']}",
-            "lambda": float(lam), "psnr": ev["psnr"], "ssim": ev["ssim"], "bytes": ev["bytes"], "test_views": ev["num_views"],
-            "train_seconds": train_s, "decode_seconds": ev["decode_seconds"], "steps": args.stage1 + args.stage2,
-        })
-        print(json.dumps(rows[-1], indent=2))
-    record(args.name, rows, command)
-    lines = [f"## ectensorf rate–distortion ({rows[0]['scene']}, {rows[0]['resolution']})", "", f"Command: `{command}`", "",
-             "| λ | test PSNR (dB) | SSIM | .nsc bytes | views | train s (incl. setup) | decode s |", "|---:|---:|---:|---:|---:|---:|---:|"]
+        tfile = work / f"{tag}_train_seconds.txt"
+        if not nsc.exists():
+            print(f"[{label}] λ={lam}: ns-train ectensorf, {args.stage2} steps from {init_ckpt.name}", flush=True)
+            s = _train([str(BIN / "ns-train"), "ectensorf", *common, "--experiment-name", tag,
+                        "--max-num-iterations", str(args.stage2), "--pipeline.model.init-from", str(init_ckpt),
+                        "--pipeline.model.rate-lambda", lam, *extra], work / f"{tag}.log")
+            tfile.write_text(f"{s}\n")
+            subprocess.run([str(BIN / "nscodec"), "export", "--load-config", str(work / tag / "ectensorf" / "run" / "config.yml"),
+                            "--output-dir", str(work), "--filename", nsc.name, "--overwrite"], check=True, cwd=ROOT, env=_env())
+        print(f"[eval] {label} λ={lam}", flush=True)
+        ev = _eval(nsc, args, work / f"{tag}.json")
+        rows.append({"series": label, "lambda": float(lam), "psnr": ev["psnr"], "ssim": ev["ssim"], "bytes": ev["bytes"],
+                     "test_views": ev["num_views"], "train_seconds": base_train_s * args.stage1 / total + float(tfile.read_text()),
+                     "steps": total, "decode_seconds": ev["decode_seconds"], "resolution": f"{ev['width']}x{ev['height']}"})
     for r in rows:
-        lines.append(f"| {r['lambda']:g} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['bytes']:,} | {r['test_views']} | "
-                     f"{r['train_seconds']:.0f} | {r['decode_seconds']:.2f} |")
+        r.update(method=r["series"].split(" (")[0] if r["series"].startswith("ectensorf") else "nscodec-tensorf", scene=scene)
+
+    # equal-bytes comparison against every post-hoc curve
+    base = next(r for r in rows if r.get("scheme") == "fp32")
+    curves: Dict[str, List[Dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("scheme") in ("uniform", "kmeans"):
+            curves.setdefault(r["series"], []).append(r)
+    fp16 = next(r for r in rows if r.get("scheme") == "fp16-zstd")
+    for r in rows:
+        if r["series"].startswith("ectensorf"):
+            r["psnr_below_base_db"] = base["psnr"] - r["psnr"]
+            r["fraction_of_base_bytes"] = r["bytes"] / base["bytes"]
+            r["gain_db_at_equal_bytes"] = {k: (None if (p := interpolate_psnr(v, r["bytes"])) is None else r["psnr"] - p) for k, v in curves.items()}
+    record(args.name, rows, command, extra={"protocol": __doc__.split("Protocol")[1].split("Results")[0].strip()})
+
+    lines = [f"## ectensorf rate–distortion ({scene}, {rows[0]['resolution']}, {rows[0]['test_views']} test views)", "",
+             f"Command: `{command}`", "",
+             f"Base: `nscodec-tensorf`, {total} steps ({base_train_s:.0f} s). ectensorf: stage 2 for {args.stage2} steps from the "
+             f"base's step-{args.stage1} checkpoint (same total step budget). Every row is a real `.nsc` decoded and evaluated.", "",
+             "| series | setting | test PSNR (dB) | SSIM | .nsc bytes | vs base bytes | Δ vs base (dB) | gain at equal bytes vs uniform / k-means (dB) |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        setting = f"λ={r['lambda']:g}" if "lambda" in r else (f"{r['bits']} bits" if r["scheme"] in ("uniform", "kmeans") else r["scheme"])
+        gains = r.get("gain_db_at_equal_bytes")
+        gtxt = " / ".join("n/a (outside range)" if g is None else f"{g:+.2f}" for g in gains.values()) if gains else ""
+        lines.append(f"| {r['series']} | {setting} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['bytes']:,} | "
+                     f"{r['bytes'] / base['bytes']:.4f} | {r['psnr'] - base['psnr']:+.2f} | {gtxt} |")
+    lines += ["", f"fp16 + zstd: {fp16['bytes']:,} bytes at {fp16['psnr']:.2f} dB. Plot: `python bench/rd_plot.py {args.name}` "
+              f"→ `docs/figures/{args.name}.png`."]
     update_doc_section(args.name, "\n".join(lines))
+    subprocess.run([sys.executable, str(ROOT / "bench" / "rd_plot.py"), args.name], cwd=ROOT, check=False)
 
 
 if __name__ == "__main__":

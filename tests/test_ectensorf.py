@@ -72,6 +72,11 @@ def test_init_from_stock_tensorf_checkpoint(tmp_path, monkeypatch):
     model.enter_stage2(None)
     assert model.stage2 and model.codec.latents_density.shape[-1] == latent_size(24)
     assert torch.equal(model.codec.target_density, stock.field.density_encoding.plane_coef.detach())
+    # the field renders the decoded planes right after the switch (occupancy updates read them), not zeros
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model.field.density_encoding.plane_coef, model.decode_planes()["density"])
+    model.train()
     # zero latents decode to planes far from the target; the plane-only prefit moves them towards it (these
     # targets are near-random 10-step planes, which 6x6 latents cannot fit closely)
     with torch.no_grad():

@@ -147,6 +147,11 @@ class ECTensoRFModel(NscTensoRFModel):
                 imp = imp / imp.mean(dim=(1, 2), keepdim=True).clamp_min(1e-12)
                 self.codec.importance.copy_(imp)
         self.prefit_latents(cfg.latent_prefit_steps)
+        with torch.no_grad():  # the field now renders the decoded planes (occupancy updates read them)
+            was_training = self.training
+            self.eval()
+            self._install_planes()
+            self.train(was_training)
 
     def plane_rate_distortion(self, dec: Dict[str, Tensor]) -> Tuple[Tensor, Tensor]:
         """``(λ-weighted rate in Mbit, importance-weighted plane reconstruction MSE)`` of decoded planes ``dec``
