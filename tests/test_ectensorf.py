@@ -184,3 +184,14 @@ def test_stage2_checkpoint_loads_via_eval_setup(trained_ec):
     loaded.eval()
     with torch.no_grad():
         assert torch.equal(ref.get_outputs(rb)["rgb"], loaded.get_outputs(rb)["rgb"])
+
+
+def test_ns_eval_compressed_bytes_is_the_file_size(trained_ec):
+    """NscPipeline (what ns-eval calls) reports the size of a real .nsc of the evaluated model."""
+    from nscodec.io import export_model
+    from nscodec.pipeline import NscPipeline
+
+    _, trainer, work = trained_ec
+    assert isinstance(trainer.pipeline, NscPipeline)
+    size = export_model(trainer.pipeline.model, work / "size_ref.nsc", overwrite=True)
+    assert trainer.pipeline.compressed_bytes() == size == os.path.getsize(work / "size_ref.nsc")
