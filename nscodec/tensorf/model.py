@@ -24,14 +24,15 @@ from nerfstudio.configs.config_utils import to_immutable_dict
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.model_components.losses import MSELoss, tv_loss
 from nerfstudio.model_components.renderers import RGBRenderer
-from nerfstudio.models.base_model import Model, ModelConfig
-from nerfstudio.utils import colormaps, misc
+from nerfstudio.models.base_model import ModelConfig
+from nerfstudio.utils import misc
 from torch import Tensor
 from torch.nn import Parameter
 
 import nscodec.compat  # noqa: F401  (registers checkpoint globals for torch.load(weights_only=True))
 from nscodec.coding.container import NscFile, Section
 from nscodec.metrics import ImageMetrics
+from nscodec.model_base import NscModel
 from nscodec.render import OccupancyGrid, accumulate_along_rays, render_weight_from_density
 from nscodec.tensorf.field import PackedTensoRFField
 
@@ -87,7 +88,7 @@ class NscTensoRFModelConfig(ModelConfig):
     eval_num_rays_per_chunk: int = 1 << 14
 
 
-class NscTensoRFModel(Model):
+class NscTensoRFModel(NscModel):
     """TensoRF-VM on packed samples; see the module docstring. Outputs ``rgb [R,3]``, ``accumulation [R,1]``,
     ``depth [R,1]`` (world units) and, while training, ``num_samples`` (packed samples this batch)."""
 
@@ -248,29 +249,9 @@ class NscTensoRFModel(Model):
         weights, _, _ = render_weight_from_density(t0, t1, self.field.density_at(pos), ray_idx, origins.shape[0])
         return pos, weights
 
-    def composite_background(self, comp: Tensor, acc: Tensor) -> Tensor:
-        """Blend the composited colour ``[R, 3]`` with the background (random: left to the loss, as nerfstudio)."""
-        bg = self.config.background_color
-        if bg == "random":
-            if self.training:
-                return comp
-            bg = "black"
-        return comp + (1.0 - acc) * RGBRenderer.get_background_color(bg, shape=comp.shape, device=comp.device)
-
     # ------------------------------------------------------------------------------------- losses & metrics
-    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
-        image = batch["image"].to(outputs["rgb"].device)
-        pred, gt = self.renderer_rgb.blend_background_for_loss_computation(outputs["rgb"], outputs["accumulation"], image)
-        metrics = {"psnr": self.image_metrics.psnr(pred, gt)}
-        for k in ("num_samples_marched", "num_samples", "num_samples_appearance"):
-            if k in outputs:
-                metrics[k] = outputs[k]
-        return metrics
-
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
-        image = batch["image"].to(outputs["rgb"].device)
-        pred, gt = self.renderer_rgb.blend_background_for_loss_computation(outputs["rgb"], outputs["accumulation"], image)
-        loss = {"rgb_loss": self.rgb_loss(gt, pred)}
+        loss = self.rgb_loss_dict(outputs, batch)
         coef = self.config.loss_coefficients
         if coef.get("l1_reg", 0.0) > 0:
             enc = self.field.density_encoding
@@ -280,17 +261,6 @@ class NscTensoRFModel(Model):
         if coef.get("tv_reg_color", 0.0) > 0:
             loss["tv_reg_color"] = tv_loss(self.field.color_encoding.plane_coef)
         return misc.scale_dict(loss, coef)
-
-    def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
-        image = self.renderer_rgb.blend_background(batch["image"].to(outputs["rgb"].device))
-        rgb = outputs["rgb"]
-        metrics = self.image_metrics(torch.moveaxis(image, -1, 0)[None], torch.moveaxis(rgb, -1, 0)[None])
-        images = {
-            "img": torch.cat([image, rgb], dim=1),
-            "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
-            "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
-        }
-        return metrics, images
 
     # ------------------------------------------------------------------------------------------- .nsc codec
     def vm_tensors(self) -> Dict[str, Parameter]:

@@ -1,0 +1,71 @@
+"""What every nscodec model shares with nerfstudio's ``Model`` beyond the base class: background compositing of
+packed renders, the RGB loss and training PSNR, and the evaluation metrics/images (PSNR, SSIM, LPIPS only when
+its weights are local). Method models subclass :class:`NscModel` and add their field, rate terms and codec.
+
+A subclass must create ``self.renderer_rgb`` (nerfstudio ``RGBRenderer``), ``self.rgb_loss`` (``MSELoss``) and
+``self.image_metrics`` (:class:`nscodec.metrics.ImageMetrics`) in ``populate_modules`` and have a
+``config.background_color``.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+from nerfstudio.model_components.renderers import RGBRenderer
+from nerfstudio.models.base_model import Model
+from nerfstudio.utils import colormaps
+from torch import Tensor
+
+__all__ = ["NscModel"]
+
+
+class NscModel(Model):
+    """nerfstudio ``Model`` + shared compositing, RGB loss, metrics. Outputs must hold ``rgb [R,3]``,
+    ``accumulation [R,1]`` and ``depth [R,1]``."""
+
+    #: outputs copied into the training metrics when present (sample counts, LOD, ...)
+    logged_outputs: Tuple[str, ...] = ("num_samples_marched", "num_samples", "num_samples_appearance", "lod")
+
+    def composite_background(self, comp: Tensor, acc: Tensor) -> Tensor:
+        """Blend the composited colour ``[R, 3]`` (accumulation ``acc [R, 1]``) with the background colour.
+        A random background is left to the loss while training (as nerfstudio does) and is black at eval."""
+        bg = self.config.background_color
+        if bg == "random":
+            if self.training:
+                return comp
+            bg = "black"
+        return comp + (1.0 - acc) * RGBRenderer.get_background_color(bg, shape=comp.shape, device=comp.device)
+
+    def _pred_and_gt(self, outputs, batch) -> Tuple[Tensor, Tensor]:
+        image = batch["image"].to(outputs["rgb"].device)
+        return self.renderer_rgb.blend_background_for_loss_computation(outputs["rgb"], outputs["accumulation"], image)
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        """Training PSNR (dB) plus the :attr:`logged_outputs` present in ``outputs``."""
+        pred, gt = self._pred_and_gt(outputs, batch)
+        metrics = {"psnr": self.image_metrics.psnr(pred, gt)}
+        for k in self.logged_outputs:
+            if k in outputs:
+                metrics[k] = outputs[k]
+        return metrics
+
+    def rgb_loss_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        """``{"rgb_loss": MSE}`` against the background-blended ground truth (the distortion term)."""
+        pred, gt = self._pred_and_gt(outputs, batch)
+        return {"rgb_loss": self.rgb_loss(gt, pred)}
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        return self.rgb_loss_dict(outputs, batch)
+
+    def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        """PSNR / SSIM (/ LPIPS) of a full image and the ground-truth | render, accumulation and depth images."""
+        image = self.renderer_rgb.blend_background(batch["image"].to(outputs["rgb"].device))
+        rgb = outputs["rgb"]
+        metrics = self.image_metrics(torch.moveaxis(image, -1, 0)[None], torch.moveaxis(rgb, -1, 0)[None])
+        images = {
+            "img": torch.cat([image, rgb], dim=1),
+            "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
+            "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
+        }
+        return metrics, images
