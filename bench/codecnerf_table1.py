@@ -137,7 +137,7 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=0.25)
     ap.add_argument("--codec", default=str(WORK / "codec.cnm"))
     ap.add_argument("--checkpoints", default="0,250,500,1000,1500,2000")
-    ap.add_argument("--variants", default="scratch,peft,peft_ec")
+    ap.add_argument("--variants", default="scratch,peft_ec,peft")
     ap.add_argument("--rays", type=int, default=2048)
     ap.add_argument("--every", type=int, default=20, help="evaluate every N-th test view")
     ap.add_argument("--rate-lambda", type=float, default=2e-3)
@@ -166,8 +166,12 @@ def main() -> None:
     cps = sorted({int(c) for c in args.checkpoints.split(",")})
     methods = {"scratch": "codecnerf-scratch", "peft": "codecnerf-peft", "peft_ec": "codecnerf"}
     rows = []
-    for v in args.variants.split(","):
+    for v in args.variants.split(","):  # results are recorded after every variant (a cut-short run keeps what it measured)
         rows += run_variant(args, methods[v], v, cps, data)
+        finish(args, rows, pre, command, data)
+
+
+def finish(args, rows, pre, command, data) -> None:
     for r in rows:
         r.update(scene=data.name, series={"scratch": "triplanes (scratch)", "peft": "codecnerf PEFT", "peft_ec": "codecnerf PEFT++"}[r["mode"]])
     scratch = [r for r in rows if r["mode"] == "scratch"]

@@ -200,7 +200,7 @@ COMMANDS: Dict[str, Callable[["argparse._SubParsersAction"], None]] = {
     "eval": _add_eval,
     "make-scene": _add_make_scene,
     "demo": _add_demo,
-    "codecnerf-pretrain": lambda sub: __import__("nscodec.codecnerf.pretrain", fromlist=["add_subparser"]).add_subparser(sub),
+    "codecnerf-pretrain": lambda sub: __import__("nscodec.codecnerf.cli", fromlist=["add_subparser"]).add_subparser(sub),
 }
 
 

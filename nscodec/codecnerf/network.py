@@ -62,10 +62,12 @@ class CodecArch:
     density_bias: float = -1.0
 
     def to_json(self) -> Dict[str, Any]:
+        """JSON-safe dict of the fields (tuples → lists)."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_json(cls, data: Dict[str, Any]) -> "CodecArch":
+        """Inverse of :meth:`to_json`. Raises NscFormatError on unknown fields."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:

@@ -257,26 +257,6 @@ def pretrain(
     return meta
 
 
-def add_subparser(subparsers: "argparse._SubParsersAction") -> None:
-    """Register ``nscodec codecnerf-pretrain``."""
-    p = subparsers.add_parser("codecnerf-pretrain", help="pretrain the shared CodecNeRF codec over a corpus → codec-model file")
-    p.add_argument("--corpus", required=True, help="directory of Blender-format scenes (or one scene)")
-    p.add_argument("--generate", type=int, default=0, metavar="N", help="first write N procedural scenes into --corpus")
-    p.add_argument("--resolution", type=int, default=64, help="image size of generated scenes")
-    p.add_argument("--n-train", type=int, default=24, help="training views per generated scene")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", required=True, help="codec-model file to write (e.g. codecnerf.cnm)")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget (stops at steps or minutes)")
-    p.add_argument("--rays", type=int, default=1024)
-    p.add_argument("--samples", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--image-size", type=int, default=None, help="resize corpus images to this size")
-    p.add_argument("--lpips-weight", type=float, default=0.0, help="LPIPS on a patch (only if LPIPS weights are local)")
-    p.add_argument("--threads", type=int, default=None)
-    p.set_defaults(func=pretrain_command)
-
-
 def pretrain_command(args: argparse.Namespace) -> int:
     """Entry of ``nscodec codecnerf-pretrain``."""
     if args.threads:
