@@ -110,6 +110,11 @@ def write_doc(name, rows, lod_rows, command) -> None:
     lines = [f"## SHACIRA rate–distortion ({rows[0]['scene']}, {rows[0]['resolution']}, CPU)", "",
              f"Command: `{command}` (each run: `shacira` method config, {rows[0]['steps']} steps × {rows[0]['rays_per_batch']} rays; "
              f"metrics of the decoded `.nsc` on {rows[0]['test_views']} test views, evenly spaced over the test split).", "",
+             "Configuration (model defaults of `ShaciraModelConfig`): L = 8 levels, resolutions 16 → 256, F = 2 features "
+             "and D = 2 latent dims per row, T = 2^15 rows per hashed level (the 2 coarsest levels are dense), "
+             "density MLP 64 wide, colour MLP 2×64; MLPs + decoder stored float16 in `shacira` files, everything fp32 "
+             "in the baseline (`compress=False`: the same hash grid with fp32 tables). `anneal` = fraction of the run "
+             "with annealed soft rounding (Eq. 4), straight-through rounding afterwards (0 = plain STE).", "",
              "| run | series | λ_I | log2 T | anneal | test PSNR (dB) | SSIM | .nsc bytes | vs fp32 grid .nsc | ΔPSNR | train s |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
