@@ -30,7 +30,7 @@ class SparseAdamOptimizerConfig(OptimizerConfig):
     _target: Type = torch.optim.SparseAdam
 
 
-def vqad_trainer_config(method_name: str = "vqad", max_steps: int = 1200, **model_kwargs) -> TrainerConfig:
+def vqad_trainer_config(method_name: str = "vqad", max_steps: int = 800, **model_kwargs) -> TrainerConfig:
     """TrainerConfig of VQ-AD. Learning rates: grid tables (logits / features) 100× the MLP's, as the paper's
     supplement 7.3 (there 1e-3 × 100); here 1e-2 for the MLPs/codebooks, 0.1 → grid, for a short CPU schedule."""
     return TrainerConfig(

@@ -69,8 +69,8 @@ def test_lod_sampling_finer_twice_as_likely():
         scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1
     )
     torch.manual_seed(0)
-    counts = np.bincount([model.sample_lod() for _ in range(6000)], minlength=4) / 6000
-    assert np.abs(counts - p.numpy()).max() < 0.02, counts
+    counts = np.bincount([model.sample_lod() for _ in range(2000)], minlength=4) / 2000
+    assert np.abs(counts - p.numpy()).max() < 0.035, counts  # ~3.5 sigma of the largest binomial std
     with pytest.raises(ValueError):
         lod_probabilities(0)
 
@@ -248,3 +248,41 @@ def test_posthoc_kmeans_of_a_float_grid():
     with torch.no_grad():
         assert torch.equal(dec.get_outputs(rb)["rgb"], vq.get_outputs(rb)["rgb"])
         assert torch.equal(dec_f.get_outputs(rb)["rgb"], fm.eval().get_outputs(rb)["rgb"])
+
+
+def test_cli_export_and_ns_eval_compressed_bytes(trained_vqad):
+    """`ns-export compressed` on the run's config → a .nsc that decodes to the trained renders; `ns-eval` reports
+    `compressed_bytes` = that file's size (both offline, as the stock scripts)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import SHARED
+
+    from nscodec.io import load_model
+
+    config_yml, trainer, work = trained_vqad
+    bin_dir = Path(sys.executable).parent
+    offline = [str(SHARED / "tools" / "offline")] if (SHARED / "tools" / "offline").exists() else []
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out_dir = work / "cli"
+    r = subprocess.run(offline + [str(bin_dir / "ns-export"), "compressed", "--load-config", str(config_yml), "--output-dir", str(out_dir)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    nsc_path = out_dir / "scene.nsc"
+    decoded, _ = load_model(nsc_path)
+    model = trainer.pipeline.model.eval()
+    rb = _rays(128, seed=5)
+    with torch.no_grad():
+        assert torch.equal(decoded.get_outputs(rb)["rgb"], model.get_outputs(rb)["rgb"])
+    out = work / "ns_eval.json"
+    r = subprocess.run(offline + [str(bin_dir / "ns-eval"), "--load-config", str(config_yml), "--output-path", str(out)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())["results"]
+    from nscodec.io import export_model
+
+    size = export_model(model, work / "ns_eval_ref.nsc", overwrite=True)  # same model, no training metadata
+    assert res["compressed_bytes"] == size == os.path.getsize(work / "ns_eval_ref.nsc")
+    assert res["psnr"] > 8

@@ -298,7 +298,9 @@ class MultiLevelVQGrid(nn.Module):
             return _interp(w, table[lin])
         idx = self.hard_indices(level)[lin]  # [S, 8]
         cb = self.codebooks[level]
-        if self.mode == "vq" and torch.is_grad_enabled() and self.tables[level].requires_grad:
+        if self.mode == "hash":  # large tables: gather (a [S, 2^hash_bits] weight matrix would not fit)
+            return _interp(w, cb[idx])
+        if torch.is_grad_enabled() and self.tables[level].requires_grad:
             return _InterpVQ.apply(self.tables[level], cb, lin, w, idx)
         return _interp_codebook(w, idx, cb)
 
