@@ -220,9 +220,9 @@ primitives (spheres, boxes, cylinders, tori, …) per scene, Lambertian shading,
 It teaches the codec the geometry of unprojection (where surfaces are, from multi-view agreement), a white
 background, coarse colour and a sensible density scale. It cannot teach the appearance statistics of real
 objects (lego's thin structures, specular highlights, complex textures), and minutes of CPU pretraining on a few
-dozen scenes is orders of magnitude below the paper's 36,796 Objaverse objects on GPUs — so the encoder's output
-on lego is a coarse blob, and the gain of PEFT over from-scratch triplanes here comes mostly from that geometric
-initialisation, not from a learned prior over real objects. Any directory of Blender-format scenes can be given to
+dozen scenes is orders of magnitude below the paper's 36,796 Objaverse objects on GPUs — so expect the encoder's
+output on lego to be coarse, and any gain of PEFT over from-scratch triplanes in this setup to come from that
+geometric initialisation rather than from a learned prior over real objects. Any directory of Blender-format scenes can be given to
 `nscodec codecnerf-pretrain --corpus DIR` instead.
 """
 
