@@ -6,9 +6,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+from importlib.metadata import entry_points
+
+import pytest
+
 from nscodec.io import CODECS, codec_config_class
 
-REGISTERED = ["nscodec-tensorf", "ectensorf", "ectensorf-paper"]
+#: every method this package registers (read from its installed entry points, so a new method is tested too)
+REGISTERED = sorted(ep.name for ep in entry_points(group="nerfstudio.method_configs") if ep.value.startswith("nscodec_configs."))
+#: methods that need a pretrained codec-model file to build (CodecNeRF's shared encoder/decoder)
+NEEDS_CODEC_MODEL = {"codecnerf", "codecnerf-peft"}
+
+
+def test_all_methods_registered():
+    for name in ("nscodec-tensorf", "ectensorf", "ectensorf-paper", "shacira", "vqad", "codecnerf"):
+        assert name in REGISTERED, name
 
 
 def test_entry_points_discovered():
@@ -43,9 +55,15 @@ def test_every_registered_preset_builds_its_model():
     from nerfstudio.data.scene_box import SceneBox
     from nerfstudio.plugins.registry import discover_methods
 
+    from nscodec.coding.errors import NscError
+
     methods, _ = discover_methods()
     for name in REGISTERED:
         cfg = methods[name].pipeline.model
+        if name in NEEDS_CODEC_MODEL:  # no codec model given: one clear error naming what is missing
+            with pytest.raises(NscError, match="codec model"):
+                cfg.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.5] * 3, [1.5] * 3])), num_train_data=2)
+            continue
         if name.endswith("-paper"):  # paper-scale planes (300^2): build at a small resolution, same schedule
             cfg = type(cfg)(**{**cfg.__dict__, "init_resolution": 8, "final_resolution": 16})
         model = cfg.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.5] * 3, [1.5] * 3])), num_train_data=2)
