@@ -76,8 +76,11 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=0.25)
     ap.add_argument("--stage1", type=int, default=1500, help="base pretraining steps before compression")
     ap.add_argument("--stage2", type=int, default=600, help="compression steps (the base trains stage1+stage2)")
+    ap.add_argument("--stage2-run", type=int, default=None,
+                    help="compression steps of the ectensorf runs (default: --stage2, i.e. an equal step budget)")
     ap.add_argument("--lambdas", default="5e-4,2e-3,8e-3", help="comma-separated λ (rate weight per Mbit)")
     ap.add_argument("--ablation-lambda", default="2e-3")
+    ap.add_argument("--ablations", default="importance,mask", help="comma-separated subset of importance,mask ('' = none)")
     ap.add_argument("--uniform-bits", default="8,6,5,4,3")
     ap.add_argument("--kmeans-bits", default="12,10,8,6")
     ap.add_argument("--every", type=int, default=1, help="evaluate every N-th test view (1 = all)")
@@ -86,6 +89,7 @@ def main() -> None:
     command = "python bench/ectensorf_rd.py " + " ".join(sys.argv[1:])
     work = ROOT / "bench" / "runs" / args.name
     work.mkdir(parents=True, exist_ok=True)
+    s2 = args.stage2_run or args.stage2
     scene = Path(args.data).name
     total = args.stage1 + args.stage2
     ups = [str(int(args.stage1 * f)) for f in (0.2, 0.4, 0.6, 0.8)]
@@ -111,41 +115,36 @@ def main() -> None:
     schemes = [("fp32", 32, "base (fp32, uncompressed)"), ("fp16-zstd", 16, "post-hoc fp16 + zstd")]
     schemes += [("uniform", int(b), "post-hoc uniform + EC") for b in args.uniform_bits.split(",") if b]
     schemes += [("kmeans", int(b), "post-hoc k-means VQ + EC") for b in args.kmeans_bits.split(",") if b]
-    pending = [(s, b, label) for s, b, label in schemes if not (work / f"posthoc_{s}{b}.json").exists()]
+    pending = [(s, b, label) for s, b, label in schemes if not (work / f"posthoc_{s}{b}.nsc").exists()]
     if pending:
         from nerfstudio.utils.eval_utils import eval_setup
 
-        from nscodec.export import _training_meta
+        from nscodec.export import training_meta
         from nscodec.io import export_model
 
-        config, pipeline, _, step = eval_setup(base_dir / "config.yml", test_mode="inference")
-        meta = _training_meta(config)
-        meta["train"]["step"] = int(step)
+        config, pipeline, _, _ = eval_setup(base_dir / "config.yml", test_mode="inference")
+        meta = training_meta(config.pipeline)
         model = pipeline.model
         for s, b, _ in pending:
             model.config.codec_scheme, model.config.codec_bits = s, (b if s in ("uniform", "kmeans") else 8)
             t0 = time.perf_counter()
             export_model(model, work / f"posthoc_{s}{b}.nsc", meta=meta, overwrite=True)
             print(f"[post-hoc] {s} {b}: exported in {time.perf_counter() - t0:.1f} s", flush=True)
-    for s, b, label in schemes:
-        print(f"[eval] post-hoc {s} {b}", flush=True)
-        ev = _eval(work / f"posthoc_{s}{b}.nsc", args, work / f"posthoc_{s}{b}.json")
-        rows.append({"series": label, "scheme": s, "bits": b, "psnr": ev["psnr"], "ssim": ev["ssim"], "bytes": ev["bytes"],
-                     "test_views": ev["num_views"], "train_seconds": base_train_s, "steps": total,
-                     "decode_seconds": ev["decode_seconds"], "resolution": f"{ev['width']}x{ev['height']}"})
-
     # 3. ectensorf from the stage-1 checkpoint: λ sweep + ablations
     runs = [(lam, "ectensorf", []) for lam in args.lambdas.split(",") if lam]
-    runs += [(args.ablation_lambda, "ectensorf (no importance)", ["--pipeline.model.use-importance", "False"]),
-             (args.ablation_lambda, "ectensorf (no mask)", ["--pipeline.model.use-mask", "False"])]
+    abl = [a for a in args.ablations.split(",") if a]
+    if "importance" in abl:
+        runs.append((args.ablation_lambda, "ectensorf (no importance)", ["--pipeline.model.use-importance", "False"]))
+    if "mask" in abl:
+        runs.append((args.ablation_lambda, "ectensorf (no mask)", ["--pipeline.model.use-mask", "False"]))
     for lam, label, extra in runs:
         tag = f"ec_{lam}" + ("" if not extra else "_" + extra[0].rsplit(".", 1)[-1])
         nsc = work / f"{tag}.nsc"
         tfile = work / f"{tag}_train_seconds.txt"
         if not nsc.exists():
-            print(f"[{label}] λ={lam}: ns-train ectensorf, {args.stage2} steps from {init_ckpt.name}", flush=True)
+            print(f"[{label}] λ={lam}: ns-train ectensorf, {s2} steps from {init_ckpt.name}", flush=True)
             s = _train([str(BIN / "ns-train"), "ectensorf", *common, "--experiment-name", tag,
-                        "--max-num-iterations", str(args.stage2), "--pipeline.model.init-from", str(init_ckpt),
+                        "--max-num-iterations", str(s2), "--pipeline.model.init-from", str(init_ckpt),
                         "--pipeline.model.rate-lambda", lam, *extra], work / f"{tag}.log")
             tfile.write_text(f"{s}\n")
             subprocess.run([str(BIN / "nscodec"), "export", "--load-config", str(work / tag / "ectensorf" / "run" / "config.yml"),
@@ -154,7 +153,14 @@ def main() -> None:
         ev = _eval(nsc, args, work / f"{tag}.json")
         rows.append({"series": label, "lambda": float(lam), "psnr": ev["psnr"], "ssim": ev["ssim"], "bytes": ev["bytes"],
                      "test_views": ev["num_views"], "train_seconds": base_train_s * args.stage1 / total + float(tfile.read_text()),
-                     "steps": total, "decode_seconds": ev["decode_seconds"], "resolution": f"{ev['width']}x{ev['height']}"})
+                     "steps": args.stage1 + s2, "decode_seconds": ev["decode_seconds"], "resolution": f"{ev['width']}x{ev['height']}"})
+    for s, b, label in schemes:
+        print(f"[eval] post-hoc {s} {b}", flush=True)
+        ev = _eval(work / f"posthoc_{s}{b}.nsc", args, work / f"posthoc_{s}{b}.json")
+        rows.append({"series": label, "scheme": s, "bits": b, "psnr": ev["psnr"], "ssim": ev["ssim"], "bytes": ev["bytes"],
+                     "test_views": ev["num_views"], "train_seconds": base_train_s, "steps": total,
+                     "decode_seconds": ev["decode_seconds"], "resolution": f"{ev['width']}x{ev['height']}"})
+
     for r in rows:
         r.update(method=r["series"].split(" (")[0] if r["series"].startswith("ectensorf") else "nscodec-tensorf", scene=scene)
 
@@ -174,8 +180,9 @@ def main() -> None:
 
     lines = [f"## ectensorf rate–distortion ({scene}, {rows[0]['resolution']}, {rows[0]['test_views']} test views)", "",
              f"Command: `{command}`", "",
-             f"Base: `nscodec-tensorf`, {total} steps ({base_train_s:.0f} s). ectensorf: stage 2 for {args.stage2} steps from the "
-             f"base's step-{args.stage1} checkpoint (same total step budget). Every row is a real `.nsc` decoded and evaluated.", "",
+             f"Base: `nscodec-tensorf`, {total} steps ({base_train_s:.0f} s). ectensorf: stage 2 for {s2} steps from the "
+             f"base's step-{args.stage1} checkpoint ({'the same' if s2 == args.stage2 else 'a smaller'} total step budget: "
+             f"{args.stage1 + s2} vs {total}). Every row is a real `.nsc` decoded and evaluated.", "",
              "| series | setting | test PSNR (dB) | SSIM | .nsc bytes | vs base bytes | Δ vs base (dB) | gain at equal bytes vs uniform / k-means (dB) |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:

@@ -15,12 +15,16 @@ from typing import Any, Dict, Optional
 from nerfstudio.scripts.exporter import Exporter
 
 
-def _training_meta(config: Any) -> Dict[str, Any]:
-    dm = config.pipeline.datamanager
+def training_meta(pipeline_config: Any) -> Dict[str, Any]:
+    """The ``.nsc`` metadata recording where a model was trained: dataset path, dataparser, camera scale.
+
+    A function of the pipeline config only, so ``ns-export compressed`` and ``ns-eval``'s ``compressed_bytes``
+    (:class:`nscodec.pipeline.NscPipeline`) write byte-identical files.
+    """
+    dm = pipeline_config.datamanager
     parser = dm.dataparser
     return {
         "train": {
-            "method_name": config.method_name,
             "data": str(getattr(parser, "data", "")),
             "dataparser": type(parser).__name__,
             "camera_res_scale_factor": float(getattr(dm, "camera_res_scale_factor", 1.0)),
@@ -55,9 +59,8 @@ def export_from_config(load_config: Path, output_path: Path, overwrite: bool = F
 
     from nscodec.io import export_model
 
-    config, pipeline, _, step = eval_setup(Path(load_config), test_mode="inference")
-    meta = _training_meta(config)
-    meta["train"]["step"] = int(step)
+    config, pipeline, _, _ = eval_setup(Path(load_config), test_mode="inference")
+    meta = training_meta(config.pipeline)
     size = export_model(pipeline.model, output_path, meta=meta, overwrite=overwrite)
     if not quiet:
         CONSOLE.print(f"[bold green]Wrote {output_path} ({size:,} bytes)")

@@ -170,8 +170,8 @@ def load_model(
     return model.to(device).eval(), nsc
 
 
-def compressed_size(model: torch.nn.Module) -> int:
-    """Bytes on disk of ``model`` exported as ``.nsc`` (a real file, written to a temporary directory).
+def compressed_size(model: torch.nn.Module, meta: Optional[Dict[str, Any]] = None) -> int:
+    """Bytes on disk of ``model`` exported as ``.nsc`` with ``meta`` (a real file, written to a temporary directory).
 
     Raises:
         NscError: as :func:`export_model`.
@@ -179,4 +179,4 @@ def compressed_size(model: torch.nn.Module) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="nscodec-size-") as tmp:
-        return export_model(model, Path(tmp) / "model.nsc")
+        return export_model(model, Path(tmp) / "model.nsc", meta=meta)

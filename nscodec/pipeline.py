@@ -55,10 +55,11 @@ class NscPipeline(VanillaPipeline):
             return os.path.getsize(self.nsc_path)
         if not hasattr(self.model, "nsc_sections"):
             return None
+        from nscodec.export import training_meta
         from nscodec.io import compressed_size
 
-        try:
-            return compressed_size(self.model)
+        try:  # the same metadata as `ns-export compressed` writes: the same bytes
+            return compressed_size(self.model, meta=training_meta(self.config))
         except NscError as err:
             from nerfstudio.utils.rich_utils import CONSOLE
 

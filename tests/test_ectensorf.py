@@ -145,7 +145,7 @@ def test_closed_masks_code_nothing(trained_ec):
     saved = {s: getattr(model.codec, f"prior_{s}").mask_logits.detach().clone() for s in ("density", "color")}
     try:
         with torch.no_grad():
-            open_ = model.decode_planes()
+            model.decode_planes()  # open masks decode (cache filled) before closing them
             for s in saved:
                 getattr(model.codec, f"prior_{s}").mask_logits.fill_(-5.0)
             closed = model.decode_planes()
@@ -193,5 +193,7 @@ def test_ns_eval_compressed_bytes_is_the_file_size(trained_ec):
 
     _, trainer, work = trained_ec
     assert isinstance(trainer.pipeline, NscPipeline)
-    size = export_model(trainer.pipeline.model, work / "size_ref.nsc", overwrite=True)
+    from nscodec.export import training_meta
+
+    size = export_model(trainer.pipeline.model, work / "size_ref.nsc", meta=training_meta(trainer.pipeline.config), overwrite=True)
     assert trainer.pipeline.compressed_bytes() == size == os.path.getsize(work / "size_ref.nsc")

@@ -128,11 +128,11 @@ def test_ns_eval_offline_on_cpu(trained):
     res = json.loads(out.read_text())["results"]
     assert res["psnr"] > 10 and 0 < res["ssim"] <= 1
     assert "lpips" not in res  # no local AlexNet weights: reported as unavailable, never downloaded
-    # rate is a real file: the size of the .nsc this checkpoint exports to
-    from nscodec.io import export_model
+    # rate is a real file: exactly the size of the .nsc `ns-export compressed` writes for this checkpoint
+    from nscodec.export import export_from_config
 
     path = work / "ns_eval_ref.nsc"
-    size = export_model(trained[1].pipeline.model, path, overwrite=True)
+    size = export_from_config(config_yml, path, overwrite=True, quiet=True)
     assert res["compressed_bytes"] == size == os.path.getsize(path)
 
 

@@ -150,7 +150,11 @@ def test_export_decode_renders_identical_and_lod_prefixes(trained_vqad, lego_tin
     model = trainer.pipeline.model
     path = work / "scene.nsc"
     size = export_model(model, path)
-    assert size == os.path.getsize(path) == trainer.pipeline.compressed_bytes()
+    assert size == os.path.getsize(path)
+    from nscodec.export import training_meta
+
+    with_meta = export_model(model, work / "with_meta.nsc", meta=training_meta(trainer.pipeline.config), overwrite=True)
+    assert trainer.pipeline.compressed_bytes() == with_meta == os.path.getsize(work / "with_meta.nsc")
     decoded, nsc = load_model(path)
     assert nsc.method == "vqad" and decoded.render_lod == 2
     model.eval()
@@ -281,8 +285,5 @@ def test_cli_export_and_ns_eval_compressed_bytes(trained_vqad):
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())["results"]
-    from nscodec.io import export_model
-
-    size = export_model(model, work / "ns_eval_ref.nsc", overwrite=True)  # same model, no training metadata
-    assert res["compressed_bytes"] == size == os.path.getsize(work / "ns_eval_ref.nsc")
+    assert res["compressed_bytes"] == os.path.getsize(nsc_path)  # exactly the file ns-export wrote
     assert res["psnr"] > 8
