@@ -24,7 +24,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import Dict, List, Literal, Optional, Type
 
 import numpy as np
 import torch
@@ -32,12 +32,12 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.model_components.losses import MSELoss
 from nerfstudio.model_components.renderers import RGBRenderer
-from nerfstudio.models.base_model import Model, ModelConfig
-from nerfstudio.utils import colormaps
+from nerfstudio.models.base_model import ModelConfig
 from torch import Tensor, nn
 from torch.nn import Parameter
 
 import nscodec.compat  # noqa: F401
+from nscodec.model_base import NscModel
 from nscodec.codecnerf.encoder import prepare_views
 from nscodec.codecnerf.network import CodecArch, CodecNeRFNet, load_codec_model, resolve_codec_model_path
 from nscodec.codecnerf.peft import PlaneDeltas, add_lora, lora_parameters
@@ -100,7 +100,7 @@ class CodecNeRFModelConfig(ModelConfig):
     eval_num_rays_per_chunk: int = 1 << 14
 
 
-class CodecNeRFModel(Model):
+class CodecNeRFModel(NscModel):
     """See the module docstring. Outputs ``rgb [R, 3]``, ``accumulation [R, 1]``, ``depth [R, 1]``."""
 
     config: CodecNeRFModelConfig
@@ -313,8 +313,7 @@ class CodecNeRFModel(Model):
         comp = accumulate_along_rays(weights[live], rgb_live, ray_idx[live], n_rays)
         acc = accumulate_along_rays(weights, None, ray_idx, n_rays)
         depth = accumulate_along_rays(weights, t_mid[:, None], ray_idx, n_rays) / acc.clamp_min(1e-10)
-        bg = RGBRenderer.get_background_color(self.config.background_color, shape=comp.shape, device=comp.device)
-        out = {"rgb": comp + (1.0 - acc) * bg, "accumulation": acc, "depth": depth}
+        out = {"rgb": self.composite_background(comp, acc), "accumulation": acc, "depth": depth}
         if self.training:
             out["_levels"] = levels
             out["num_samples"] = torch.tensor(float(ray_idx.numel()))
@@ -330,18 +329,8 @@ class CodecNeRFModel(Model):
             bits = bits + FactorizedPrior.rate_bits(self.prior.likelihood(y))
         return bits
 
-    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
-        image = batch["image"].to(outputs["rgb"].device)
-        pred, gt = self.renderer_rgb.blend_background_for_loss_computation(outputs["rgb"], outputs["accumulation"], image)
-        metrics = {"psnr": self.image_metrics.psnr(pred, gt)}
-        if "num_samples" in outputs:
-            metrics["num_samples"] = outputs["num_samples"]
-        return metrics
-
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
-        image = batch["image"].to(outputs["rgb"].device)
-        pred, gt = self.renderer_rgb.blend_background_for_loss_computation(outputs["rgb"], outputs["accumulation"], image)
-        loss = {"rgb_loss": self.rgb_loss(gt, pred)}
+        loss = self.rgb_loss_dict(outputs, batch)
         levels = outputs.pop("_levels", None)
         if levels is not None and self.config.tv_weight > 0:
             loss["tv_loss"] = self.config.tv_weight * tv_loss_planes(levels)
@@ -349,17 +338,6 @@ class CodecNeRFModel(Model):
             loss["rate"] = self.config.rate_lambda * self.delta_rate_bits() / 1e6
             loss["entropy_aux"] = self.prior.aux_loss()
         return loss
-
-    def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
-        image = self.renderer_rgb.blend_background(batch["image"].to(outputs["rgb"].device))
-        rgb = outputs["rgb"]
-        metrics = self.image_metrics(torch.moveaxis(image, -1, 0)[None], torch.moveaxis(rgb, -1, 0)[None])
-        images = {
-            "img": torch.cat([image, rgb], dim=1),
-            "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
-            "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
-        }
-        return metrics, images
 
     # ---------------------------------------------------------------------------------------------- .nsc codec
     def lora_tensors(self) -> Dict[str, Parameter]:

@@ -40,12 +40,12 @@ from nerfstudio.field_components.activations import trunc_exp
 from nerfstudio.field_components.encodings import NeRFEncoding
 from nerfstudio.model_components.losses import MSELoss
 from nerfstudio.model_components.renderers import RGBRenderer
-from nerfstudio.models.base_model import Model, ModelConfig
-from nerfstudio.utils import colormaps
+from nerfstudio.models.base_model import ModelConfig
 from torch import Tensor, nn
 from torch.nn import Parameter
 
 import nscodec.compat  # noqa: F401  (checkpoint globals for torch.load(weights_only=True))
+from nscodec.model_base import NscModel
 from nscodec.coding.container import NscFile, Section
 from nscodec.metrics import ImageMetrics
 from nscodec.render import OccupancyGrid, accumulate_along_rays, render_weight_from_density
@@ -106,7 +106,7 @@ class VQADModelConfig(ModelConfig):
         return [self.base_resolution << level for level in range(self.num_levels)]
 
 
-class VQADModel(Model):
+class VQADModel(NscModel):
     """VQ-AD radiance field; see the module docstring. Outputs ``rgb [R,3]``, ``accumulation [R,1]``,
     ``depth [R,1]`` (world units) at the current LOD (``render_lod``; training samples one per batch)."""
 
@@ -312,40 +312,8 @@ class VQADModel(Model):
             out["num_samples"] = torch.tensor(float(ray_idx.numel()))
         return out
 
-    def composite_background(self, comp: Tensor, acc: Tensor) -> Tensor:
-        """Blend the composited colour ``[R, 3]`` with the background."""
-        bg = self.config.background_color
-        if bg == "random":
-            if self.training:
-                return comp
-            bg = "black"
-        return comp + (1.0 - acc) * RGBRenderer.get_background_color(bg, shape=comp.shape, device=comp.device)
-
-    # ------------------------------------------------------------------------------ losses & metrics
-    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
-        image = batch["image"].to(outputs["rgb"].device)
-        pred, gt = self.renderer_rgb.blend_background_for_loss_computation(outputs["rgb"], outputs["accumulation"], image)
-        metrics = {"psnr": self.image_metrics.psnr(pred, gt)}
-        for k in ("lod", "num_samples_marched", "num_samples"):
-            if k in outputs:
-                metrics[k] = outputs[k]
-        return metrics
-
-    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
-        image = batch["image"].to(outputs["rgb"].device)
-        pred, gt = self.renderer_rgb.blend_background_for_loss_computation(outputs["rgb"], outputs["accumulation"], image)
-        return {"rgb_loss": self.rgb_loss(gt, pred)}
-
-    def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
-        image = self.renderer_rgb.blend_background(batch["image"].to(outputs["rgb"].device))
-        rgb = outputs["rgb"]
-        metrics = self.image_metrics(torch.moveaxis(image, -1, 0)[None], torch.moveaxis(rgb, -1, 0)[None])
-        images = {
-            "img": torch.cat([image, rgb], dim=1),
-            "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
-            "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
-        }
-        return metrics, images
+    # composite_background, get_metrics_dict (psnr + lod/sample counts), get_loss_dict (rgb MSE) and
+    # get_image_metrics_and_images come from NscModel.
 
     # -------------------------------------------------------------------------------------- .nsc codec
     def dense_modules(self) -> Dict[str, nn.Module]:
