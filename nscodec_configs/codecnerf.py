@@ -6,9 +6,6 @@ The shared codec model comes from ``nscodec codecnerf-pretrain``; give it with
 
 from __future__ import annotations
 
-from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
-from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
-from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
@@ -16,8 +13,7 @@ from nerfstudio.plugins.types import MethodSpecification
 
 import nscodec.compat  # noqa: F401
 from nscodec.codecnerf.model import CodecNeRFModelConfig
-from nscodec.pipeline import NscPipelineConfig
-from nscodec_configs.method_configs import default_device_type
+from nscodec_configs.method_configs import nscodec_trainer_config
 
 
 def _opt(lr: float, lr_final: float, max_steps: int) -> dict:
@@ -35,23 +31,8 @@ def codecnerf_trainer_config(method_name: str = "codecnerf", mode: str = "peft_e
         optimizers = {"deltas": _opt(1e-2, 1e-3, max_steps), "lora": _opt(2e-3, 2e-4, max_steps)}
         if mode == "peft_ec":
             optimizers["prior"] = _opt(1e-3, 1e-4, max_steps)
-    return TrainerConfig(
-        method_name=method_name,
-        steps_per_eval_batch=500,
-        steps_per_eval_image=1000,
-        steps_per_save=1000,
-        max_num_iterations=max_steps,
-        mixed_precision=False,
-        machine=MachineConfig(device_type=default_device_type()),
-        pipeline=NscPipelineConfig(
-            datamanager=VanillaDataManagerConfig(
-                dataparser=BlenderDataParserConfig(), train_num_rays_per_batch=2048, eval_num_rays_per_batch=4096
-            ),
-            model=CodecNeRFModelConfig(mode=mode, **model_kwargs),
-        ),
-        optimizers=optimizers,
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 14),
-        vis="viewer",
+    return nscodec_trainer_config(
+        method_name, CodecNeRFModelConfig(mode=mode, **model_kwargs), optimizers, max_steps, rays=2048
     )
 
 

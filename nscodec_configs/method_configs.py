@@ -12,11 +12,11 @@ from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConf
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
-from nscodec.pipeline import NscPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 import nscodec.compat  # noqa: F401  (torch.load weights_only fix, applied as soon as methods are discovered)
 from nscodec.ectensorf.model import ECTensoRFModelConfig
+from nscodec.pipeline import NscPipelineConfig
 from nscodec.tensorf.model import NscTensoRFModelConfig
 
 
@@ -25,25 +25,43 @@ def default_device_type() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def tensorf_trainer_config(method_name: str = "nscodec-tensorf", max_steps: int = 3000) -> TrainerConfig:
-    """TrainerConfig of the CPU-fast TensoRF-VM base (learning rates as TensoRF: 0.02 grids, 1e-3 MLP)."""
+def nscodec_trainer_config(
+    method_name: str,
+    model,
+    optimizers,
+    max_steps: int,
+    rays: int = 4096,
+    steps_per_save: int = 1000,
+    viewer_chunk: int = 1 << 14,
+) -> TrainerConfig:
+    """The TrainerConfig every nscodec method shares: Blender data, :class:`NscPipelineConfig` (``ns-eval``
+    reports ``compressed_bytes``), CPU unless CUDA is present, no mixed precision; ``rays`` per training batch."""
     return TrainerConfig(
         method_name=method_name,
         steps_per_eval_batch=500,
         steps_per_eval_image=1000,
-        steps_per_save=1000,
+        steps_per_save=steps_per_save,
         max_num_iterations=max_steps,
         mixed_precision=False,
         machine=MachineConfig(device_type=default_device_type()),
         pipeline=NscPipelineConfig(
             datamanager=VanillaDataManagerConfig(
-                dataparser=BlenderDataParserConfig(),
-                train_num_rays_per_batch=4096,
-                eval_num_rays_per_batch=4096,
+                dataparser=BlenderDataParserConfig(), train_num_rays_per_batch=rays, eval_num_rays_per_batch=4096
             ),
-            model=NscTensoRFModelConfig(),
+            model=model,
         ),
-        optimizers={
+        optimizers=optimizers,
+        viewer=ViewerConfig(num_rays_per_chunk=viewer_chunk),
+        vis="viewer",
+    )
+
+
+def tensorf_trainer_config(method_name: str = "nscodec-tensorf", max_steps: int = 3000) -> TrainerConfig:
+    """TrainerConfig of the CPU-fast TensoRF-VM base (learning rates as TensoRF: 0.02 grids, 1e-3 MLP)."""
+    return nscodec_trainer_config(
+        method_name,
+        NscTensoRFModelConfig(),
+        {
             "fields": {
                 "optimizer": AdamOptimizerConfig(lr=1e-3),
                 "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=max_steps),
@@ -53,8 +71,7 @@ def tensorf_trainer_config(method_name: str = "nscodec-tensorf", max_steps: int 
                 "scheduler": ExponentialDecaySchedulerConfig(lr_final=0.002, max_steps=max_steps),
             },
         },
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 14),
-        vis="viewer",
+        max_steps,
     )
 
 

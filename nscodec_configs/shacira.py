@@ -6,18 +6,14 @@ Registered in ``pyproject.toml`` under ``[project.entry-points."nerfstudio.metho
 
 from __future__ import annotations
 
-from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
-from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
-from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 import nscodec.compat  # noqa: F401  (torch.load weights_only fix)
-from nscodec.pipeline import NscPipelineConfig
 from nscodec.shacira.model import ShaciraModelConfig
-from nscodec_configs.method_configs import default_device_type
+from nscodec_configs.method_configs import nscodec_trainer_config
 
 
 def shacira_trainer_config(
@@ -40,23 +36,14 @@ def shacira_trainer_config(
             "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr * 0.1, max_steps=max_steps),
         }
 
-    return TrainerConfig(
-        method_name=method_name,
-        steps_per_eval_batch=500,
-        steps_per_eval_image=1000,
+    return nscodec_trainer_config(
+        method_name,
+        model,
+        {"fields": adam(field_lr), "encodings": adam(table_lr), "codec": adam(codec_lr)},
+        max_steps,
+        rays=rays,
         steps_per_save=max_steps,
-        max_num_iterations=max_steps,
-        mixed_precision=False,
-        machine=MachineConfig(device_type=default_device_type()),
-        pipeline=NscPipelineConfig(
-            datamanager=VanillaDataManagerConfig(
-                dataparser=BlenderDataParserConfig(), train_num_rays_per_batch=rays, eval_num_rays_per_batch=4096
-            ),
-            model=model,
-        ),
-        optimizers={"fields": adam(field_lr), "encodings": adam(table_lr), "codec": adam(codec_lr)},
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 13),
-        vis="viewer",
+        viewer_chunk=1 << 13,
     )
 
 

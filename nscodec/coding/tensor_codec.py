@@ -104,6 +104,11 @@ def raw_section(name: str, array: Any, dtype: Optional[str] = None, meta: Option
     return Section(name, payload, out.dtype.name, tuple(arr.shape), "raw", dict(meta or {}))
 
 
+def _compressed_section(name, array, dtype, meta, coder: str, compress) -> Section:
+    raw = raw_section(name, array, dtype, meta)
+    return Section(name, compress(raw.payload), raw.dtype, raw.shape, coder, raw.meta)
+
+
 def zlib_section(
     name: str, array: Any, dtype: Optional[str] = None, level: int = 9, meta: Optional[Dict[str, Any]] = None
 ) -> Section:
@@ -117,8 +122,7 @@ def zlib_section(
     """
     if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 9:
         raise NscError(f"zlib level must be an int in 0..9, got {level!r}")
-    raw = raw_section(name, array, dtype, meta)
-    return Section(name, zlib.compress(raw.payload, level), raw.dtype, raw.shape, "zlib", raw.meta)
+    return _compressed_section(name, array, dtype, meta, "zlib", lambda b: zlib.compress(b, level))
 
 
 def zstd_section(
@@ -136,8 +140,7 @@ def zstd_section(
 
     if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 22:
         raise NscError(f"zstd level must be an int in 1..22, got {level!r}")
-    raw = raw_section(name, array, dtype, meta)
-    return Section(name, zstandard.ZstdCompressor(level=level).compress(raw.payload), raw.dtype, raw.shape, "zstd", raw.meta)
+    return _compressed_section(name, array, dtype, meta, "zstd", zstandard.ZstdCompressor(level=level).compress)
 
 
 def _channel_index(shape, axis: int) -> np.ndarray:
