@@ -41,12 +41,19 @@ def do_pretrain(args) -> dict:
                         overwrite=True, progress=False)
     gen_s = time.perf_counter() - t0
     scenes = find_scenes(corpus)[: args.corpus_scenes]
+    resume = args.codec if args.pretrain_resume else None
+    if resume is not None and not Path(resume).exists():
+        raise SystemExit(f"--pretrain-resume: no codec model at {resume} to continue from")
     meta = pretrain(scenes, args.codec, steps=args.pretrain_steps, minutes=args.pretrain_minutes, rays=args.pretrain_rays,
-                    samples=args.pretrain_samples, seed=0)
+                    samples=args.pretrain_samples, seed=0 if resume is None else 1, resume=resume)
     meta["command"] = "python bench/codecnerf_table1.py " + " ".join(sys.argv[1:])
     meta["corpus_generation_seconds"] = round(gen_s, 1)
     meta["corpus_resolution"] = args.corpus_resolution
     meta["codec_model_bytes"] = os.path.getsize(args.codec)
+    old = WORK / "pretrain.json"
+    if resume is not None and old.exists():  # keep the earlier session(s) for the record
+        prev = {k: v for k, v in json.loads(old.read_text()).items() if k not in ("scenes", "history")}
+        meta["previous_sessions"] = prev.pop("previous_sessions", []) + [prev]
     (WORK / "pretrain.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
@@ -143,6 +150,7 @@ def main() -> None:
     ap.add_argument("--rate-lambda", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--pretrain-only", action="store_true")
+    ap.add_argument("--pretrain-resume", action="store_true", help="continue pretraining from --codec (adds to its steps/time)")
     ap.add_argument("--corpus-scenes", type=int, default=48)
     ap.add_argument("--corpus-resolution", type=int, default=64)
     ap.add_argument("--pretrain-steps", type=int, default=100000)
@@ -188,9 +196,11 @@ def write_doc(args, rows, pre, command) -> None:
     lines = [
         f"## codecnerf — Table 1 style on {rows[0]['scene']} {rows[0]['resolution']} (CPU, {args.threads} thread)", "",
         f"Command: `flock /tmp/nscodec-cpu.lock {command}`  ",
-        f"Pretraining: `{pre.get('command', 'python bench/codecnerf_table1.py --pretrain-only')}` — "
-        f"{pre.get('num_scenes', '?')} procedural scenes at {pre.get('corpus_resolution', '?')}², {pre.get('steps', '?')} steps, "
-        f"{pre.get('train_seconds', '?')} s training (+{pre.get('corpus_generation_seconds', '?')} s corpus generation), "
+        "Pretraining: " + " then ".join(f"`{p.get('command', '?')}`" for p in pre.get("previous_sessions", []) + [pre]) + " — "
+        f"{pre.get('num_scenes', '?')} procedural scenes at {pre.get('corpus_resolution', '?')}², "
+        f"{pre.get('total_steps', pre.get('steps', '?'))} steps, {pre.get('total_train_seconds', pre.get('train_seconds', '?'))} s "
+        f"training in all (+{pre.get('corpus_generation_seconds', '?')} s corpus generation), "
+        f"final training PSNR (EMA, corpus views) {pre.get('final_train_psnr_ema', '?')} dB, "
         f"codec model {pre.get('codec_model_bytes', 0):,} bytes.", "",
         "| variant | iters | test PSNR (dB) | SSIM | .nsc bytes | bytes incl. codec model | train s (encode+finetune) | scratch s to same PSNR |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

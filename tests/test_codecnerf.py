@@ -162,6 +162,28 @@ def test_tiny_pretrain_writes_a_codec_model(codec_model):
     assert net.arch == TINY
 
 
+def test_pretrain_resumes_from_a_codec_model(codec_model):
+    """--resume continues from the file's weights (no codebook re-init) and counts the earlier steps and time."""
+    from nscodec.codecnerf.network import load_codec_model
+    from nscodec.codecnerf.pretrain import find_scenes, pretrain
+
+    path, meta, work = codec_model
+    before, _ = load_codec_model(path)
+    with fixed_threads(1):
+        meta2 = pretrain(find_scenes(work / "corpus"), work / "resumed.cnm", steps=0, arch=None, progress=False, resume=path)
+    after, _ = load_codec_model(work / "resumed.cnm")
+    for (k, a), b in zip(before.state_dict().items(), after.state_dict().values()):
+        assert torch.equal(a, b), k  # 0 further steps: the weights (codebook included) are carried over unchanged
+    assert meta2["resumed_sha256"] == meta["sha256"] and meta2["total_steps"] == meta["steps"]
+    assert meta2["total_train_seconds"] >= meta["train_seconds"]
+    with fixed_threads(1):
+        meta3 = pretrain(find_scenes(work / "corpus"), work / "resumed2.cnm", steps=2, rays=64, samples=16, progress=False,
+                         resume=work / "resumed.cnm")
+    assert meta3["total_steps"] == meta["steps"] + 2
+    moved, _ = load_codec_model(work / "resumed2.cnm")
+    assert not all(torch.equal(a, b) for a, b in zip(after.state_dict().values(), moved.state_dict().values()))
+
+
 @pytest.fixture(scope="module")
 def finetuned(codec_model, lego_tiny):
     from nscodec.demo import train_in_process

@@ -29,4 +29,5 @@ def add_subparser(subparsers: "argparse._SubParsersAction") -> None:
     p.add_argument("--image-size", type=int, default=None, help="resize corpus images to this size")
     p.add_argument("--lpips-weight", type=float, default=0.0, help="LPIPS on a patch (only if LPIPS weights are local)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--resume", default=None, metavar="CODEC_MODEL", help="continue pretraining from this codec-model file")
     p.set_defaults(func=_run)

@@ -29,7 +29,7 @@ from PIL import Image
 from torch import Tensor
 
 from nscodec.codecnerf.encoder import prepare_views
-from nscodec.codecnerf.network import CodecArch, CodecNeRFNet, save_codec_model
+from nscodec.codecnerf.network import CodecArch, CodecNeRFNet, load_codec_model, save_codec_model
 from nscodec.codecnerf.triplane import render_uniform, tv_loss_planes
 
 #: the Blender dataparser's scene box (nerfstudio ``BlenderDataParserConfig``: ±1.5 with scale factor 1).
@@ -141,6 +141,7 @@ def pretrain(
     seed: int = 0,
     log_every: int = 50,
     progress: bool = True,
+    resume: Optional[Path | str] = None,
 ) -> Dict[str, Any]:
     """Train the codec (Eq. 9 objective) and write the codec-model file.
 
@@ -153,25 +154,38 @@ def pretrain(
         tv_weight: λ_tv (Eq. 8). lpips_weight: λ_lpips (only used when :func:`nscodec.compat.make_lpips` returns a
             metric; rays are then one square patch).
         image_size: resize every scene's images to this square size first (None: keep).
+        resume: continue from this codec-model file (its architecture and weights; ``arch`` is ignored, the codebook
+            is not re-initialised, Adam and the learning-rate schedule start afresh). The returned ``steps`` / ``train_seconds`` count this run only; ``total_steps``
+            / ``total_train_seconds`` add the resumed file's.
 
     Returns:
         A summary dict (also stored as the codec model's ``meta``): steps, seconds, scenes, sha256, final psnr.
 
     Raises:
         ValueError: no scenes.
+        NscFormatError: ``resume`` is not a readable codec-model file.
     """
     if not scene_dirs:
         raise ValueError("codecnerf pretraining needs at least one Blender-format scene")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
-    arch = arch or CodecArch()
-    net = CodecNeRFNet(arch)
+    prior: Dict[str, Any] = {}
+    if resume is not None:
+        net, info = load_codec_model(resume)
+        arch = net.arch
+        prior = {"resumed_from": str(resume), "resumed_sha256": info["sha256"],
+                 "prior_steps": int(info["meta"].get("total_steps", info["meta"].get("steps", 0))),
+                 "prior_train_seconds": float(info["meta"].get("total_train_seconds", info["meta"].get("train_seconds", 0.0)))}
+    else:
+        arch = arch or CodecArch()
+        net = CodecNeRFNet(arch)
     aabb = torch.tensor(DEFAULT_AABB, dtype=torch.float32)
     t_load = time.perf_counter()
     scenes = [_Scene(load_blender_split(p, "train", image_size), arch) for p in scene_dirs]
     load_s = time.perf_counter() - t_load
-    _init_codebook(net, scenes, aabb, gen)
+    if resume is None:
+        _init_codebook(net, scenes, aabb, gen)
     lpips = None
     if lpips_weight > 0:
         from nscodec.compat import make_lpips
@@ -251,6 +265,9 @@ def pretrain(
         "threads": torch.get_num_threads(),
         "history": history,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        **prior,
+        "total_steps": prior.get("prior_steps", 0) + done,
+        "total_train_seconds": round(prior.get("prior_train_seconds", 0.0) + seconds, 1),
     }
     meta["sha256"] = save_codec_model(net, output, meta)
     meta["output"] = str(output)
@@ -273,7 +290,7 @@ def pretrain_command(args: argparse.Namespace) -> int:
 
         raise NscError(f"no Blender-format scenes (transforms_train.json) under {corpus}")
     meta = pretrain(scenes, args.output, steps=args.steps, minutes=args.minutes, rays=args.rays, samples=args.samples, lr=args.lr,
-                    lpips_weight=args.lpips_weight, image_size=args.image_size, seed=args.seed)
+                    lpips_weight=args.lpips_weight, image_size=args.image_size, seed=args.seed, resume=args.resume)
     meta.pop("history", None)
     meta.pop("scenes", None)
     print(json.dumps(meta, indent=2))
