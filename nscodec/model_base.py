@@ -9,15 +9,51 @@ A subclass must create ``self.renderer_rgb`` (nerfstudio ``RGBRenderer``), ``sel
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, Tuple
 
 import torch
 from nerfstudio.model_components.renderers import RGBRenderer
-from nerfstudio.models.base_model import Model
+from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
 from torch import Tensor
 
-__all__ = ["NscModel"]
+__all__ = ["NscModel", "OccupancyScheduleConfig", "PackedSamplingConfig"]
+
+
+@dataclass
+class PackedSamplingConfig(ModelConfig):
+    """Options of the packed ray marcher every nscodec model uses (occupancy grid, early ray termination,
+    appearance only where it counts). Defaults are ``nscodec-tensorf``'s; methods override the ones that differ."""
+
+    step_ratio: float = 0.5
+    """Sample spacing along rays, in cells of the model's finest grid (planes, LOD grid or triplane texels)."""
+    warmup_step_multiplier: float = 4.0
+    """Before the first occupancy update every cell counts as occupied; march with steps this many times coarser."""
+    occupancy_resolution: int = 128
+    """Cells per axis of the occupancy grid."""
+    occupancy_threshold: float = 1e-2
+    """A cell is occupied when alpha = 1 - exp(-sigma * step) exceeds this at its centre (dilated by 1 cell)."""
+    occupancy_warmup: int = 50
+    """First occupancy-grid update (training step)."""
+    occupancy_update_every: int = 50
+    """Occupancy-grid update period (steps)."""
+    weight_threshold: float = 1e-3
+    """Appearance is evaluated only for samples with rendering weight above this."""
+    transmittance_threshold: float = 1e-2
+    """Early ray termination: while training, samples behind this transmittance get no density gradient pass."""
+
+
+@dataclass
+class OccupancyScheduleConfig(PackedSamplingConfig):
+    """:class:`PackedSamplingConfig` + a fast-then-slow occupancy update schedule and camera-visibility culling
+    (used through :meth:`NscModel.occupancy_update_due` and :meth:`NscModel.ensure_visibility`)."""
+
+    occupancy_fast_until: int = 500
+    """``occupancy_update_every`` applies before this step, ``occupancy_update_every_late`` after it."""
+    occupancy_update_every_late: int = 200
+    restrict_to_visible: bool = True
+    """Cells no training camera sees are never occupied (no samples are spent on unobservable space)."""
 
 
 class NscModel(Model):
@@ -57,6 +93,27 @@ class NscModel(Model):
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
         return self.rgb_loss_dict(outputs, batch)
+
+    # ------------------------------------------------ occupancy schedule (models with an OccupancyScheduleConfig)
+    def occupancy_update_due(self, step: int) -> bool:
+        """Whether the occupancy grid is refreshed after training ``step``: from ``occupancy_warmup`` on, every
+        ``occupancy_update_every`` steps until ``occupancy_fast_until``, then every ``occupancy_update_every_late``."""
+        cfg = self.config
+        if step < cfg.occupancy_warmup:
+            return False
+        every = cfg.occupancy_update_every if step < cfg.occupancy_fast_until else cfg.occupancy_update_every_late
+        return (step - cfg.occupancy_warmup) % every == 0
+
+    def ensure_visibility(self, cameras) -> None:
+        """Set ``self.occupancy``'s camera-visibility mask from the training ``cameras`` (nerfstudio Cameras) once;
+        with ``restrict_to_visible=False`` every cell counts as visible. The mask is a buffer (kept in checkpoints)."""
+        grid = self.occupancy
+        if bool(grid.visibility_set):
+            return
+        if not self.config.restrict_to_visible:
+            grid.visibility_set.fill_(True)
+            return
+        grid.set_visibility(cameras.camera_to_worlds, cameras.fx, cameras.fy, cameras.cx, cameras.cy, cameras.width, cameras.height)
 
     def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
         """PSNR / SSIM (/ LPIPS) of a full image and the ground-truth | render, accumulation and depth images."""

@@ -32,12 +32,11 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.model_components.losses import MSELoss
 from nerfstudio.model_components.renderers import RGBRenderer
-from nerfstudio.models.base_model import ModelConfig
 from torch import Tensor, nn
 from torch.nn import Parameter
 
 import nscodec.compat  # noqa: F401
-from nscodec.model_base import NscModel
+from nscodec.model_base import NscModel, PackedSamplingConfig
 from nscodec.codecnerf.encoder import prepare_views
 from nscodec.codecnerf.network import CodecArch, CodecNeRFNet, load_codec_model, resolve_codec_model_path
 from nscodec.codecnerf.peft import PlaneDeltas, add_lora, lora_parameters
@@ -63,7 +62,7 @@ def fixed_threads(n: int = 1):
 
 
 @dataclass
-class CodecNeRFModelConfig(ModelConfig):
+class CodecNeRFModelConfig(PackedSamplingConfig):
     """Config of :class:`CodecNeRFModel` (CPU-sized defaults)."""
 
     _target: Type = field(default_factory=lambda: CodecNeRFModel)
@@ -87,14 +86,9 @@ class CodecNeRFModelConfig(ModelConfig):
     """scratch mode: std of the random plane init."""
     step_ratio: float = 1.0
     """Sample spacing along rays in texels of the finest triplane level."""
-    occupancy_resolution: int = 128
     occupancy_warmup: int = 50
     """scratch mode: first occupancy update (PEFT modes update right after encoding)."""
     occupancy_update_every: int = 100
-    occupancy_threshold: float = 1e-2
-    weight_threshold: float = 1e-3
-    transmittance_threshold: float = 1e-2
-    warmup_step_multiplier: float = 4.0
     background_color: Literal["white", "black"] = "white"
     enable_collider: bool = False
     eval_num_rays_per_chunk: int = 1 << 14

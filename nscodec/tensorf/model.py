@@ -24,7 +24,6 @@ from nerfstudio.configs.config_utils import to_immutable_dict
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.model_components.losses import MSELoss, tv_loss
 from nerfstudio.model_components.renderers import RGBRenderer
-from nerfstudio.models.base_model import ModelConfig
 from nerfstudio.utils import misc
 from torch import Tensor
 from torch.nn import Parameter
@@ -32,13 +31,13 @@ from torch.nn import Parameter
 import nscodec.compat  # noqa: F401  (registers checkpoint globals for torch.load(weights_only=True))
 from nscodec.coding.container import NscFile, Section
 from nscodec.metrics import ImageMetrics
-from nscodec.model_base import NscModel
+from nscodec.model_base import NscModel, OccupancyScheduleConfig
 from nscodec.render import OccupancyGrid, accumulate_along_rays, render_weight_from_density
 from nscodec.tensorf.field import PackedTensoRFField
 
 
 @dataclass
-class NscTensoRFModelConfig(ModelConfig):
+class NscTensoRFModelConfig(OccupancyScheduleConfig):
     """Config of :class:`NscTensoRFModel` (CPU-sized defaults for 200² Blender scenes)."""
 
     _target: Type = field(default_factory=lambda: NscTensoRFModel)
@@ -54,25 +53,6 @@ class NscTensoRFModelConfig(ModelConfig):
     """Std of the initial density VM factors (stock nerfstudio: 0.1, i.e. ReLU fog everywhere at start; small
     values start from nearly empty space, so occluded regions hold no floaters and occupancy stays tight)."""
     appearance_dim: int = 27
-    step_ratio: float = 0.5
-    """Sample spacing along rays, in voxels of the current resolution."""
-    occupancy_resolution: int = 128
-    occupancy_warmup: int = 50
-    """First occupancy-grid update (before it every cell counts as occupied)."""
-    occupancy_update_every: int = 50
-    """Update period while step < occupancy_fast_until, then occupancy_update_every_late."""
-    occupancy_fast_until: int = 500
-    occupancy_update_every_late: int = 200
-    restrict_to_visible: bool = True
-    """Cells no training camera sees are never occupied (no samples are spent on unobservable space)."""
-    occupancy_threshold: float = 1e-2
-    """A cell is occupied when alpha = 1 - exp(-sigma * step) exceeds this at its centre (dilated by 1 cell)."""
-    weight_threshold: float = 1e-3
-    """Appearance is evaluated only for samples with rendering weight above this."""
-    transmittance_threshold: float = 1e-2
-    """Early ray termination: while training, samples behind this transmittance get no density gradient pass."""
-    warmup_step_multiplier: float = 4.0
-    """Before the first occupancy update every cell is occupied; march with steps this many times coarser."""
     loss_coefficients: Dict[str, float] = to_immutable_dict(
         {"rgb_loss": 1.0, "l1_reg": 5e-4, "tv_reg_density": 0.0, "tv_reg_color": 0.0}
     )
@@ -136,20 +116,6 @@ class NscTensoRFModel(NscModel):
         """True once the occupancy grid was computed from the density at least once (saved in checkpoints)."""
         return bool(self.occupancy.num_updates.item() > 0)
 
-    @property
-    def visibility_ready(self) -> bool:
-        """True once the camera-visibility mask was computed (it is a buffer, so it survives checkpoints)."""
-        return bool(self.occupancy.visibility_set)
-
-    def set_visibility_from_cameras(self, cameras) -> float:
-        """Restrict occupancy to space seen by the training ``cameras`` (nerfstudio Cameras)."""
-        if not self.config.restrict_to_visible:
-            self.occupancy.visibility_set.fill_(True)
-            return 1.0
-        return self.occupancy.set_visibility(
-            cameras.camera_to_worlds, cameras.fx, cameras.fy, cameras.cx, cameras.cy, cameras.width, cameras.height
-        )
-
     def update_occupancy(self) -> float:
         """Refresh the occupancy grid from the current density; returns the occupied fraction."""
         return self.occupancy.update(self.field.density_at, self.step_size, self.config.occupancy_threshold)
@@ -165,15 +131,12 @@ class NscTensoRFModel(NscModel):
             self.reset_encoding_optimizer(attrs)
 
         def occupancy(step: int) -> None:
-            if step < cfg.occupancy_warmup:
-                return
-            every = cfg.occupancy_update_every if step < cfg.occupancy_fast_until else cfg.occupancy_update_every_late
-            if (step - cfg.occupancy_warmup) % every == 0:
+            if self.occupancy_update_due(step):
                 self.update_occupancy()
 
         def visibility(step: int) -> None:
-            if attrs.pipeline is not None and not self.visibility_ready:
-                self.set_visibility_from_cameras(attrs.pipeline.datamanager.train_dataset.cameras)
+            if attrs.pipeline is not None:
+                self.ensure_visibility(attrs.pipeline.datamanager.train_dataset.cameras)
 
         return [
             TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], visibility, update_every_num_iters=1),

@@ -40,12 +40,11 @@ from nerfstudio.field_components.activations import trunc_exp
 from nerfstudio.field_components.encodings import NeRFEncoding
 from nerfstudio.model_components.losses import MSELoss
 from nerfstudio.model_components.renderers import RGBRenderer
-from nerfstudio.models.base_model import ModelConfig
 from torch import Tensor, nn
 from torch.nn import Parameter
 
 import nscodec.compat  # noqa: F401  (checkpoint globals for torch.load(weights_only=True))
-from nscodec.model_base import NscModel
+from nscodec.model_base import NscModel, OccupancyScheduleConfig
 from nscodec.coding.container import NscFile, Section
 from nscodec.metrics import ImageMetrics
 from nscodec.render import OccupancyGrid, accumulate_along_rays, render_weight_from_density
@@ -54,7 +53,7 @@ from nscodec.vqad.grid import MultiLevelVQGrid, kmeans, lod_probabilities, verte
 
 
 @dataclass
-class VQADModelConfig(ModelConfig):
+class VQADModelConfig(OccupancyScheduleConfig):
     """Config of :class:`VQADModel` (CPU-sized defaults for 200² Blender scenes)."""
 
     _target: Type = field(default_factory=lambda: VQADModel)
@@ -81,20 +80,8 @@ class VQADModelConfig(ModelConfig):
     """Std of the normal init of the index logits C."""
     lod_sampling: Literal["pyramid", "finest"] = "pyramid"
     """``pyramid``: one LOD per batch, p_l ∝ 2^l (supplement 7.3); ``finest``: always the finest."""
-    step_ratio: float = 0.5
-    """Sample spacing along rays in cells of the finest level."""
-    occupancy_resolution: int = 128
-    occupancy_warmup: int = 50
-    occupancy_update_every: int = 50
-    occupancy_fast_until: int = 500
-    occupancy_update_every_late: int = 200
-    restrict_to_visible: bool = True
-    occupancy_threshold: float = 1e-2
-    weight_threshold: float = 1e-3
-    transmittance_threshold: float = 1e-2
     alpha_threshold: float = 1e-4
     """While training, samples with smaller alpha get no gradient pass (they barely affect the render)."""
-    warmup_step_multiplier: float = 4.0
     index_coding: Literal["entropy", "raw"] = "entropy"
     """``.nsc`` index storage: ANS with a per-level histogram table, or bit-packed b-bit integers (paper)."""
     background_color: Literal["random", "black", "white"] = "white"
@@ -239,24 +226,15 @@ class VQADModel(NscModel):
         return self.occupancy.update(self.density_max_lods, self.step_size, self.config.occupancy_threshold)
 
     def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
-        cfg = self.config
         max_steps = attrs.trainer.config.max_num_iterations if attrs.trainer is not None else None
 
         def occupancy(step: int) -> None:
-            if step < cfg.occupancy_warmup:
-                return
-            every = cfg.occupancy_update_every if step < cfg.occupancy_fast_until else cfg.occupancy_update_every_late
-            if (step - cfg.occupancy_warmup) % every == 0:
+            if self.occupancy_update_due(step):
                 self.update_occupancy()
 
         def visibility(step: int) -> None:
-            if attrs.pipeline is None or bool(self.occupancy.visibility_set):
-                return
-            if not cfg.restrict_to_visible:
-                self.occupancy.visibility_set.fill_(True)
-                return
-            c = attrs.pipeline.datamanager.train_dataset.cameras
-            self.occupancy.set_visibility(c.camera_to_worlds, c.fx, c.fy, c.cx, c.cy, c.width, c.height)
+            if attrs.pipeline is not None:
+                self.ensure_visibility(attrs.pipeline.datamanager.train_dataset.cameras)
 
         def finalize(step: int) -> None:
             self._lod_bytes = None
