@@ -15,8 +15,6 @@ from nerfstudio.field_components.encodings import NeRFEncoding, TensorVMEncoding
 from nerfstudio.fields.tensorf_field import TensoRFField
 from torch import Tensor
 
-from nscodec.tensorf.vm_sample import vm_features
-
 
 class ResizableVMEncoding(TensorVMEncoding):
     """``TensorVMEncoding`` whose grids follow the resolution of a loaded state dict.
@@ -35,12 +33,6 @@ class ResizableVMEncoding(TensorVMEncoding):
             self.line_coef = torch.nn.Parameter(torch.empty(state_dict[prefix + "line_coef"].shape))
             self.resolution = int(shape[-1])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def forward(self, in_tensor: Tensor) -> Tensor:
-        """VM features ``[*bs, 3C]`` of positions ``[*bs, 3]`` in ``[-1, 1]``: nerfstudio's forward, with the
-        CPU-fast backward of :func:`nscodec.tensorf.vm_sample.vm_features` (identical outputs)."""
-        feats = vm_features(self.plane_coef, self.line_coef, in_tensor.reshape(-1, 3))
-        return feats.reshape(*in_tensor.shape[:-1], feats.shape[-1])
 
 
 class PackedTensoRFField(TensoRFField):
