@@ -176,7 +176,10 @@ def main() -> None:
             r["psnr_below_base_db"] = base["psnr"] - r["psnr"]
             r["fraction_of_base_bytes"] = r["bytes"] / base["bytes"]
             r["gain_db_at_equal_bytes"] = {k: (None if (p := interpolate_psnr(v, r["bytes"])) is None else r["psnr"] - p) for k, v in curves.items()}
-    record(args.name, rows, command, extra={"protocol": __doc__.split("Protocol")[1].split("Results")[0].strip()})
+    # full-split evaluations made separately (`nscodec eval FILE --every 1 --output <work>/<file stem>_all200views.json`)
+    full = {p.name.replace("_all200views.json", ""): json.loads(p.read_text()) for p in sorted(work.glob("*_all200views.json"))}
+    record(args.name, rows, command, extra={"protocol": __doc__.split("Protocol")[1].split("Results")[0].strip(),
+                                            "all_test_views": full})
 
     lines = [f"## ectensorf rate–distortion ({scene}, {rows[0]['resolution']}, {rows[0]['test_views']} test views)", "",
              f"Command: `{command}`", "",
