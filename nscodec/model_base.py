@@ -10,13 +10,15 @@ A subclass must create ``self.renderer_rgb`` (nerfstudio ``RGBRenderer``), ``sel
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from nerfstudio.model_components.renderers import RGBRenderer
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
 from torch import Tensor
+
+from nscodec.render import accumulate_along_rays, render_weight_from_density
 
 __all__ = ["NscModel", "OccupancyScheduleConfig", "PackedSamplingConfig"]
 
@@ -93,6 +95,67 @@ class NscModel(Model):
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
         return self.rgb_loss_dict(outputs, batch)
+
+    # ------------------------------------------------------------------------------------- packed rendering
+    def render_packed(
+        self,
+        ray_bundle,
+        density_geo: Callable[[Tensor], Tuple[Tensor, Any]],
+        rgb_from_geo: Callable[[Any, Tensor], Tensor],
+        density_only: Optional[Callable[[Tensor], Tensor]] = None,
+        sample_mask: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
+    ) -> Dict[str, Tensor]:
+        """Volume-render a ray bundle on packed samples marched through ``self.occupancy`` (``step_size`` spacing,
+        jittered while training), as every nscodec model does.
+
+        While gradients are enabled a first pass without gradients drops samples behind transmittance
+        ``config.transmittance_threshold`` (early ray termination) and those failing ``sample_mask`` — samples that
+        leave the render unchanged. Colour is evaluated only where the rendering weight exceeds
+        ``config.weight_threshold``.
+
+        Args:
+            ray_bundle: nerfstudio ``RayBundle`` of ``R`` rays (origins / unit directions ``[..., 3]``).
+            density_geo: world positions ``[S, 3]`` → (density ``[S]`` in 1 / world unit, per-sample features
+                indexable by a sample index, handed to ``rgb_from_geo``).
+            rgb_from_geo: (features of the live samples, their unit directions ``[S', 3]``) → colour ``[S', 3]``.
+            density_only: cheaper density-only twin of ``density_geo`` for the first pass (default: ``density_geo``).
+            sample_mask: (density ``[S]``, alpha ``[S]``) → bool ``[S]``, samples worth a gradient pass.
+
+        Returns:
+            ``rgb [R, 3]`` (background composited), ``accumulation [R, 1]``, ``depth [R, 1]``; while training also the
+            sample counts ``num_samples_marched``, ``num_samples`` and ``num_samples_appearance`` (scalars).
+        """
+        cfg = self.config
+        origins = ray_bundle.origins.reshape(-1, 3)
+        dirs = ray_bundle.directions.reshape(-1, 3)
+        n_rays = origins.shape[0]
+        jitter = torch.rand(n_rays, device=origins.device) if self.training else None
+        ray_idx, t0, t1 = self.occupancy.march(origins, dirs, self.step_size, jitter)
+        t_mid = 0.5 * (t0 + t1)
+        pos = origins[ray_idx] + dirs[ray_idx] * t_mid[:, None]
+        n_marched = ray_idx.numel()
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                sigma = density_only(pos) if density_only is not None else density_geo(pos)[0]
+                _, trans, alphas = render_weight_from_density(t0, t1, sigma, ray_idx, n_rays)
+                mask = trans > cfg.transmittance_threshold
+                if sample_mask is not None:
+                    mask &= sample_mask(sigma, alphas)
+                keep = mask.nonzero().squeeze(-1)
+            ray_idx, t0, t1, t_mid, pos = ray_idx[keep], t0[keep], t1[keep], t_mid[keep], pos[keep]
+        sigma, geo = density_geo(pos)
+        weights, _, _ = render_weight_from_density(t0, t1, sigma, ray_idx, n_rays)
+        live = (weights > cfg.weight_threshold).nonzero().squeeze(-1)
+        rgb_live = rgb_from_geo(geo[live], dirs[ray_idx[live]])
+        comp = accumulate_along_rays(weights[live], rgb_live, ray_idx[live], n_rays)
+        acc = accumulate_along_rays(weights, None, ray_idx, n_rays)
+        depth = accumulate_along_rays(weights, t_mid[:, None], ray_idx, n_rays) / acc.clamp_min(1e-10)
+        out = {"rgb": self.composite_background(comp, acc), "accumulation": acc, "depth": depth}
+        if self.training:
+            out["num_samples_marched"] = torch.tensor(float(n_marched))
+            out["num_samples"] = torch.tensor(float(ray_idx.numel()))
+            out["num_samples_appearance"] = torch.tensor(float(live.numel()))
+        return out
 
     # ------------------------------------------------ occupancy schedule (models with an OccupancyScheduleConfig)
     def occupancy_update_due(self, step: int) -> bool:

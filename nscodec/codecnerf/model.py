@@ -45,7 +45,7 @@ from nscodec.coding.container import NscFile, Section
 from nscodec.coding.entropy_models import FactorizedPrior
 from nscodec.coding.errors import NscError, NscFormatError
 from nscodec.metrics import ImageMetrics
-from nscodec.render import OccupancyGrid, accumulate_along_rays, render_weight_from_density
+from nscodec.render import OccupancyGrid
 
 
 @contextmanager
@@ -282,35 +282,18 @@ class CodecNeRFModel(NscModel):
 
     # -------------------------------------------------------------------------------------------- rendering
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
-        origins = ray_bundle.origins.reshape(-1, 3)
-        dirs = ray_bundle.directions.reshape(-1, 3)
-        n_rays = origins.shape[0]
         aabb = self.aabb
         levels = self.levels()
-        jitter = torch.rand(n_rays, device=origins.device) if self.training else None
-        ray_idx, t0, t1 = self.occupancy.march(origins, dirs, self.step_size, jitter)
-        t_mid = 0.5 * (t0 + t1)
-        pos = origins[ray_idx] + dirs[ray_idx] * t_mid[:, None]
-        if torch.is_grad_enabled():  # pass 1 without grad: drop empty and occluded samples (no effect on the render)
-            with torch.no_grad():
-                pn = normalize_points(pos, aabb)
-                sigma = self.renderer.density(sample_triplanes(levels, pn), pn)
-                _, trans, _ = render_weight_from_density(t0, t1, sigma, ray_idx, n_rays)
-                keep = ((sigma > 0) & (trans > self.config.transmittance_threshold)).nonzero().squeeze(-1)
-            ray_idx, t0, t1, t_mid, pos = ray_idx[keep], t0[keep], t1[keep], t_mid[keep], pos[keep]
-        pn = normalize_points(pos, aabb)
-        feats = sample_triplanes(levels, pn)
-        sigma = self.renderer.density(feats, pn)
-        weights, _, _ = render_weight_from_density(t0, t1, sigma, ray_idx, n_rays)
-        live = (weights > self.config.weight_threshold).nonzero().squeeze(-1)
-        rgb_live = self.renderer.rgb(feats[live], dirs[ray_idx[live]])
-        comp = accumulate_along_rays(weights[live], rgb_live, ray_idx[live], n_rays)
-        acc = accumulate_along_rays(weights, None, ray_idx, n_rays)
-        depth = accumulate_along_rays(weights, t_mid[:, None], ray_idx, n_rays) / acc.clamp_min(1e-10)
-        out = {"rgb": self.composite_background(comp, acc), "accumulation": acc, "depth": depth}
+
+        def density_feats(p: Tensor):
+            pn = normalize_points(p, aabb)
+            feats = sample_triplanes(levels, pn)
+            return self.renderer.density(feats, pn), feats
+
+        # pass-1 rule: a sample with sigma == 0 (or occluded) has no effect on the render
+        out = self.render_packed(ray_bundle, density_feats, self.renderer.rgb, sample_mask=lambda sigma, alpha: sigma > 0)
         if self.training:
             out["_levels"] = levels
-            out["num_samples"] = torch.tensor(float(ray_idx.numel()))
         return out
 
     # ------------------------------------------------------------------------------------------------ losses

@@ -40,7 +40,6 @@ from torch.nn import Parameter
 
 from nscodec.coding.container import NscFile, Section
 from nscodec.coding.entropy_models import FactorizedPrior
-from nscodec.render import accumulate_along_rays, render_weight_from_density
 from nscodec.shacira.field import ShaciraField, ShaciraHashEncoding, fp32_table_bytes
 from nscodec.shacira.latents import anneal_temperature
 from nscodec.tensorf.model import (
@@ -306,35 +305,12 @@ class ShaciraModel(NscTensoRFModel):
 
     # ------------------------------------------------------------------------------------------ rendering
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
-        origins = ray_bundle.origins.reshape(-1, 3)
-        dirs = ray_bundle.directions.reshape(-1, 3)
-        n_rays = origins.shape[0]
         table = self.current_table()
-        jitter = torch.rand(n_rays, device=origins.device) if self.training else None
-        ray_idx, t0, t1 = self.occupancy.march(origins, dirs, self.step_size, jitter)
-        t_mid = 0.5 * (t0 + t1)
-        pos = origins[ray_idx] + dirs[ray_idx] * t_mid[:, None]
-        n_marched = ray_idx.numel()
-        if torch.is_grad_enabled():
-            # early ray termination: samples behind an opaque surface get no gradient pass
-            with torch.no_grad():
-                sigma = self.field.density_at(pos, table.detach())
-                _, trans, _ = render_weight_from_density(t0, t1, sigma, ray_idx, n_rays)
-                keep = (trans > self.config.transmittance_threshold).nonzero().squeeze(-1)
-            ray_idx, t0, t1, t_mid, pos = ray_idx[keep], t0[keep], t1[keep], t_mid[keep], pos[keep]
-        sigma, geo = self.field.density_and_geo(pos, table)
-        weights, _, _ = render_weight_from_density(t0, t1, sigma, ray_idx, n_rays)
-        live = (weights > self.config.weight_threshold).nonzero().squeeze(-1)
-        rgb_live = self.field.rgb_from_geo(geo[live], dirs[ray_idx[live]])
-        comp = accumulate_along_rays(weights[live], rgb_live, ray_idx[live], n_rays)
-        acc = accumulate_along_rays(weights, None, ray_idx, n_rays)
-        depth = accumulate_along_rays(weights, t_mid[:, None], ray_idx, n_rays) / acc.clamp_min(1e-10)
-        out = {"rgb": self.composite_background(comp, acc), "accumulation": acc, "depth": depth}
-        if self.training:
-            out["num_samples_marched"] = torch.tensor(float(n_marched))
-            out["num_samples"] = torch.tensor(float(ray_idx.numel()))
-            if self.encoding.compress:
-                out["rate_bits"] = self.rate_bits()
+        f = self.field
+        out = self.render_packed(ray_bundle, lambda p: f.density_and_geo(p, table), f.rgb_from_geo,
+                                 density_only=lambda p: f.density_at(p, table.detach()))
+        if self.training and self.encoding.compress:
+            out["rate_bits"] = self.rate_bits()
         return out
 
     # ------------------------------------------------------------------------------------- losses & metrics

@@ -32,7 +32,7 @@ import nscodec.compat  # noqa: F401  (registers checkpoint globals for torch.loa
 from nscodec.coding.container import NscFile, Section
 from nscodec.metrics import ImageMetrics
 from nscodec.model_base import NscModel, OccupancyScheduleConfig
-from nscodec.render import OccupancyGrid, accumulate_along_rays, render_weight_from_density
+from nscodec.render import OccupancyGrid, render_weight_from_density
 from nscodec.tensorf.field import PackedTensoRFField
 
 
@@ -169,37 +169,10 @@ class NscTensoRFModel(NscModel):
 
     # -------------------------------------------------------------------------------------------- rendering
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
-        origins = ray_bundle.origins.reshape(-1, 3)
-        dirs = ray_bundle.directions.reshape(-1, 3)
-        n_rays = origins.shape[0]
-        jitter = torch.rand(n_rays, device=origins.device) if self.training else None
-        ray_idx, t0, t1 = self.occupancy.march(origins, dirs, self.step_size, jitter)
-        t_mid = 0.5 * (t0 + t1)
-        pos = origins[ray_idx] + dirs[ray_idx] * t_mid[:, None]
-        n_marched = ray_idx.numel()
-        if torch.is_grad_enabled():
-            # Pass 1 (no grad): find the samples that matter. Under ReLU a sample with sigma == 0 has zero
-            # optical depth and zero gradient, and samples after transmittance falls below the threshold are
-            # behind an opaque surface (early ray termination) — dropping both leaves the render unchanged.
-            with torch.no_grad():
-                sigma = self.field.density_at(pos)
-                _, trans, _ = render_weight_from_density(t0, t1, sigma, ray_idx, n_rays)
-                keep = ((sigma > 0) & (trans > self.config.transmittance_threshold)).nonzero().squeeze(-1)
-            ray_idx, t0, t1, t_mid, pos = ray_idx[keep], t0[keep], t1[keep], t_mid[keep], pos[keep]
-        sigma = self.field.density_at(pos)
-        weights, _, _ = render_weight_from_density(t0, t1, sigma, ray_idx, n_rays)
-        live = (weights > self.config.weight_threshold).nonzero().squeeze(-1)
-        rgb_live = self.field.rgb_at(pos[live], dirs[ray_idx[live]])
-        comp = accumulate_along_rays(weights[live], rgb_live, ray_idx[live], n_rays)
-        acc = accumulate_along_rays(weights, None, ray_idx, n_rays)
-        depth = accumulate_along_rays(weights, t_mid[:, None], ray_idx, n_rays) / acc.clamp_min(1e-10)
-        rgb = self.composite_background(comp, acc)
-        out = {"rgb": rgb, "accumulation": acc, "depth": depth}
-        if self.training:
-            out["num_samples_marched"] = torch.tensor(float(n_marched))
-            out["num_samples"] = torch.tensor(float(ray_idx.numel()))
-            out["num_samples_appearance"] = torch.tensor(float(live.numel()))
-        return out
+        # under ReLU a sample with sigma == 0 has zero optical depth and zero gradient: no gradient pass for it
+        f = self.field
+        return self.render_packed(ray_bundle, lambda p: (f.density_at(p), p), f.rgb_at,
+                                  sample_mask=lambda sigma, alpha: sigma > 0)
 
     @torch.no_grad()
     def render_samples(self, ray_bundle: RayBundle) -> Tuple[Tensor, Tensor]:

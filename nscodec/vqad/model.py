@@ -47,7 +47,7 @@ import nscodec.compat  # noqa: F401  (checkpoint globals for torch.load(weights_
 from nscodec.model_base import NscModel, OccupancyScheduleConfig
 from nscodec.coding.container import NscFile, Section
 from nscodec.metrics import ImageMetrics
-from nscodec.render import OccupancyGrid, accumulate_along_rays, render_weight_from_density
+from nscodec.render import OccupancyGrid
 from nscodec.tensorf.model import dense_section_names, dense_sections, load_dense_sections, load_occupancy_section, occupancy_section
 from nscodec.vqad.grid import MultiLevelVQGrid, kmeans, lod_probabilities, vertex_mask
 
@@ -258,36 +258,12 @@ class VQADModel(NscModel):
 
     # -------------------------------------------------------------------------------------- rendering
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
-        cfg = self.config
         lod = self.sample_lod() if self.training else min(self.render_lod, self.decoded_lod)
-        origins = ray_bundle.origins.reshape(-1, 3)
-        dirs = ray_bundle.directions.reshape(-1, 3)
-        n_rays = origins.shape[0]
-        jitter = torch.rand(n_rays, device=origins.device) if self.training else None
-        ray_idx, t0, t1 = self.occupancy.march(origins, dirs, self.step_size, jitter)
-        t_mid = 0.5 * (t0 + t1)
-        pos = origins[ray_idx] + dirs[ray_idx] * t_mid[:, None]
-        n_marched = ray_idx.numel()
-        if torch.is_grad_enabled():
-            # pass 1 without gradients: drop samples behind opaque surfaces or with negligible alpha
-            with torch.no_grad():
-                sigma = self.density_at(pos, lod)
-                _, trans, alphas = render_weight_from_density(t0, t1, sigma, ray_idx, n_rays)
-                keep = ((alphas > cfg.alpha_threshold) & (trans > cfg.transmittance_threshold)).nonzero().squeeze(-1)
-            ray_idx, t0, t1, t_mid, pos = ray_idx[keep], t0[keep], t1[keep], t_mid[keep], pos[keep]
-        sigma, geo = self.density_geo(pos, lod)
-        weights, _, _ = render_weight_from_density(t0, t1, sigma, ray_idx, n_rays)
-        live = (weights > cfg.weight_threshold).nonzero().squeeze(-1)
-        rgb_live = self.rgb_from_geo(geo[live], dirs[ray_idx[live]])
-        comp = accumulate_along_rays(weights[live], rgb_live, ray_idx[live], n_rays)
-        acc = accumulate_along_rays(weights, None, ray_idx, n_rays)
-        depth = accumulate_along_rays(weights, t_mid[:, None], ray_idx, n_rays) / acc.clamp_min(1e-10)
-        rgb = self.composite_background(comp, acc)
-        out = {"rgb": rgb, "accumulation": acc, "depth": depth}
+        alpha_min = self.config.alpha_threshold
+        out = self.render_packed(ray_bundle, lambda p: self.density_geo(p, lod), self.rgb_from_geo,
+                                 density_only=lambda p: self.density_at(p, lod), sample_mask=lambda sigma, alpha: alpha > alpha_min)
         if self.training:
             out["lod"] = torch.tensor(float(lod))
-            out["num_samples_marched"] = torch.tensor(float(n_marched))
-            out["num_samples"] = torch.tensor(float(ray_idx.numel()))
         return out
 
     # composite_background, get_metrics_dict (psnr + lod/sample counts), get_loss_dict (rgb MSE) and
