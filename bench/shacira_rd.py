@@ -8,12 +8,12 @@ every run (a re-run of some runs replaces their rows). Run it under the shared C
 
     flock /tmp/nscodec-cpu.lock python bench/shacira_rd.py                      # all runs (see RUNS)
     flock /tmp/nscodec-cpu.lock python bench/shacira_rd.py --runs base,default  # a subset
+    python bench/shacira_rd.py --report-only                                    # rewrite the table only
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=20, help="evaluate every N-th test view (20 -> 10 of 200 views)")
     ap.add_argument("--lod-every", type=int, default=40, help="test-view stride for the per-LOD evaluation")
     ap.add_argument("--runs", default=",".join(RUNS))
+    ap.add_argument("--report-only", action="store_true", help="rewrite the doc table from bench/results, run nothing")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="shacira_rd")
     args = ap.parse_args()
@@ -63,45 +64,45 @@ def main() -> None:
     out_json = ROOT / "bench" / "results" / f"{args.name}.json"
     rows = json.loads(out_json.read_text())["rows"] if out_json.exists() else []
     lod_rows = []
-    for run in [r for r in args.runs.split(",") if r]:  # --runs "" only rewrites the table from bench/results
+    runs = [] if args.report_only else [r for r in args.runs.split(",") if r]
+    for run in runs:
         series, overrides = RUNS[run]
         rows = [r for r in rows if r.get("run") != run]
-        with contextlib.nullcontext():
-            torch.manual_seed(0)
-            cfg = shacira_trainer_config(max_steps=args.steps, rays=args.rays, **overrides)
-            cfg.pipeline.datamanager.camera_res_scale_factor = args.scale
-            _, trainer, train_s = train_in_process(data, work / run, args.steps, args.rays, progress=False, trainer_config=cfg)
-            model = trainer.pipeline.model
-            path = work / f"{run}.nsc"
-            size = export_model(model, path, overwrite=True)
-            t0 = time.perf_counter()
-            decoded, nsc = load_model(path)
-            decode_s = time.perf_counter() - t0
-            ev = evaluate_model(decoded, data, "test", args.scale, every=args.every, progress=False)
-            row = {
-                "run": run, "method": "shacira", "series": series, "scene": data.name,
-                "resolution": f"{ev['width']}x{ev['height']}", "psnr": ev["psnr"], "ssim": ev["ssim"], "bytes": size,
-                "fp32_table_bytes": fp32_table_bytes(model.field.encoding), "test_views": ev["num_views"],
-                "train_seconds": round(train_s, 1), "decode_seconds": round(decode_s, 3), "steps": args.steps,
-                "rays_per_batch": args.rays, "rays_per_second": round(args.steps * args.rays / train_s, 1),
-                **{k: v for k, v in overrides.items()},
-                "lambda_i": model.config.lambda_i if model.config.compress else None,
-                "log2_hashmap_size": model.config.log2_hashmap_size,
-                "anneal_fraction": model.config.anneal_fraction if model.config.compress else None,
-            }
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            if run == "default":
-                table = lod_table(read_nsc(path))
-                for r in table:
-                    dec, _ = load_model(path, lod=r["lod"])
-                    e = evaluate_model(dec, data, "test", args.scale, every=args.lod_every, progress=False)
-                    lod_rows.append({"lod": r["lod"], "bytes": r["bytes"], "psnr": e["psnr"], "ssim": e["ssim"],
-                                     "test_views": e["num_views"]})
-                    print(json.dumps(lod_rows[-1]), flush=True)
+        torch.manual_seed(0)
+        cfg = shacira_trainer_config(max_steps=args.steps, rays=args.rays, **overrides)
+        cfg.pipeline.datamanager.camera_res_scale_factor = args.scale
+        _, trainer, train_s = train_in_process(data, work / run, args.steps, args.rays, progress=False, trainer_config=cfg)
+        model = trainer.pipeline.model
+        path = work / f"{run}.nsc"
+        size = export_model(model, path, overwrite=True)
+        t0 = time.perf_counter()
+        decoded, nsc = load_model(path)
+        decode_s = time.perf_counter() - t0
+        ev = evaluate_model(decoded, data, "test", args.scale, every=args.every, progress=False)
+        row = {
+            "run": run, "method": "shacira", "series": series, "scene": data.name,
+            "resolution": f"{ev['width']}x{ev['height']}", "psnr": ev["psnr"], "ssim": ev["ssim"], "bytes": size,
+            "fp32_table_bytes": fp32_table_bytes(model.field.encoding), "test_views": ev["num_views"],
+            "train_seconds": round(train_s, 1), "decode_seconds": round(decode_s, 3), "steps": args.steps,
+            "rays_per_batch": args.rays, "rays_per_second": round(args.steps * args.rays / train_s, 1),
+            **{k: v for k, v in overrides.items()},
+            "lambda_i": model.config.lambda_i if model.config.compress else None,
+            "log2_hashmap_size": model.config.log2_hashmap_size,
+            "anneal_fraction": model.config.anneal_fraction if model.config.compress else None,
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if run == "default":
+            table = lod_table(read_nsc(path))
+            for r in table:
+                dec, _ = load_model(path, lod=r["lod"])
+                e = evaluate_model(dec, data, "test", args.scale, every=args.lod_every, progress=False)
+                lod_rows.append({"lod": r["lod"], "bytes": r["bytes"], "psnr": e["psnr"], "ssim": e["ssim"],
+                                 "test_views": e["num_views"]})
+                print(json.dumps(lod_rows[-1]), flush=True)
         _report(args.name, rows, lod_rows, out_json, command)
-    if not [r for r in args.runs.split(",") if r]:
-        _report(args.name, rows, lod_rows, out_json, command)
+    if not runs:  # provenance stays that of the runs that measured the rows
+        _report(args.name, rows, lod_rows, out_json, "; ".join(dict.fromkeys(r["command"] for r in rows)))
 
 
 def _report(name, rows, lod_rows, out_json, command) -> None:
