@@ -26,7 +26,7 @@ __all__ = ["NscModel", "OccupancyScheduleConfig", "PackedSamplingConfig"]
 @dataclass
 class PackedSamplingConfig(ModelConfig):
     """Options of the packed ray marcher every nscodec model uses (occupancy grid, early ray termination,
-    appearance only where it counts). Defaults are ``nscodec-tensorf``'s; methods override the ones that differ."""
+    appearance only where it counts). Methods override the defaults that differ."""
 
     step_ratio: float = 0.5
     """Sample spacing along rays, in cells of the model's finest grid (planes, LOD grid or triplane texels)."""

@@ -6,19 +6,19 @@ The shared codec model comes from ``nscodec codecnerf-pretrain``; give it with
 
 from __future__ import annotations
 
-from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 import nscodec.compat  # noqa: F401
 from nscodec.codecnerf.model import CodecNeRFModelConfig
+from nscodec.optim import FusedAdamOptimizerConfig
 from nscodec_configs.method_configs import nscodec_trainer_config
 
 
 def _opt(lr: float, lr_final: float, max_steps: int) -> dict:
     return {
-        "optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15),
+        "optimizer": FusedAdamOptimizerConfig(lr=lr, eps=1e-15),
         "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr_final, max_steps=max_steps),
     }
 

@@ -9,13 +9,13 @@ import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
-from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 import nscodec.compat  # noqa: F401  (torch.load weights_only fix, applied as soon as methods are discovered)
 from nscodec.ectensorf.model import ECTensoRFModelConfig
+from nscodec.optim import FusedAdamOptimizerConfig
 from nscodec.pipeline import NscPipelineConfig
 from nscodec.tensorf.model import NscTensoRFModelConfig
 
@@ -63,11 +63,11 @@ def tensorf_trainer_config(method_name: str = "nscodec-tensorf", max_steps: int 
         NscTensoRFModelConfig(),
         {
             "fields": {
-                "optimizer": AdamOptimizerConfig(lr=1e-3),
+                "optimizer": FusedAdamOptimizerConfig(lr=1e-3),
                 "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=max_steps),
             },
             "encodings": {
-                "optimizer": AdamOptimizerConfig(lr=0.02),
+                "optimizer": FusedAdamOptimizerConfig(lr=0.02),
                 "scheduler": ExponentialDecaySchedulerConfig(lr_final=0.002, max_steps=max_steps),
             },
         },
@@ -89,11 +89,11 @@ def ectensorf_trainer_config(
     config = tensorf_trainer_config(method_name, max_steps=total)
     config.pipeline.model = ECTensoRFModelConfig(stage1_steps=stage1_steps, **model_kwargs)
     config.optimizers["latents"] = {
-        "optimizer": AdamOptimizerConfig(lr=2e-2),
+        "optimizer": FusedAdamOptimizerConfig(lr=2e-2),
         "scheduler": ExponentialDecaySchedulerConfig(lr_final=2e-3, max_steps=total),
     }
     config.optimizers["codec"] = {
-        "optimizer": AdamOptimizerConfig(lr=1e-3),
+        "optimizer": FusedAdamOptimizerConfig(lr=1e-3),
         "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=total),
     }
     return config

@@ -6,12 +6,12 @@ Registered in ``pyproject.toml`` under ``[project.entry-points."nerfstudio.metho
 
 from __future__ import annotations
 
-from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 import nscodec.compat  # noqa: F401  (torch.load weights_only fix)
+from nscodec.optim import FusedAdamOptimizerConfig
 from nscodec.shacira.model import ShaciraModelConfig
 from nscodec_configs.method_configs import nscodec_trainer_config
 
@@ -32,7 +32,7 @@ def shacira_trainer_config(
 
     def adam(lr: float) -> dict:
         return {
-            "optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15),
+            "optimizer": FusedAdamOptimizerConfig(lr=lr, eps=1e-15),
             "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr * 0.1, max_steps=max_steps),
         }
 

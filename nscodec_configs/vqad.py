@@ -5,26 +5,14 @@ Registered in ``pyproject.toml`` under ``[project.entry-points."nerfstudio.metho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Type
-
-import torch
-from nerfstudio.engine.optimizers import AdamOptimizerConfig, OptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 import nscodec.compat  # noqa: F401
+from nscodec.optim import FusedAdamOptimizerConfig, SparseAdamOptimizerConfig
 from nscodec.vqad.model import VQADModelConfig
 from nscodec_configs.method_configs import nscodec_trainer_config
-
-
-@dataclass
-class SparseAdamOptimizerConfig(OptimizerConfig):
-    """``torch.optim.SparseAdam`` (lazy Adam): updates only the grid rows a batch touched, so a step costs what
-    the batch read, not the ``m × 2^b`` logits table."""
-
-    _target: Type = torch.optim.SparseAdam
 
 
 def vqad_trainer_config(method_name: str = "vqad", max_steps: int = 800, **model_kwargs) -> TrainerConfig:
@@ -36,11 +24,11 @@ def vqad_trainer_config(method_name: str = "vqad", max_steps: int = 800, **model
             "scheduler": ExponentialDecaySchedulerConfig(lr_final=0.01, max_steps=max_steps),
         },
         "codebooks": {
-            "optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15),
+            "optimizer": FusedAdamOptimizerConfig(lr=1e-2, eps=1e-15),
             "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-3, max_steps=max_steps),
         },
         "fields": {
-            "optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15),
+            "optimizer": FusedAdamOptimizerConfig(lr=1e-2, eps=1e-15),
             "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-3, max_steps=max_steps),
         },
     }

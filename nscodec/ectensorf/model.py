@@ -51,6 +51,9 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     """Config of :class:`ECTensoRFModel` (CPU-sized defaults)."""
 
     _target: Type = field(default_factory=lambda: ECTensoRFModel)
+    step_ratio: float = 0.5
+    """Half-voxel sample spacing (denser than ``nscodec-tensorf``'s default of 1): ectensorf trains a fixed number
+    of steps, not a wall-clock budget, and its rate–distortion figures in docs/benchmarks.md were measured so."""
     stage1_steps: int = 1500
     """TensoRF pretraining steps (stage 1); compression (stage 2) runs from here to the last step."""
     upsampling_iters: Tuple[int, ...] = (300, 600, 900, 1200)

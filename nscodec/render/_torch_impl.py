@@ -124,8 +124,7 @@ def march_rays_dense(
         return torch.empty(0, dtype=torch.long, device=device), empty, empty
     res = occupancy.shape[0]
     occ_flat = occupancy.reshape(-1)
-    lo = grid_aabb[:3]
-    scale = res / (grid_aabb[3:] - grid_aabb[:3])
+    oc, dc = _cell_frame(origins, directions, grid_aabb, res)
     k_max = int(n_steps.max())
     rays_per_chunk = max(1, chunk_elements // k_max)
     ks = torch.arange(k_max, device=device, dtype=origins.dtype)
@@ -135,7 +134,7 @@ def march_rays_dense(
         off = 0.5 if jitter is None else jitter[rays, None]
         t = t_near[rays, None] + (ks[None, :] + off) * step_size  # [r, K]
         valid = t < t_far[rays, None]
-        cell = ((origins[rays, None, :] + directions[rays, None, :] * t[..., None] - lo) * scale).long()
+        cell = (oc[rays, None, :] + dc[rays, None, :] * t[..., None]).int()  # int32: G^3 < 2^31
         inside = ((cell >= 0) & (cell < res)).all(dim=-1)
         cell = cell.clamp(0, res - 1)
         lin = (cell[..., 0] * res + cell[..., 1]) * res + cell[..., 2]
@@ -147,6 +146,14 @@ def march_rays_dense(
     t_mid = torch.cat(out_t)
     half = 0.5 * step_size
     return ray_idx, t_mid - half, t_mid + half
+
+
+def _cell_frame(origins: Tensor, directions: Tensor, grid_aabb: Tensor, res: int) -> Tuple[Tensor, Tensor]:
+    """Rays in grid-cell units: ``(origins - lo) * res / extent`` and ``directions * res / extent`` (``[R, 3]``
+    each), so the cell of the point at distance ``t`` is ``(oc + dc * t)`` truncated — one multiply-add per
+    sample instead of a world-space position and a rescale. Both marches use it, so they agree exactly."""
+    scale = res / (grid_aabb[3:] - grid_aabb[:3])
+    return (origins - grid_aabb[:3]) * scale, directions * scale
 
 
 def coarse_occupancy(occupancy: Tensor, factor: int) -> Tensor:
@@ -200,34 +207,31 @@ def march_rays(
     empty = torch.empty(0, device=device)
     if rays.numel() == 0:
         return torch.empty(0, dtype=torch.long, device=device), empty, empty
-    lo = grid_aabb[:3]
+    oc, dc = _cell_frame(origins, directions, grid_aabb, res)
     # stage 1: segments [j*m, (j+1)*m) of fine steps, midpoint tested against the dilated block grid
     n_seg = (n_steps[rays] + m - 1) // m
     js = torch.arange(int(n_seg.max()), device=device)
     t_seg = t_near[rays, None] + ((js[None, :] * m).to(origins.dtype) + 0.5 * m) * step_size
     valid = js[None, :] < n_seg[:, None]
     gc = coarse.shape[0]
-    block = (grid_aabb[3:] - lo) * (factor / res)  # [3] block edge per axis
-    blk = ((origins[rays, None, :] + directions[rays, None, :] * t_seg[..., None] - lo) / block).floor().long()
+    blk = ((oc[rays, None, :] + dc[rays, None, :] * t_seg[..., None]) * (1.0 / factor)).floor().long()
     blk = blk.clamp(0, gc - 1)
     keep_seg = valid & coarse.reshape(-1)[(blk[..., 0] * gc + blk[..., 1]) * gc + blk[..., 2]]
     r_loc, j_loc = keep_seg.nonzero(as_tuple=True)
     if r_loc.numel() == 0:
         return torch.empty(0, dtype=torch.long, device=device), empty, empty
+    # stage 2: the fine samples of the kept segments, laid out [segments, m] (per-segment gathers, broadcast
+    # arithmetic; the formulas are march_rays_dense's, so the samples are identical)
     ray_of_seg = rays[r_loc]
-    k0 = j_loc * m
-    count = torch.minimum(torch.full_like(k0, m), n_steps[ray_of_seg] - k0)
-    # stage 2: fine samples of the kept segments
-    ray_idx = torch.repeat_interleave(ray_of_seg, count)
-    first = torch.cumsum(count, 0) - count
-    k = torch.repeat_interleave(k0 - first, count) + torch.arange(int(count.sum()), device=device)
-    off = 0.5 if jitter is None else jitter[ray_idx]
-    t_mid = t_near[ray_idx] + (k.to(origins.dtype) + off) * step_size
-    pos = origins[ray_idx] + directions[ray_idx] * t_mid[:, None]
-    c = ((pos - lo) * (res / (grid_aabb[3:] - lo))).long()
+    k = (j_loc * m)[:, None] + torch.arange(m, device=device)[None, :]  # [G, m] step index along the ray
+    off = 0.5 if jitter is None else jitter[ray_of_seg, None]
+    t_mid = t_near[ray_of_seg, None] + (k.to(origins.dtype) + off) * step_size  # [G, m]
+    c = (oc[ray_of_seg, None, :] + dc[ray_of_seg, None, :] * t_mid[..., None]).int()  # [G, m, 3] cells
     inside = ((c >= 0) & (c < res)).all(dim=-1)
     c = c.clamp(0, res - 1)
-    keep = (t_mid < t_far[ray_idx]) & inside & occupancy.reshape(-1)[(c[:, 0] * res + c[:, 1]) * res + c[:, 2]]
-    ray_idx, t_mid = ray_idx[keep], t_mid[keep]
+    valid = (k < n_steps[ray_of_seg, None]) & (t_mid < t_far[ray_of_seg, None])
+    keep = valid & inside & occupancy.reshape(-1)[(c[..., 0] * res + c[..., 1]) * res + c[..., 2]]
+    s_loc, k_loc = keep.nonzero(as_tuple=True)  # row-major: segments are in ray, then depth, order
+    ray_idx, t_mid = ray_of_seg[s_loc], t_mid[s_loc, k_loc]
     half = 0.5 * step_size
     return ray_idx, t_mid - half, t_mid + half

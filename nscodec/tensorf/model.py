@@ -41,6 +41,9 @@ class NscTensoRFModelConfig(OccupancyScheduleConfig):
     """Config of :class:`NscTensoRFModel` (CPU-sized defaults for 200² Blender scenes)."""
 
     _target: Type = field(default_factory=lambda: NscTensoRFModel)
+    step_ratio: float = 1.0
+    """Sample spacing in voxels of the current plane resolution. One voxel measured faster *and* better at equal
+    wall-clock than half a voxel on lego 200² (docs/benchmarks.md, "nscodec-tensorf vs stock")."""
     init_resolution: int = 64
     """Initial plane/line resolution N (grid has N^3 virtual voxels)."""
     final_resolution: int = 160
