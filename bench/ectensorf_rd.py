@@ -107,7 +107,9 @@ def main() -> None:
         print(f"[base] ns-train nscodec-tensorf, {total} steps", flush=True)
         s = _train([str(BIN / "ns-train"), "nscodec-tensorf", *common, "--experiment-name", "base",
                     "--max-num-iterations", str(total), "--steps-per-save", str(args.stage1),
-                    "--save-only-latest-checkpoint", "False", "--pipeline.model.upsampling-iters", *ups], work / "base.log")
+                    "--save-only-latest-checkpoint", "False", "--pipeline.model.upsampling-iters", *ups,
+                    # ectensorf samples every half voxel (its config default); its base must sample the same way
+                    "--pipeline.model.step-ratio", "0.5"], work / "base.log")
         timing.write_text(f"{s}\n")
     base_train_s = float(timing.read_text()) if timing.exists() else float("nan")
 
