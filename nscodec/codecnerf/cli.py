@@ -30,4 +30,9 @@ def add_subparser(subparsers: "argparse._SubParsersAction") -> None:
     p.add_argument("--lpips-weight", type=float, default=0.0, help="LPIPS on a patch (only if LPIPS weights are local)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--resume", default=None, metavar="CODEC_MODEL", help="continue pretraining from this codec-model file")
+    p.add_argument("--backbone-weights", default=None, metavar="PTH",
+                   help="local ViT weights (DINO or torchvision layout): a frozen ViT replaces the small feature CNN")
+    p.add_argument("--backbone-heads", type=int, default=None, help="attention heads of that ViT if its width does not imply them")
+    p.add_argument("--enc-image-size", type=int, default=None,
+                   help="encoder input size in pixels (default 64; with a ViT, a multiple of its patch size)")
     p.set_defaults(func=_run)

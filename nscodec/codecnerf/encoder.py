@@ -14,7 +14,7 @@ Conventions used everywhere in :mod:`nscodec.codecnerf`:
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -197,10 +197,13 @@ class PlaneCompressor(nn.Module):
 class CodecEncoder(nn.Module):
     """Eq. 1–2: views → per-view features → volume ``[C, V, V, V]`` → planes ``[3, C, V, V]``."""
 
-    def __init__(self, feat_channels: int = 16, volume_res: int = 32, volume_channels: int = 16) -> None:
+    def __init__(self, feat_channels: int = 16, volume_res: int = 32, volume_channels: int = 16,
+                 features: Optional[nn.Module] = None) -> None:
+        """``features``: the 2D feature extractor (``[N, 3, s, s] → [N, feat_channels, h, w]``); default
+        :class:`FeatureCNN` (a frozen ViT: :class:`nscodec.codecnerf.backbone.ViTFeatures`)."""
         super().__init__()
         self.volume_res = volume_res
-        self.features = FeatureCNN(feat_channels)
+        self.features = features if features is not None else FeatureCNN(feat_channels)
         self.aggregate = VolumeAggregator(feat_channels, 16, volume_channels)
 
     def forward(self, images: Tensor, c2w: Tensor, fx: Tensor, fy: Tensor, cx: Tensor, cy: Tensor, aabb: Tensor) -> Tensor:

@@ -60,6 +60,17 @@ class CodecArch:
     density_hidden: int = 32
     dir_freqs: int = 2
     density_bias: float = -1.0
+    backbone: str = "cnn"
+    """2D feature extractor: ``cnn`` (small CNN trained with the codec) or ``vit`` (frozen ViT from a local weights
+    file, :mod:`nscodec.codecnerf.backbone`; the ``vit_*`` fields then describe it and its weights are stored in
+    the codec-model file)."""
+    vit_patch: int = 16
+    vit_dim: int = 384
+    vit_depth: int = 12
+    vit_heads: int = 6
+    vit_mlp_dim: int = 1536
+    vit_grid: int = 14
+    """Side of the ViT's trained positional-embedding token grid (224 px / patch 16 = 14)."""
 
     def to_json(self) -> Dict[str, Any]:
         """JSON-safe dict of the fields (tuples → lists)."""
@@ -84,7 +95,15 @@ class CodecNeRFNet(nn.Module):
     def __init__(self, arch: Optional[CodecArch] = None) -> None:
         super().__init__()
         self.arch = arch = arch or CodecArch()
-        self.encoder = CodecEncoder(arch.feat_channels, arch.volume_res, arch.volume_channels)
+        if arch.backbone not in ("cnn", "vit"):
+            raise NscFormatError(f"codecnerf: unknown feature backbone {arch.backbone!r} (cnn or vit)")
+        features = None
+        if arch.backbone == "vit":
+            from nscodec.codecnerf.backbone import ViTFeatures
+
+            features = ViTFeatures(arch.feat_channels, arch.vit_patch, arch.vit_dim, arch.vit_depth, arch.vit_heads,
+                                   arch.vit_mlp_dim, arch.vit_grid)
+        self.encoder = CodecEncoder(arch.feat_channels, arch.volume_res, arch.volume_channels, features)
         self.compressor = PlaneCompressor(arch.volume_channels, arch.latent_dim, arch.codebook_size, arch.up_channels)
         self.generator = TriplaneGenerator(arch.up_channels, arch.plane_channels, arch.plane_resolutions, arch.generator_hidden)
         self.renderer = TriplaneRenderer(

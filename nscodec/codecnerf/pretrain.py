@@ -14,6 +14,7 @@ the scene's other training views (stratified samples inside the box, white backg
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import random
@@ -29,7 +30,8 @@ from PIL import Image
 from torch import Tensor
 
 from nscodec.codecnerf.encoder import prepare_views
-from nscodec.codecnerf.network import CodecArch, CodecNeRFNet, load_codec_model, save_codec_model
+from nscodec.codecnerf.network import CodecArch, CodecNeRFNet, file_sha256, load_codec_model, save_codec_model
+from nscodec.coding.errors import NscError
 from nscodec.codecnerf.triplane import render_uniform, tv_loss_planes
 
 #: the Blender dataparser's scene box (nerfstudio ``BlenderDataParserConfig``: ±1.5 with scale factor 1).
@@ -142,6 +144,8 @@ def pretrain(
     log_every: int = 50,
     progress: bool = True,
     resume: Optional[Path | str] = None,
+    backbone_weights: Optional[Path | str] = None,
+    backbone_heads: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Train the codec (Eq. 9 objective) and write the codec-model file.
 
@@ -157,6 +161,10 @@ def pretrain(
         resume: continue from this codec-model file (its architecture and weights; ``arch`` is ignored, the codebook
             is not re-initialised, Adam and the learning-rate schedule start afresh). The returned ``steps`` / ``train_seconds`` count this run only; ``total_steps``
             / ``total_train_seconds`` add the resumed file's.
+        backbone_weights: a local ViT weights file (DINO or torchvision layout): the encoder's 2D features come
+            from this frozen ViT (``arch.backbone = "vit"``, its shape read from the file) instead of the small CNN.
+            Its weights are stored in the codec-model file; its SHA-256 is recorded in ``meta``.
+        backbone_heads: attention heads of that ViT when its width does not imply them.
 
     Returns:
         A summary dict (also stored as the codec model's ``meta``): steps, seconds, scenes, sha256, final psnr.
@@ -164,6 +172,7 @@ def pretrain(
     Raises:
         ValueError: no scenes.
         NscFormatError: ``resume`` is not a readable codec-model file.
+        NscError: ``backbone_weights`` is missing, unreadable or not a ViT, or is given together with ``resume``.
     """
     if not scene_dirs:
         raise ValueError("codecnerf pretraining needs at least one Blender-format scene")
@@ -177,6 +186,17 @@ def pretrain(
         prior = {"resumed_from": str(resume), "resumed_sha256": info["sha256"],
                  "prior_steps": int(info["meta"].get("total_steps", info["meta"].get("steps", 0))),
                  "prior_train_seconds": float(info["meta"].get("total_train_seconds", info["meta"].get("train_seconds", 0.0)))}
+        prior.update({k: v for k, v in info["meta"].items() if k.startswith("backbone_weights")})
+        if backbone_weights is not None:
+            raise NscError("codecnerf pretraining: --backbone-weights starts a new codec; a resumed codec keeps its backbone")
+    elif backbone_weights is not None:
+        from nscodec.codecnerf.backbone import read_vit_weights
+
+        state, vit = read_vit_weights(backbone_weights, backbone_heads)
+        arch = dataclasses.replace(arch or CodecArch(), backbone="vit", **{f"vit_{k}": v for k, v in vit.items()})
+        net = CodecNeRFNet(arch)
+        net.encoder.features.load_vit(state, str(backbone_weights))
+        prior = {"backbone_weights": str(backbone_weights), "backbone_weights_sha256": file_sha256(backbone_weights)}
     else:
         arch = arch or CodecArch()
         net = CodecNeRFNet(arch)
@@ -286,11 +306,11 @@ def pretrain_command(args: argparse.Namespace) -> int:
                         n_test=4, overwrite=True, progress=False)
     scenes = find_scenes(corpus)
     if not scenes:
-        from nscodec.coding.errors import NscError
-
         raise NscError(f"no Blender-format scenes (transforms_train.json) under {corpus}")
     meta = pretrain(scenes, args.output, steps=args.steps, minutes=args.minutes, rays=args.rays, samples=args.samples, lr=args.lr,
-                    lpips_weight=args.lpips_weight, image_size=args.image_size, seed=args.seed, resume=args.resume)
+                    lpips_weight=args.lpips_weight, image_size=args.image_size, seed=args.seed, resume=args.resume,
+                    arch=CodecArch(enc_image_size=args.enc_image_size) if args.enc_image_size else None,
+                    backbone_weights=args.backbone_weights, backbone_heads=args.backbone_heads)
     meta.pop("history", None)
     meta.pop("scenes", None)
     print(json.dumps(meta, indent=2))
