@@ -50,14 +50,23 @@ def _train(cmd: List[str], log: Path) -> float:
     return time.perf_counter() - t0
 
 
-def _eval(nsc: Path, args, out: Path) -> Dict[str, Any]:
+def _eval(nsc: Path, args, every: int) -> Dict[str, Any]:
+    """``nscodec eval`` of ``nsc`` on every ``every``-th test view, cached as ``<stem>_every<every>.json``."""
+    out = nsc.with_name(f"{nsc.stem}_every{every}.json")
     if not out.exists():
         subprocess.run(
             [str(BIN / "nscodec"), "eval", str(nsc), "--data", args.data, "--scale-factor", str(args.scale),
-             "--every", str(args.every), "--output", str(out)],
+             "--every", str(every), "--output", str(out)],
             check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env=_env(),
         )
     return json.loads(out.read_text())
+
+
+def _full(row: Dict[str, Any], nsc: Path, args) -> None:
+    """Add the whole test split's PSNR/SSIM (``psnr_all``, ``ssim_all``, ``test_views_all``) to ``row``."""
+    if args.every != 1:
+        ev = _eval(nsc, args, 1)
+        row.update(psnr_all=ev["psnr"], ssim_all=ev["ssim"], test_views_all=ev["num_views"])
 
 
 def interpolate_psnr(points: List[Dict[str, Any]], nbytes: float) -> Optional[float]:
@@ -81,9 +90,12 @@ def main() -> None:
     ap.add_argument("--lambdas", default="5e-4,2e-3,8e-3", help="comma-separated λ (rate weight per Mbit)")
     ap.add_argument("--ablation-lambda", default="2e-3")
     ap.add_argument("--ablations", default="importance,mask", help="comma-separated subset of importance,mask ('' = none)")
-    ap.add_argument("--uniform-bits", default="8,6,5,4,3")
+    ap.add_argument("--uniform-bits", default="8,6,5,4,3,2")
     ap.add_argument("--kmeans-bits", default="12,10,8,6")
     ap.add_argument("--every", type=int, default=1, help="evaluate every N-th test view (1 = all)")
+    ap.add_argument("--full-split", default="ectensorf,base",
+                    help="with --every > 1, also evaluate these series on every test view: comma-separated subset of "
+                         "ectensorf (the λ sweep), ablations, base, posthoc ('' = none)")
     ap.add_argument("--name", default="ectensorf_rd")
     args = ap.parse_args()
     command = "python bench/ectensorf_rd.py " + " ".join(sys.argv[1:])
@@ -97,6 +109,7 @@ def main() -> None:
               "--pipeline.datamanager.camera-res-scale-factor", str(args.scale), "--steps-per-eval-image", NEVER,
               "--steps-per-eval-batch", NEVER, "--steps-per-eval-all-images", NEVER]
     rows: List[Dict[str, Any]] = []
+    full_split = [x for x in args.full_split.split(",") if x]
 
     # 1. the base, with a checkpoint at stage1 for ectensorf to start from
     base_dir = work / "base" / "nscodec-tensorf" / "run"
@@ -152,16 +165,20 @@ def main() -> None:
             subprocess.run([str(BIN / "nscodec"), "export", "--load-config", str(work / tag / "ectensorf" / "run" / "config.yml"),
                             "--output-dir", str(work), "--filename", nsc.name, "--overwrite"], check=True, cwd=ROOT, env=_env())
         print(f"[eval] {label} λ={lam}", flush=True)
-        ev = _eval(nsc, args, work / f"{tag}.json")
+        ev = _eval(nsc, args, args.every)
         rows.append({"series": label, "lambda": float(lam), "psnr": ev["psnr"], "ssim": ev["ssim"], "bytes": ev["bytes"],
                      "test_views": ev["num_views"], "train_seconds": base_train_s * args.stage1 / total + float(tfile.read_text()),
                      "steps": args.stage1 + s2, "decode_seconds": ev["decode_seconds"], "resolution": f"{ev['width']}x{ev['height']}"})
+        if ("ectensorf" if not extra else "ablations") in full_split:
+            _full(rows[-1], nsc, args)
     for s, b, label in schemes:
         print(f"[eval] post-hoc {s} {b}", flush=True)
-        ev = _eval(work / f"posthoc_{s}{b}.nsc", args, work / f"posthoc_{s}{b}.json")
+        ev = _eval(work / f"posthoc_{s}{b}.nsc", args, args.every)
         rows.append({"series": label, "scheme": s, "bits": b, "psnr": ev["psnr"], "ssim": ev["ssim"], "bytes": ev["bytes"],
                      "test_views": ev["num_views"], "train_seconds": base_train_s, "steps": total,
                      "decode_seconds": ev["decode_seconds"], "resolution": f"{ev['width']}x{ev['height']}"})
+        if ("base" if s == "fp32" else "posthoc") in full_split:
+            _full(rows[-1], work / f"posthoc_{s}{b}.nsc", args)
 
     for r in rows:
         r.update(method=r["series"].split(" (")[0] if r["series"].startswith("ectensorf") else "nscodec-tensorf", scene=scene)
@@ -178,24 +195,23 @@ def main() -> None:
             r["psnr_below_base_db"] = base["psnr"] - r["psnr"]
             r["fraction_of_base_bytes"] = r["bytes"] / base["bytes"]
             r["gain_db_at_equal_bytes"] = {k: (None if (p := interpolate_psnr(v, r["bytes"])) is None else r["psnr"] - p) for k, v in curves.items()}
-    # full-split evaluations made separately (`nscodec eval FILE --every 1 --output <work>/<file stem>_all200views.json`)
-    full = {p.name.replace("_all200views.json", ""): json.loads(p.read_text()) for p in sorted(work.glob("*_all200views.json"))}
-    record(args.name, rows, command, extra={"protocol": __doc__.split("Protocol")[1].split("Results")[0].strip(),
-                                            "all_test_views": full})
+    record(args.name, rows, command, extra={"protocol": __doc__.split("Protocol")[1].split("Results")[0].strip()})
 
     lines = [f"## ectensorf rate–distortion ({scene}, {rows[0]['resolution']}, {rows[0]['test_views']} test views)", "",
              f"Command: `{command}`", "",
              f"Base: `nscodec-tensorf`, {total} steps ({base_train_s:.0f} s). ectensorf: stage 2 for {s2} steps from the "
              f"base's step-{args.stage1} checkpoint ({'the same' if s2 == args.stage2 else 'a smaller'} total step budget: "
              f"{args.stage1 + s2} vs {total}). Every row is a real `.nsc` decoded and evaluated.", "",
-             "| series | setting | test PSNR (dB) | SSIM | .nsc bytes | vs base bytes | Δ vs base (dB) | gain at equal bytes vs uniform / k-means (dB) |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+             "| series | setting | test PSNR (dB) | SSIM | PSNR / SSIM, all test views | .nsc bytes | vs base bytes | "
+             "Δ vs base (dB) | gain at equal bytes vs uniform / k-means (dB) | training (s) |",
+             "|---|---|---:|---:|---|---:|---:|---:|---|---:|"]
     for r in rows:
         setting = f"λ={r['lambda']:g}" if "lambda" in r else (f"{r['bits']} bits" if r["scheme"] in ("uniform", "kmeans") else r["scheme"])
         gains = r.get("gain_db_at_equal_bytes")
         gtxt = " / ".join("n/a (outside range)" if g is None else f"{g:+.2f}" for g in gains.values()) if gains else ""
-        lines.append(f"| {r['series']} | {setting} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['bytes']:,} | "
-                     f"{r['bytes'] / base['bytes']:.4f} | {r['psnr'] - base['psnr']:+.2f} | {gtxt} |")
+        full_txt = f"{r['psnr_all']:.2f} / {r['ssim_all']:.3f} ({r['test_views_all']} views)" if "psnr_all" in r else ""
+        lines.append(f"| {r['series']} | {setting} | {r['psnr']:.2f} | {r['ssim']:.3f} | {full_txt} | {r['bytes']:,} | "
+                     f"{r['bytes'] / base['bytes']:.4f} | {r['psnr'] - base['psnr']:+.2f} | {gtxt} | {r['train_seconds']:.0f} |")
     lines += ["", f"fp16 + zstd: {fp16['bytes']:,} bytes at {fp16['psnr']:.2f} dB. Plot: `python bench/rd_plot.py {args.name}` "
               f"→ `docs/figures/{args.name}.png`."]
     update_doc_section(args.name, "\n".join(lines))

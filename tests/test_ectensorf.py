@@ -121,6 +121,11 @@ def test_stage2_compresses_and_decodes_bit_identically(trained_ec, lego_tiny):
     assert size == os.path.getsize(path)
     decoded, nsc = load_model(path)
     assert nsc.method == "ectensorf" and nsc.total_bytes == size
+    # dense weights: dense_bits-bit power-of-two symbols, entropy-coded; biases float16
+    for name in ("decoder_color.up1.weight", "mlp.layers.0.weight", "lines.color", "basis.weight"):
+        sec = nsc.sections[name]
+        assert sec.coder == "ans" and sec.meta["quantizer"] == "pow2" and sec.meta["bits"] == model.config.dense_bits, name
+    assert nsc.sections["decoder_color.up1.bias"].dtype == "float16"
     fp32 = sum(v.numel() * 4 for k, v in model.state_dict().items() if "target" not in k and "importance" not in k)
     assert size < fp32 / 4, (size, fp32)
     g = torch.Generator().manual_seed(1)
@@ -166,7 +171,8 @@ def test_closed_masks_code_nothing(trained_ec):
 
 def test_stage2_checkpoint_loads_via_eval_setup(trained_ec):
     """ns-eval / ns-viewer / ns-export load a stage-2 checkpoint (the codec structure is rebuilt on load) and
-    render exactly what the trained model renders (the final step rounded the float16 parts before saving)."""
+    render exactly what the trained model renders (the final step quantized the dense parts before saving, and
+    export's quantization of them again is idempotent)."""
     from nerfstudio.cameras.rays import RayBundle
     from nerfstudio.utils.eval_utils import eval_setup
 

@@ -89,3 +89,59 @@ def test_kmeans_file_with_out_of_range_index_is_rejected(tmp_path):
     write_nsc(bad, f.method, f.config, secs, meta=f.meta)
     with pytest.raises(NscFormatError, match="density.planes"):
         load_model(bad)
+
+
+def test_pow2_quantizer_error_bound_and_idempotence():
+    from nscodec.coding.posthoc import pow2_dequantize, pow2_quantize
+
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(6, 40)) * np.array([1e-3, 0.1, 1, 10, 300, 0])[:, None]).astype(np.float32)
+    for bits in (4, 8):
+        sym, exp = pow2_quantize(x, bits, channels=6)
+        assert sym.shape == x.shape and exp.shape == (6,)
+        qmax = 2 ** (bits - 1) - 1
+        assert np.abs(sym).max() <= qmax
+        step = np.ldexp(1.0, exp)
+        amax = np.abs(x).max(1)
+        nz = amax > 0
+        assert (amax[nz] / step[nz] <= qmax).all() and (amax[nz] / step[nz] > qmax / 2).all()  # smallest 2^k step
+        y = pow2_dequantize(sym, exp)
+        assert (np.abs(y - x) <= step[:, None] / 2).all()
+        assert (y[5] == 0).all()  # an all-zero channel stays zero
+        sym2, exp2 = pow2_quantize(y, bits, channels=6)
+        assert np.array_equal(pow2_dequantize(sym2, exp2), y)  # re-quantizing is exact (bit for bit)
+    with pytest.raises(NscError):
+        pow2_quantize(x, 1, 6)
+    with pytest.raises(NscError):
+        pow2_quantize(x, 8, 7)
+    with pytest.raises(NscError):
+        pow2_quantize(np.array([[np.nan, 1.0]]), 8, 1)
+
+
+def test_quantized_dense_sections_decode_to_the_in_place_quantized_model(tmp_path):
+    from nscodec.coding.container import read_nsc, write_nsc
+    from nscodec.tensorf.model import dense_sections, load_dense_sections, quantize_dense_
+
+    torch.manual_seed(0)
+    mods = {"mlp": torch.nn.Sequential(torch.nn.Linear(30, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3)),
+            "lines": torch.nn.ParameterDict({"d": torch.nn.Parameter(torch.randn(3, 5, 50, 1) * torch.arange(1, 6)[:, None, None])})}
+    before = {n: p.detach().clone() for m in mods.values() for n, p in m.named_parameters()}
+    quantize_dense_(mods, 6, {"lines": 2})
+    after = {n: p.detach().clone() for m in mods.values() for n, p in m.named_parameters()}
+    assert not torch.equal(after["0.weight"], before["0.weight"])  # weights really moved onto the grid
+    assert torch.equal(after["0.bias"], before["0.bias"].half().float())  # biases: float16
+    # per-(plane, component) steps for the lines: the small component keeps a small step
+    assert (after["d"][:, 0] - before["d"][:, 0]).abs().max() < (after["d"][:, 4] - before["d"][:, 4]).abs().max()
+    raw = sum(p.numel() * 2 for m in mods.values() for p in m.parameters())
+    secs = dense_sections(mods, bits=6, channel_dims={"lines": 2})
+    assert sum(len(s.payload) for s in secs) < 0.5 * raw  # 6-bit + entropy coding vs float16
+    write_nsc(tmp_path / "d.nsc", "test", {}, secs)
+    fresh = {"mlp": torch.nn.Sequential(torch.nn.Linear(30, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3)),
+             "lines": torch.nn.ParameterDict({"d": torch.nn.Parameter(torch.zeros(3, 5, 50, 1))})}
+    load_dense_sections(fresh, read_nsc(tmp_path / "d.nsc"))
+    for n, p in ((n, p) for m in fresh.values() for n, p in m.named_parameters()):
+        assert torch.equal(p.detach(), after[n]), n  # lossless after the in-place quantization
+    bad = [s if s.name != "mlp.0.weight" else type(s)(s.name, s.payload, s.dtype, s.shape, s.coder, {**s.meta, "exp": "x"}) for s in secs]
+    write_nsc(tmp_path / "bad.nsc", "test", {}, bad)
+    with pytest.raises(NscFormatError, match="mlp.0.weight"):
+        load_dense_sections(fresh, read_nsc(tmp_path / "bad.nsc"))

@@ -5,6 +5,8 @@
 * :func:`zstd_section` — the same bytes, Zstandard-compressed (``coder="zstd"``; RFC 8878).
 * :func:`entropy_section` — integer symbols entropy-coded with an
   :class:`~nscodec.coding.cdf_tables.IntegerCDFTable` (``coder="ans"`` default, or ``"torchac"``).
+* :func:`binary_grid_section` — a 3-D boolean grid, context-coded (``coder="ctx3d"``;
+  :mod:`nscodec.coding.binary_context`).
 * :func:`decode_section` — inverse of all of the above, dispatching on ``Section.coder``.
 
 Round trips are exact (for raw/zlib: exact after the requested dtype cast, which is checked for
@@ -33,7 +35,7 @@ from .coders import available_coders, get_coder
 from .container import Section
 from .errors import EntropyCodingError, NscError, NscFormatError
 
-__all__ = ["raw_section", "zlib_section", "zstd_section", "entropy_section", "decode_section", "RAW_DTYPES"]
+__all__ = ["raw_section", "zlib_section", "zstd_section", "entropy_section", "binary_grid_section", "decode_section", "RAW_DTYPES"]
 
 #: dtypes accepted by raw/zlib sections
 RAW_DTYPES = (
@@ -213,6 +215,19 @@ def entropy_section(
     return Section(name, payload, "int32" if fits32 else "int64", tuple(sym.shape), coder, dict(meta or {}))
 
 
+def binary_grid_section(name: str, grid: Any, meta: Optional[Dict[str, Any]] = None) -> Section:
+    """A boolean grid ``[X, Y, Z]`` coded with the 9-neighbour context model of
+    :func:`~nscodec.coding.binary_context.encode_binary_grid` (``coder="ctx3d"``, dtype ``bool``).
+
+    Raises:
+        NscError: not a 3-D 0/1 array.
+    """
+    from .binary_context import encode_binary_grid
+
+    g = _to_numpy(grid, f"section {name!r} grid")
+    return Section(name, encode_binary_grid(g), "bool", tuple(g.shape), "ctx3d", dict(meta or {}))
+
+
 def _expected_raw(section: Section, data: bytes) -> np.ndarray:
     try:
         dt = np.dtype(section.dtype)
@@ -263,9 +278,19 @@ def decode_section(section: Section, mask: Any = None) -> np.ndarray:
         except zstandard.ZstdError as err:
             raise NscFormatError(f"section {name!r}: corrupt zstd data ({err})") from None
         return _expected_raw(section, data).copy()
+    if section.coder == "ctx3d":
+        from .binary_context import decode_binary_grid
+
+        try:
+            grid = decode_binary_grid(section.payload)
+        except NscFormatError as err:
+            raise NscFormatError(f"section {name!r}: {err}") from None
+        if grid.shape != tuple(section.shape):
+            raise NscFormatError(f"section {name!r}: decoded grid {list(grid.shape)} does not match shape {list(section.shape)}")
+        return grid
     if section.coder not in available_coders():
         raise NscFormatError(
-            f"section {name!r}: unknown coder {section.coder!r} (known: raw, zlib, zstd, {', '.join(available_coders())})"
+            f"section {name!r}: unknown coder {section.coder!r} (known: raw, zlib, zstd, ctx3d, {', '.join(available_coders())})"
         )
     if section.dtype not in ("int32", "int64"):
         raise NscFormatError(f"section {name!r}: entropy-coded section must have dtype int32/int64, got {section.dtype!r}")

@@ -11,10 +11,11 @@ temperature) and the objective is (paper Eq. for the rate-distortion loss)::
 
 with ``P*`` the stage-1 planes and ``W`` their rendering-importance maps (sum of training-ray weights that
 read each location, :mod:`nscodec.ectensorf.importance`), normalised to mean 1. Lines, basis matrix, MLP
-heads and decoder keep training in stage 2 and are stored as float16; their file share is in ``nscodec info``.
+heads and decoder keep training in stage 2; they are stored with ``dense_bits``-bit power-of-two quantization and
+entropy coding (biases float16); their file share is in ``nscodec info``.
 
-Evaluation (and the ``.nsc``) uses rounded latents and the deterministic mask; before export the float16
-parts are rounded in place, so a decoded file renders bit-identically to the model that was evaluated.
+Evaluation (and the ``.nsc``) uses rounded latents and the deterministic mask; at the last step (and before
+export) the dense parts are quantized in place, so a decoded file renders bit-identically to the model that was evaluated.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from nscodec.tensorf.model import (
     load_dense_sections,
     load_occupancy_section,
     occupancy_section,
+    quantize_dense_,
 )
 
 STACKS = ("density", "color")
@@ -60,13 +62,19 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     """Plane upsampling steps; all must come before ``stage1_steps``."""
     init_from: Optional[Path] = None
     """Checkpoint (.ckpt) of nscodec-tensorf or stock nerfstudio tensorf to compress: stage 2 only."""
-    latent_channels_density: int = 8
-    latent_channels_color: int = 16
-    decoder_hidden: int = 32
-    rate_lambda: float = 2e-3
+    latent_channels_density: int = 16
+    """Latent channels per density plane (``ceil(N/4)²`` positions each); the density stack has 16 components."""
+    latent_channels_color: int = 48
+    """Latent channels per appearance plane; the appearance stack has 48 components. 16/48 measured +1.8 dB over
+    8/16 at lego 200² (docs/benchmarks.md); 32/96 added 0.3 dB for 31% more bytes, a worse trade."""
+    decoder_hidden: int = 64
+    """Channels between the decoder's two transposed convolutions."""
+    rate_lambda: float = 1e-3
     """λ: weight of the rate, counted in Mbit (1e6 bits)."""
-    recon_weight: float = 1.0
-    """Weight of the (importance-weighted) plane reconstruction term."""
+    recon_weight: float = 0.01
+    """Weight of the (importance-weighted) plane reconstruction term, against the rendering MSE (≈1e-3 at 30 dB).
+    At 1.0 the plane term (≈0.1) outweighed rendering 100:1 and tied the planes to what 1/4-resolution latents can
+    copy; 0.01 measured +0.12 dB at 13% fewer bytes (docs/benchmarks.md)."""
     use_importance: bool = True
     """Ablation switch: False weights every plane location equally."""
     use_mask: bool = True
@@ -81,6 +89,11 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     reconstruction + λ·rate, no rendering) at the stage switch. Not in the paper, which starts stage 2 from zero
     latents directly; costs ~ms per step and removes the PSNR collapse at the switch. 0 disables it."""
     latent_prefit_lr: float = 2e-2
+    dense_bits: int = 6
+    """Storage of the parts that are not latents (plane decoders, line factors, basis matrix, MLP heads): weights
+    with ≥ 2 dims quantized per channel to this many bits with power-of-two steps and entropy-coded
+    (:func:`~nscodec.tensorf.model.dense_sections`); biases float16. 0 stores everything as float16. Applied in
+    place at the last training step (and before export), so the evaluated model is the file."""
 
 
 class ECTensoRFModel(NscTensoRFModel):
@@ -315,7 +328,7 @@ class ECTensoRFModel(NscTensoRFModel):
 
         def finalize(step: int) -> None:
             if step == max_steps - 1 and self.stage2:
-                self.round_dense_to_float16()
+                self.quantize_dense()
 
         return [
             TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], track, update_every_num_iters=1),
@@ -355,12 +368,14 @@ class ECTensoRFModel(NscTensoRFModel):
             mods["decoder_color"] = self.codec.decoder_color
         return mods
 
+    #: line factors [3, C, N, 1] get one quantization step per (plane, component); other weights one per row
+    DENSE_CHANNEL_DIMS = {"lines": 2}
+
     @torch.no_grad()
-    def round_dense_to_float16(self) -> None:
-        """Round every float16-stored parameter to a float16 value in place (so the .nsc is lossless for them)."""
-        for mod in self.dense_modules().values():
-            for p in mod.parameters():
-                p.copy_(p.half().float())
+    def quantize_dense(self) -> None:
+        """Round every parameter outside the latents to its stored value in place (``dense_bits``-bit power-of-two
+        quantization, or float16), so the .nsc decodes to exactly the evaluated model. Idempotent."""
+        quantize_dense_(self.dense_modules(), int(self.config.dense_bits), self.DENSE_CHANNEL_DIMS)
         self._decoded_cache = None
 
     def nsc_sections(self) -> List[Section]:
@@ -372,7 +387,7 @@ class ECTensoRFModel(NscTensoRFModel):
 
         if not self.stage2:
             raise NscError("ectensorf model is still in stage 1 (TensoRF pretraining): train past stage1_steps first")
-        self.round_dense_to_float16()
+        self.quantize_dense()
         sections = []
         for s in STACKS:
             prior: MaskedFactorizedPrior = getattr(self.codec, f"prior_{s}")
@@ -381,8 +396,8 @@ class ECTensoRFModel(NscTensoRFModel):
             meta = {"plane_resolution": int(self.plane_resolution)}
             sections.append(entropy_section(f"mask.{s}", msk.astype(np.int32), prior.mask_cdf_table(), meta=meta))
             sections.append(entropy_section(f"latents.{s}", sym, prior.build_cdf_table(sym), mask=msk, meta=meta))
-        sections += dense_sections(self.dense_modules())
-        sections.append(occupancy_section(self.occupancy))
+        sections += dense_sections(self.dense_modules(), bits=int(self.config.dense_bits), channel_dims=self.DENSE_CHANNEL_DIMS)
+        sections.append(occupancy_section(self.occupancy, coder="ctx3d"))
         return sections
 
     def load_nsc_sections(self, nsc: NscFile) -> None:
