@@ -203,3 +203,16 @@ def test_ns_eval_compressed_bytes_is_the_file_size(trained_ec):
 
     size = export_model(trainer.pipeline.model, work / "size_ref.nsc", meta=training_meta(trainer.pipeline.config), overwrite=True)
     assert trainer.pipeline.compressed_bytes() == size == os.path.getsize(work / "size_ref.nsc")
+
+
+@pytest.mark.parametrize("kwargs,match", [({"dense_bits": 1}, "dense_bits"), ({"dense_bits": 17}, "dense_bits"),
+                                          ({"stage1_steps": 100, "upsampling_iters": (50, 100)}, "upsampling")])
+def test_bad_config_fails_at_setup_naming_the_field(kwargs, match):
+    """A bad preset fails when the model is built, not at the last training step."""
+    from nerfstudio.data.scene_box import SceneBox
+
+    from nscodec.ectensorf.model import ECTensoRFModelConfig
+
+    cfg = ECTensoRFModelConfig(init_resolution=16, final_resolution=16, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        cfg.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.5] * 3, [1.5] * 3])), num_train_data=1, metadata={})

@@ -65,8 +65,9 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     latent_channels_density: int = 16
     """Latent channels per density plane (``ceil(N/4)²`` positions each); the density stack has 16 components."""
     latent_channels_color: int = 48
-    """Latent channels per appearance plane; the appearance stack has 48 components. 16/48 measured +1.8 dB over
-    8/16 at lego 200² (docs/benchmarks.md); 32/96 added 0.3 dB for 31% more bytes, a worse trade."""
+    """Latent channels per appearance plane; the appearance stack has 48 components. 16/48 with ``decoder_hidden``
+    64 measured +1.8 dB over 8/16 with 32 at lego 200² (docs/benchmarks.md); 32/96 added 0.3 dB for 31% more
+    bytes, a worse trade than λ gives."""
     decoder_hidden: int = 64
     """Channels between the decoder's two transposed convolutions."""
     rate_lambda: float = 1e-3
@@ -108,6 +109,8 @@ class ECTensoRFModel(NscTensoRFModel):
                 f"ectensorf: every upsampling step {tuple(cfg.upsampling_iters)} must come before stage1_steps="
                 f"{cfg.stage1_steps} (the planes stop being free parameters in stage 2)"
             )
+        if not (cfg.dense_bits == 0 or 2 <= cfg.dense_bits <= 16):
+            raise ValueError(f"ectensorf: dense_bits must be 0 (float16) or 2..16, got {cfg.dense_bits}")
         super().populate_modules()
         self.stage2 = False
         self.codec = nn.Module()  # latents / decoders / entropy models, created at the stage switch
