@@ -30,14 +30,12 @@ def main() -> None:
 
     from nscodec.coding.binary_context import decode_binary_grid, encode_binary_grid
     from nscodec.coding.container import read_nsc
-    from nscodec.coding.tensor_codec import decode_section
+    from nscodec.tensorf.model import decode_occupancy
 
     rows = []
     for path in args.files:
-        sec = read_nsc(path).sections["occupancy"]
-        g = int(sec.meta["resolution"])
-        grid = decode_section(sec)
-        grid = grid.reshape(g, g, g) if sec.coder == "ctx3d" else np.unpackbits(grid)[: g**3].astype(bool).reshape(g, g, g)
+        grid = decode_occupancy(read_nsc(path).sections["occupancy"])
+        g = grid.shape[0]
         t0 = time.perf_counter()
         deflate = zlib.compress(np.packbits(grid.reshape(-1)).tobytes(), 9)  # zlib_section default level
         t1 = time.perf_counter()
