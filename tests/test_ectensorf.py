@@ -11,15 +11,33 @@ from nscodec.ectensorf.decoder import LatentPlaneDecoder, latent_size
 from nscodec.ectensorf.importance import splat_plane_weights
 
 
+@pytest.mark.parametrize("factor", [4, 2])
 @pytest.mark.parametrize("res", [5, 17, 63, 64, 127, 160])
-def test_decoder_shapes_at_odd_resolutions(res):
-    dec = LatentPlaneDecoder(latent_channels=4, out_channels=16, hidden=8)
-    h = latent_size(res)
-    assert 4 * h >= res > 4 * (h - 1)
-    out = dec(torch.zeros(3, 4, h, h), res)
+def test_decoder_shapes_at_odd_resolutions(res, factor):
+    dec = LatentPlaneDecoder(latent_channels=4, out_channels=16, hidden=8, upsample=factor)
+    h = latent_size(res, factor)
+    assert factor * h >= res > factor * (h - 1)
+    out = dec(torch.randn(3, 4, h, h), res)
     assert out.shape == (3, 16, res, res)
     with pytest.raises(ValueError, match="decode to"):  # one latent row short cannot cover the plane
         dec(torch.zeros(3, 4, h - 1, h - 1), res)
+
+
+def test_decoder_upsample_factor_sets_receptive_field():
+    """One latent moves 10 plane rows at factor 4 (k4/s2 twice: 4 hidden rows → 2·4 + 2) and 8 at factor 2
+    (k3/s1 → 3 hidden rows → 2·3 + 2), where each plane row holds 4 resp. 2 latent rows' worth of detail.
+    Bad factors are one clear error."""
+    for factor, span in ((4, 10), (2, 8)):
+        dec = LatentPlaneDecoder(latent_channels=2, out_channels=3, hidden=4, upsample=factor)
+        z = torch.randn(1, 2, 8, 8)
+        z2 = z.clone()
+        z2[0, :, 4, 4] += 1.0
+        n = 8 * factor
+        changed = (dec(z2, n) - dec(z, n)).abs().sum(dim=(0, 1)) > 0
+        rows = changed.any(dim=1).nonzero().flatten()
+        assert rows.numel() == span and int(rows[-1] - rows[0]) == span - 1, (factor, rows)
+    with pytest.raises(ValueError, match="upsample must be 2 or 4"):
+        LatentPlaneDecoder(2, 3, upsample=3)
 
 
 def test_importance_splat_conserves_mass_and_lands_where_read():

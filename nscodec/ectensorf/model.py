@@ -70,6 +70,9 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     bytes, a worse trade than λ gives."""
     decoder_hidden: int = 64
     """Channels between the decoder's two transposed convolutions."""
+    latent_downsample: int = 4
+    """Plane resolution / latent resolution: 4 as in the paper (two stride-2 layers), or 2 (4× as many latent
+    locations; the decoder's first layer is stride 1). Stored in the file's config."""
     rate_lambda: float = 1e-3
     """λ: weight of the rate, counted in Mbit (1e6 bits)."""
     recon_weight: float = 0.01
@@ -109,6 +112,8 @@ class ECTensoRFModel(NscTensoRFModel):
                 f"ectensorf: every upsampling step {tuple(cfg.upsampling_iters)} must come before stage1_steps="
                 f"{cfg.stage1_steps} (the planes stop being free parameters in stage 2)"
             )
+        if cfg.latent_downsample not in (2, 4):
+            raise ValueError(f"ectensorf: latent_downsample must be 4 (the paper) or 2, got {cfg.latent_downsample}")
         if not (cfg.dense_bits == 0 or 2 <= cfg.dense_bits <= 16):
             raise ValueError(f"ectensorf: dense_bits must be 0 (float16) or 2..16, got {cfg.dense_bits}")
         super().populate_modules()
@@ -124,12 +129,12 @@ class ECTensoRFModel(NscTensoRFModel):
     # ------------------------------------------------------------------------------------------ structure
     def _build_codec(self, resolution: int) -> None:
         cfg = self.config
-        h = latent_size(resolution)
+        h = latent_size(resolution, cfg.latent_downsample)
         codec = nn.Module()
         for stack, c_lat in (("density", cfg.latent_channels_density), ("color", cfg.latent_channels_color)):
             enc = getattr(self.field, f"{stack}_encoding")
             codec.register_parameter(f"latents_{stack}", Parameter(torch.zeros(3 * c_lat, h, h)))
-            codec.add_module(f"decoder_{stack}", LatentPlaneDecoder(c_lat, enc.num_components, cfg.decoder_hidden))
+            codec.add_module(f"decoder_{stack}", LatentPlaneDecoder(c_lat, enc.num_components, cfg.decoder_hidden, cfg.latent_downsample))
             codec.add_module(
                 f"prior_{stack}",
                 MaskedFactorizedPrior(3 * c_lat, h, h, init_mask_logit=2.0 if cfg.use_mask else 30.0),

@@ -1,0 +1,100 @@
+"""One ectensorf stage-2 probe from a fixed base checkpoint, with a learning curve: train, export every saved
+checkpoint as a real ``.nsc``, evaluate it, and append one row per checkpoint to
+``bench/results/ectensorf_probes.json``.
+
+    python bench/ectensorf_probe.py --tag big --steps 600 --every 10 \\
+        -- --pipeline.model.latent-channels-density 32 --pipeline.model.latent-channels-color 96
+
+Arguments after ``--`` go to ``ns-train ectensorf`` unchanged. The base defaults to the RD sweep's step-1200
+checkpoint (``bench/runs/ectensorf_rd``), so a probe is comparable with the sweep's 600-step rows. Runs live in
+``bench/runs/ectensorf_probe/<tag>``; finished exports/evaluations are cached there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, ROOT, device_string  # noqa: E402
+
+BIN = Path(sys.executable).parent
+NEVER = "100000000"
+
+
+def export_step(config_yml: Path, step: int, out: Path) -> None:
+    """Export the checkpoint of ``step`` (not the latest) of a training run to ``out``."""
+    from nscodec.export import export_from_config
+
+    cfg = yaml.load(config_yml.read_text(), Loader=yaml.Loader)
+    cfg.load_step = step
+    tmp = config_yml.with_name(f"config_step{step}.yml")
+    tmp.write_text(yaml.dump(cfg))
+    export_from_config(tmp, out, overwrite=True, quiet=True)
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tag", required=True)
+    ap.add_argument("--data", default=str(ROOT.parent / "shared/data/blender/lego"))
+    ap.add_argument("--scale", type=float, default=0.25)
+    ap.add_argument("--init", default=str(ROOT / "bench/runs/ectensorf_rd/base/nscodec-tensorf/run/nerfstudio_models/step-000001200.ckpt"))
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--save-every", type=int, default=0, help="also export/evaluate every N steps (0 = final only)")
+    ap.add_argument("--every", type=int, default=10, help="evaluate every N-th test view")
+    ap.add_argument("--note", default="")
+    args = ap.parse_args(argv)
+    work = ROOT / "bench" / "runs" / "ectensorf_probe" / args.tag
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    train_cmd = [str(BIN / "ns-train"), "ectensorf", "--data", args.data, "--output-dir", str(work), "--timestamp", "run",
+                 "--vis", "tensorboard", "--pipeline.datamanager.camera-res-scale-factor", str(args.scale),
+                 "--steps-per-eval-image", NEVER, "--steps-per-eval-batch", NEVER, "--steps-per-eval-all-images", NEVER,
+                 "--experiment-name", "p", "--max-num-iterations", str(args.steps),
+                 "--steps-per-save", str(args.save_every or args.steps), "--save-only-latest-checkpoint", "False",
+                 "--pipeline.model.init-from", args.init, *extra]
+    run = work / "p" / "ectensorf" / "run"
+    tfile = work / "train_seconds.txt"
+    if not tfile.exists():
+        t0 = time.perf_counter()
+        with open(work / "train.log", "w") as fh:
+            subprocess.run(train_cmd, check=True, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        tfile.write_text(f"{time.perf_counter() - t0}\n")
+    train_s = float(tfile.read_text())
+    steps = sorted(int(p.stem.split("-")[1]) for p in (run / "nerfstudio_models").glob("step-*.ckpt"))
+    rows = []
+    for step in steps:
+        nsc = work / f"step{step}.nsc"
+        ev_path = work / f"step{step}_every{args.every}.json"
+        if not nsc.exists():
+            export_step(run / "config.yml", step, nsc)
+        if not ev_path.exists():
+            subprocess.run([str(BIN / "nscodec"), "eval", str(nsc), "--data", args.data, "--scale-factor", str(args.scale),
+                            "--every", str(args.every), "--output", str(ev_path)], check=True, cwd=ROOT,
+                           stdout=subprocess.DEVNULL, env=env)
+        ev = json.loads(ev_path.read_text())
+        print(f"[{args.tag}] step {step}: {ev['psnr']:.2f} dB, {ev['bytes']:,} B ({ev['num_views']} views)", flush=True)
+        rows.append({"device": device_string(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                     "probe": f"{args.tag}: stage 2 step {step + 1} of {args.steps}" + (f" ({args.note})" if args.note else ""),
+                     "psnr": ev["psnr"], "ssim": ev["ssim"], "bytes": ev["bytes"], "test_views": ev["num_views"],
+                     "stage2_steps": step + 1, "train_seconds_whole_run": train_s,
+                     "run_command": "python bench/ectensorf_probe.py " + " ".join(sys.argv[1:]),
+                     "resolution": f"{ev['width']}x{ev['height']}"})
+    path = RESULTS / "ectensorf_probes.json"
+    data = json.loads(path.read_text()) if path.exists() else {"name": "ectensorf_probes", "rows": []}
+    data["rows"] = [r for r in data["rows"] if not r.get("probe", "").startswith(f"{args.tag}: ")] + rows
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
