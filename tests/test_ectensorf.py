@@ -223,7 +223,18 @@ def test_ns_eval_compressed_bytes_is_the_file_size(trained_ec):
     assert trainer.pipeline.compressed_bytes() == size == os.path.getsize(work / "size_ref.nsc")
 
 
+def test_stage2_learning_rates_anneal_to_their_final_values_at_the_last_step(trained_ec):
+    """Stage 2 restarts every schedule at the switch and decays it over the steps left (60 of 120 here): at the
+    last step each group is at its configured final rate, not part-way (as a schedule spanning the run would be)."""
+    _, trainer, _ = trained_ec
+    for group in ("latents", "codec", "encodings", "fields"):
+        sched_cfg = trainer.optimizers.config[group]["scheduler"]
+        lr = trainer.optimizers.optimizers[group].param_groups[0]["lr"]
+        assert lr == pytest.approx(sched_cfg.lr_final, rel=1e-3), (group, lr, sched_cfg.lr_final)
+
+
 @pytest.mark.parametrize("kwargs,match", [({"dense_bits": 1}, "dense_bits"), ({"dense_bits": 17}, "dense_bits"),
+                                          ({"latent_downsample": 3}, "latent_downsample"),
                                           ({"stage1_steps": 100, "upsampling_iters": (50, 100)}, "upsampling")])
 def test_bad_config_fails_at_setup_naming_the_field(kwargs, match):
     """A bad preset fails when the model is built, not at the last training step."""

@@ -331,8 +331,13 @@ class ECTensoRFModel(NscTensoRFModel):
             bundles = [dm.next_train(step)[0] for _ in range(cfg.importance_batches)]
             self.enter_stage2(bundles)
             self.update_occupancy()
+            # every stage-2 schedule restarts here and decays over the steps that are left, so the learning rates
+            # reach their final values at the last step whatever --max-num-iterations is (measured: see
+            # docs/benchmarks.md, "stage-2 learning-rate schedule")
+            left = max_steps - step
             for group in ("encodings", "latents", "codec"):
-                self.reset_encoding_optimizer(attrs, group)
+                self.reset_encoding_optimizer(attrs, group, max_steps=left)
+            self.reset_encoding_optimizer(attrs, "fields", max_steps=left, keep_state=True)
 
         def finalize(step: int) -> None:
             if step == max_steps - 1 and self.stage2:

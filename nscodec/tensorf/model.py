@@ -14,6 +14,8 @@ original TensoRF code does it, which is what makes it fast without CUDA:
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from typing import Dict, List, Literal, Optional, Tuple, Type
 
@@ -152,16 +154,25 @@ class NscTensoRFModel(NscModel):
         return True
 
     @staticmethod
-    def reset_encoding_optimizer(attrs: TrainingCallbackAttributes, group: str = "encodings") -> None:
-        """Re-create the optimizer (and scheduler) of a param group whose tensors were replaced (upsampling)."""
+    def reset_encoding_optimizer(
+        attrs: TrainingCallbackAttributes, group: str = "encodings", max_steps: Optional[int] = None, keep_state: bool = False
+    ) -> None:
+        """Re-create the optimizer (and scheduler) of a param group whose tensors were replaced (upsampling).
+
+        ``max_steps``: the new scheduler decays over this many steps instead of its config's ``max_steps``.
+        ``keep_state``: keep the optimizer (same tensors, Adam moments kept) and re-create only the scheduler,
+        which restarts from the configured initial learning rate."""
         assert attrs.optimizers is not None and attrs.pipeline is not None
         conf = attrs.optimizers.config[group]
-        params = attrs.pipeline.get_param_groups()[group]
-        attrs.optimizers.optimizers[group] = conf["optimizer"].setup(params=params)
+        if not keep_state:
+            params = attrs.pipeline.get_param_groups()[group]
+            attrs.optimizers.optimizers[group] = conf["optimizer"].setup(params=params)
         if conf["scheduler"]:
-            attrs.optimizers.schedulers[group] = (
-                conf["scheduler"].setup().get_scheduler(optimizer=attrs.optimizers.optimizers[group], lr_init=conf["optimizer"].lr)
-            )
+            sched = conf["scheduler"] if max_steps is None else dataclasses.replace(conf["scheduler"], max_steps=max(1, max_steps))
+            optimizer = attrs.optimizers.optimizers[group]
+            for pg in optimizer.param_groups:  # restart from the configured rate (LambdaLR scales initial_lr)
+                pg["initial_lr"] = pg["lr"] = conf["optimizer"].lr
+            attrs.optimizers.schedulers[group] = sched.setup().get_scheduler(optimizer=optimizer, lr_init=conf["optimizer"].lr)
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         f = self.field
