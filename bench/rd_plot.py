@@ -4,6 +4,7 @@
     python bench/rd_plot.py ectensorf_rd shacira_rd --out docs/figures/lego_rd.png --title "lego 200²"
 
 Every row with ``psnr`` and ``bytes`` is a point; rows are grouped into lines by ``series`` (else ``method``).
+A series whose rows all carry ``psnr_all`` (the whole test split) is plotted with it, marked "all views".
 Shared by all methods: any ``bench/results/<name>.json`` written by :func:`common.record` works.
 """
 
@@ -33,8 +34,12 @@ def load_series(names):
             if r.get("psnr") is None or r.get("bytes") is None:
                 continue
             key = r.get("series") or r.get("method", "?")
-            series.setdefault(key, []).append((r["bytes"] / 1e3, r["psnr"]))
-    return {k: sorted(v) for k, v in series.items()}
+            series.setdefault(key, []).append((r["bytes"] / 1e3, r["psnr"], r.get("psnr_all")))
+    out = {}
+    for k, v in series.items():
+        full = all(p[2] is not None for p in v)
+        out[k + (" (all views)" if full else "")] = sorted((kb, (pa if full else ps)) for kb, ps, pa in v)
+    return out
 
 
 def main() -> None:
