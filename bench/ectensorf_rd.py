@@ -216,7 +216,10 @@ def main() -> None:
                     r["gain_db_lower_bound"][name] = r[k] - small[k]
     record(args.name, rows, command, extra={"protocol": __doc__.split("Protocol")[1].split("Results")[0].strip()})
 
-    lines = [f"## ectensorf rate–distortion ({scene}, {rows[0]['resolution']}, {rows[0]['test_views']} test views)", "",
+    views = f"{rows[0]['test_views']} test views"
+    if all("psnr_all" in r for r in rows):
+        views = f"all {rows[0]['test_views_all']} test views, and the {rows[0]['test_views']}-view subset"
+    lines = [f"## ectensorf rate–distortion ({scene}, {rows[0]['resolution']}, {views})", "",
              f"Command: `{command}`", "",
              f"Base: `nscodec-tensorf`, {total} steps ({base_train_s:.0f} s). ectensorf: stage 2 for {s2} steps from the "
              f"base's step-{args.stage1} checkpoint ({'the same' if s2 == args.stage2 else 'a smaller'} total step budget: "
@@ -239,7 +242,7 @@ def main() -> None:
         delta = f"{r[k] - base[k]:+.2f}" + (" (all views)" if k == "psnr_all" else "")
         lines.append(f"| {r['series']} | {setting} | {r['psnr']:.2f} | {r['ssim']:.3f} | {full_txt} | {r['bytes']:,} | "
                      f"{r['bytes'] / base['bytes']:.4f} | {delta} | {gtxt} | {r['train_seconds']:.0f} |")
-    lines += ["", f"fp16 + zstd: {fp16['bytes']:,} bytes at {fp16['psnr']:.2f} dB. Plot: `python bench/rd_plot.py {args.name}` "
+    lines += ["", f"fp16 + zstd: {fp16['bytes']:,} bytes at {fp16[key_for([fp16])]:.2f} dB. Plot: `python bench/rd_plot.py {args.name}` "
               f"→ `docs/figures/{args.name}.png`."]
     update_doc_section(args.name, "\n".join(lines))
     subprocess.run([sys.executable, str(ROOT / "bench" / "rd_plot.py"), args.name], cwd=ROOT, check=False)
