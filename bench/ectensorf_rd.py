@@ -50,9 +50,14 @@ def _train(cmd: List[str], log: Path) -> float:
     return time.perf_counter() - t0
 
 
+def _eval_cache(nsc: Path, every: int) -> Path:
+    """Where :func:`_eval` caches the evaluation of ``nsc`` on every ``every``-th test view."""
+    return nsc.with_name(f"{nsc.stem}_every{every}.json")
+
+
 def _eval(nsc: Path, args, every: int) -> Dict[str, Any]:
     """``nscodec eval`` of ``nsc`` on every ``every``-th test view, cached as ``<stem>_every<every>.json``."""
-    out = nsc.with_name(f"{nsc.stem}_every{every}.json")
+    out = _eval_cache(nsc, every)
     if not out.exists():
         subprocess.run(
             [str(BIN / "nscodec"), "eval", str(nsc), "--data", args.data, "--scale-factor", str(args.scale),
@@ -174,13 +179,13 @@ def main() -> None:
             _full(rows[-1], nsc, args)
     for s, b, label in schemes:
         print(f"[eval] post-hoc {s} {b}", flush=True)
-        ev = _eval(work / f"posthoc_{s}{b}.nsc", args, args.every)
+        nsc = work / f"posthoc_{s}{b}.nsc"
+        ev = _eval(nsc, args, args.every)
         rows.append({"series": label, "scheme": s, "bits": b, "psnr": ev["psnr"], "ssim": ev["ssim"], "bytes": ev["bytes"],
                      "test_views": ev["num_views"], "train_seconds": base_train_s, "steps": total,
                      "decode_seconds": ev["decode_seconds"], "resolution": f"{ev['width']}x{ev['height']}"})
-        full_cache = work / f"posthoc_{s}{b}_every1.json"
-        if ("base" if s == "fp32" else "posthoc") in full_split or full_cache.exists():  # a cached full eval is used
-            _full(rows[-1], work / f"posthoc_{s}{b}.nsc", args)
+        if ("base" if s == "fp32" else "posthoc") in full_split or _eval_cache(nsc, 1).exists():  # cached: free
+            _full(rows[-1], nsc, args)
 
     for r in rows:
         r.update(method=r["series"].split(" (")[0] if r["series"].startswith("ectensorf") else "nscodec-tensorf", scene=scene)

@@ -332,8 +332,8 @@ class ECTensoRFModel(NscTensoRFModel):
             self.enter_stage2(bundles)
             self.update_occupancy()
             # every stage-2 schedule restarts here and decays over the steps that are left, so the learning rates
-            # reach their final values at the last step whatever --max-num-iterations is (measured: see
-            # docs/benchmarks.md, "stage-2 learning-rate schedule")
+            # reach their final values at the last step whatever --max-num-iterations is (measured +0.15 dB:
+            # docs/benchmarks.md, "Probes of 2026-11-30")
             left = max_steps - step
             for group in ("encodings", "latents", "codec"):
                 self.reset_encoding_optimizer(attrs, group, max_steps=left)

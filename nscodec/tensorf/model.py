@@ -14,9 +14,7 @@ original TensoRF code does it, which is what makes it fast without CUDA:
 
 from __future__ import annotations
 
-import dataclasses
-
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import numpy as np
@@ -168,7 +166,7 @@ class NscTensoRFModel(NscModel):
             params = attrs.pipeline.get_param_groups()[group]
             attrs.optimizers.optimizers[group] = conf["optimizer"].setup(params=params)
         if conf["scheduler"]:
-            sched = conf["scheduler"] if max_steps is None else dataclasses.replace(conf["scheduler"], max_steps=max(1, max_steps))
+            sched = conf["scheduler"] if max_steps is None else replace(conf["scheduler"], max_steps=max(1, max_steps))
             optimizer = attrs.optimizers.optimizers[group]
             for pg in optimizer.param_groups:  # restart from the configured rate (LambdaLR scales initial_lr)
                 pg["initial_lr"] = pg["lr"] = conf["optimizer"].lr
