@@ -16,6 +16,16 @@ RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 
 
+def ns_train_flags(data: str, output_dir: Path, scale: float) -> List[str]:
+    """The ``ns-train`` flags every bench run shares: dataset, output folder with a fixed ``run`` timestamp (so
+    results are found again and cached), tensorboard only, image downscale, and no evaluation during training
+    (bench scripts evaluate real files afterwards)."""
+    never = "100000000"
+    return ["--data", str(data), "--output-dir", str(output_dir), "--timestamp", "run", "--vis", "tensorboard",
+            "--pipeline.datamanager.camera-res-scale-factor", str(scale), "--steps-per-eval-image", never,
+            "--steps-per-eval-batch", never, "--steps-per-eval-all-images", never]
+
+
 def device_string() -> str:
     """e.g. ``cpu: 2 cores (x86_64)``."""
     import os

@@ -20,24 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, device_string  # noqa: E402
+from common import RESULTS, ROOT, device_string, ns_train_flags  # noqa: E402
+
+from nscodec.export import export_from_config  # noqa: E402
 
 BIN = Path(sys.executable).parent
-NEVER = "100000000"
-
-
-def export_step(config_yml: Path, step: int, out: Path) -> None:
-    """Export the checkpoint of ``step`` (not the latest) of a training run to ``out``."""
-    from nscodec.export import export_from_config
-
-    cfg = yaml.load(config_yml.read_text(), Loader=yaml.Loader)
-    cfg.load_step = step
-    tmp = config_yml.with_name(f"config_step{step}.yml")
-    tmp.write_text(yaml.dump(cfg))
-    export_from_config(tmp, out, overwrite=True, quiet=True)
 
 
 def main() -> None:
@@ -57,10 +45,7 @@ def main() -> None:
     work = ROOT / "bench" / "runs" / "ectensorf_probe" / args.tag
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    train_cmd = [str(BIN / "ns-train"), "ectensorf", "--data", args.data, "--output-dir", str(work), "--timestamp", "run",
-                 "--vis", "tensorboard", "--pipeline.datamanager.camera-res-scale-factor", str(args.scale),
-                 "--steps-per-eval-image", NEVER, "--steps-per-eval-batch", NEVER, "--steps-per-eval-all-images", NEVER,
-                 "--experiment-name", "p", "--max-num-iterations", str(args.steps),
+    train_cmd = [str(BIN / "ns-train"), "ectensorf", *ns_train_flags(args.data, work, args.scale), "--experiment-name", "p", "--max-num-iterations", str(args.steps),
                  "--steps-per-save", str(args.save_every or args.steps), "--save-only-latest-checkpoint", "False",
                  "--pipeline.model.init-from", args.init, *extra]
     run = work / "p" / "ectensorf" / "run"
@@ -77,7 +62,7 @@ def main() -> None:
         nsc = work / f"step{step}.nsc"
         ev_path = work / f"step{step}_every{args.every}.json"
         if not nsc.exists():
-            export_step(run / "config.yml", step, nsc)
+            export_from_config(run / "config.yml", nsc, overwrite=True, quiet=True, load_step=step)
         if not ev_path.exists():
             subprocess.run([str(BIN / "nscodec"), "eval", str(nsc), "--data", args.data, "--scale-factor", str(args.scale),
                             "--every", str(args.every), "--output", str(ev_path)], check=True, cwd=ROOT,

@@ -33,10 +33,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, record, update_doc_section  # noqa: E402
+from common import ROOT, ns_train_flags, record, update_doc_section  # noqa: E402
 
 BIN = Path(sys.executable).parent
-NEVER = "100000000"
 
 
 def _env() -> Dict[str, str]:
@@ -111,9 +110,7 @@ def main() -> None:
     scene = Path(args.data).name
     total = args.stage1 + args.stage2
     ups = [str(int(args.stage1 * f)) for f in (0.2, 0.4, 0.6, 0.8)]
-    common = ["--data", args.data, "--output-dir", str(work), "--timestamp", "run", "--vis", "tensorboard",
-              "--pipeline.datamanager.camera-res-scale-factor", str(args.scale), "--steps-per-eval-image", NEVER,
-              "--steps-per-eval-batch", NEVER, "--steps-per-eval-all-images", NEVER]
+    common = ns_train_flags(args.data, work, args.scale)
     rows: List[Dict[str, Any]] = []
     full_split = [x for x in args.full_split.split(",") if x]
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, record, update_doc_section  # noqa: E402
+from common import ROOT, ns_train_flags, record, update_doc_section  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -38,11 +38,8 @@ def train(args, work: Path, tag: str, extra: list) -> dict:
     if done.exists() and not args.retrain:
         return json.loads(done.read_text())
     cmd = [
-        str(BIN / "ns-train"), "vqad", "--data", args.data, "--output-dir", str(work), "--experiment-name", tag,
-        "--timestamp", "run", "--vis", "tensorboard", "--max-num-iterations", str(args.steps),
-        "--pipeline.datamanager.camera-res-scale-factor", str(args.scale),
-        "--pipeline.datamanager.train-num-rays-per-batch", str(args.rays),
-        "--steps-per-eval-image", "100000000", "--steps-per-eval-batch", "100000000", "--steps-per-eval-all-images", "100000000",
+        str(BIN / "ns-train"), "vqad", *ns_train_flags(args.data, work, args.scale), "--experiment-name", tag,
+        "--max-num-iterations", str(args.steps), "--pipeline.datamanager.train-num-rays-per-batch", str(args.rays),
         *extra,
     ]
     # peak RSS via /usr/bin/time (a fresh small parent): os.wait4 on our own child would also count the pages of

@@ -114,7 +114,7 @@ def export_command(args: argparse.Namespace) -> int:
     if (out / args.filename).exists() and not args.overwrite:
         raise FileExistsError(f"{out / args.filename} already exists; pass --overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
-    export_from_config(Path(args.load_config), out / args.filename, overwrite=args.overwrite)
+    export_from_config(Path(args.load_config), out / args.filename, overwrite=args.overwrite, load_step=args.load_step)
     return 0
 
 
@@ -124,6 +124,7 @@ def _add_export(subparsers: "argparse._SubParsersAction") -> None:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--filename", default="scene.nsc")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--load-step", type=int, default=None, help="step of the checkpoint to export (default: the latest)")
     p.set_defaults(func=export_command)
 
 

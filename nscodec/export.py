@@ -32,12 +32,17 @@ def training_meta(pipeline_config: Any) -> Dict[str, Any]:
     }
 
 
-def export_from_config(load_config: Path, output_path: Path, overwrite: bool = False, quiet: bool = False) -> int:
-    """Load the checkpoint named by a training ``config.yml`` and write ``output_path`` (.nsc). Returns bytes.
+def export_from_config(
+    load_config: Path, output_path: Path, overwrite: bool = False, quiet: bool = False, load_step: Optional[int] = None
+) -> int:
+    """Load a checkpoint of the training run a ``config.yml`` names and write ``output_path`` (.nsc). Returns bytes.
+
+    ``load_step``: the step of the checkpoint to export (``step-<load_step>.ckpt``, as nerfstudio names them;
+    a run saved with ``--save-only-latest-checkpoint False`` keeps several); None exports the latest.
 
     Raises:
         NscError: the config file does not exist, is not a nerfstudio training config, its run has no
-            checkpoint, or its model has no ``.nsc`` codec.
+            checkpoint (or none of step ``load_step``, listing the steps it has), or its model has no ``.nsc`` codec.
         FileExistsError: ``output_path`` exists and ``overwrite`` is False.
     """
     from nerfstudio.utils.eval_utils import eval_setup
@@ -55,11 +60,19 @@ def export_from_config(load_config: Path, output_path: Path, overwrite: bool = F
             f"no checkpoint (step-*.ckpt) in {ckpt_dir} — nerfstudio resolves it from the config's output_dir, "
             "relative to the current directory: run from where you trained, or train first"
         )
+    if load_step is not None and not (ckpt_dir / f"step-{int(load_step):09d}.ckpt").is_file():
+        have = sorted(int(p.stem.split("-")[1]) for p in ckpt_dir.glob("step-*.ckpt"))
+        raise NscError(f"no checkpoint of step {load_step} in {ckpt_dir}; its steps are {have}")
     from nerfstudio.utils.rich_utils import CONSOLE
 
     from nscodec.io import export_model
 
-    config, pipeline, _, _ = eval_setup(Path(load_config), test_mode="inference")
+    def at_step(config: Any) -> Any:
+        if load_step is not None:
+            config.load_step = int(load_step)
+        return config
+
+    config, pipeline, _, _ = eval_setup(Path(load_config), test_mode="inference", update_config_callback=at_step)
     meta = training_meta(config.pipeline)
     size = export_model(pipeline.model, output_path, meta=meta, overwrite=overwrite)
     if not quiet:
@@ -90,6 +103,8 @@ class ExportCompressed(Exporter):
     """Name of the file written inside output_dir."""
     overwrite: bool = False
     """Replace an existing file of that name."""
+    load_step: Optional[int] = None
+    """Step of the checkpoint to export (default: the latest)."""
 
     def main(self) -> None:
         from nscodec.coding.errors import NscError
@@ -99,7 +114,7 @@ class ExportCompressed(Exporter):
             raise SystemExit(f"ns-export compressed: error: {target} already exists; pass --overwrite to replace it")
         self.output_dir.mkdir(parents=True, exist_ok=True)
         try:
-            export_from_config(self.load_config, target, overwrite=self.overwrite)
+            export_from_config(self.load_config, target, overwrite=self.overwrite, load_step=self.load_step)
         except (NscError, FileExistsError) as err:
             raise SystemExit(f"ns-export compressed: error: {err}") from None
 

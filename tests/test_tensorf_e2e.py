@@ -202,6 +202,40 @@ def test_ns_viewer_loads_checkpoint_offline(trained, tmp_path, source, lego_tiny
                 proc.kill()
 
 
+def test_export_load_step_picks_that_checkpoint(trained, tmp_path):
+    """``load_step`` exports the named checkpoint, not the latest; a step the run lacks is one clear error."""
+    import yaml
+
+    from nscodec.coding.errors import NscError
+    from nscodec.export import export_from_config
+    from nscodec.io import load_model
+
+    config_yml, trainer, _ = trained
+    cfg = yaml.load(config_yml.read_text(), Loader=yaml.Loader)
+    cfg.output_dir = tmp_path / "runs"
+    ckpt_dir = cfg.get_checkpoint_dir()
+    ckpt_dir.mkdir(parents=True)
+    state = torch.load(trainer.checkpoint_dir / "step-000000119.ckpt", map_location="cpu", weights_only=False)
+    torch.save(state, ckpt_dir / "step-000000119.ckpt")
+    key = "_model.field.color_encoding.line_coef"
+    state["pipeline"][key] = state["pipeline"][key] * 0.5  # an earlier checkpoint that differs
+    state["step"] = 60
+    torch.save(state, ckpt_dir / "step-000000060.ckpt")
+    config = tmp_path / "config.yml"
+    config.write_text(yaml.dump(cfg))
+
+    export_from_config(config, tmp_path / "latest.nsc", quiet=True)
+    export_from_config(config, tmp_path / "s60.nsc", quiet=True, load_step=60)
+    latest = load_model(tmp_path / "latest.nsc")[0].field.color_encoding.line_coef
+    s60 = load_model(tmp_path / "s60.nsc")[0].field.color_encoding.line_coef
+    ref = trainer.pipeline.model.field.color_encoding.line_coef.detach().cpu()
+    assert torch.allclose(latest, ref, atol=1e-2 * ref.abs().max().item())
+    assert torch.allclose(s60, 0.5 * ref, atol=1e-2 * ref.abs().max().item())
+    with pytest.raises(NscError, match=r"no checkpoint of step 7 .*\[60, 119\]"):
+        export_from_config(config, tmp_path / "s7.nsc", load_step=7)
+    assert not (tmp_path / "s7.nsc").exists()
+
+
 @pytest.mark.parametrize("case", ["missing", "not_yaml", "no_checkpoint"])
 def test_export_bad_config_is_one_clear_error(case, tmp_path, trained):
     from nscodec.coding.errors import NscError
