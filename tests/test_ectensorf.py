@@ -187,6 +187,45 @@ def test_closed_masks_code_nothing(trained_ec):
         model._decoded_cache = None
 
 
+def test_learned_latent_steps_get_gradients_and_fold_exactly(trained_ec):
+    """The per-channel quantization steps are trained with the latents (a rate–distortion gradient reaches them)
+    and folding them into the decoders leaves the decoded planes unchanged, with the steps reset to 1. A checkpoint
+    from before the learned steps (no ``log_step`` keys) loads with unit steps."""
+    import copy
+
+    _, trainer, _ = trained_ec
+    ref = trainer.pipeline.model
+    assert all(torch.count_nonzero(getattr(ref.codec, f"log_step_{s}")) == 0 for s in ("density", "color"))  # folded
+    latent_group = trainer.optimizers.optimizers["latents"].param_groups[0]["params"]
+    assert any(p is ref.codec.log_step_color for p in latent_group)
+
+    model = copy.deepcopy(ref)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for s in ("density", "color"):
+            getattr(model.codec, f"log_step_{s}").copy_(torch.empty_like(getattr(model.codec, f"log_step_{s}")).uniform_(-1.5, 0.5, generator=g))
+    model.train()
+    model._step = model._stage2_start()
+    rate, rec = model.plane_rate_distortion(model.decode_planes())
+    (rate + rec).backward()
+    for s in ("density", "color"):
+        grad = getattr(model.codec, f"log_step_{s}").grad
+        assert grad is not None and torch.count_nonzero(grad) > 0, s
+    model.eval()
+    with torch.no_grad():
+        before = {k: v.clone() for k, v in model.decode_planes().items()}
+        model.fold_latent_steps()
+        after = model.decode_planes()
+    for s in ("density", "color"):
+        assert torch.count_nonzero(getattr(model.codec, f"log_step_{s}")) == 0
+        assert torch.allclose(after[s], before[s], atol=1e-5 * before[s].abs().max().item()), s
+    assert after["rate_bits"] == before["rate_bits"]  # the same symbols
+
+    old = {k: v for k, v in ref.state_dict().items() if "log_step" not in k}
+    model.load_state_dict(old)
+    assert all(torch.count_nonzero(getattr(model.codec, f"log_step_{s}")) == 0 for s in ("density", "color"))
+
+
 def test_stage2_checkpoint_loads_via_eval_setup(trained_ec):
     """ns-eval / ns-viewer / ns-export load a stage-2 checkpoint (the codec structure is rebuilt on load) and
     render exactly what the trained model renders (the final step quantized the dense parts before saving, and

@@ -14,6 +14,12 @@ read each location, :mod:`nscodec.ectensorf.importance`), normalised to mean 1. 
 heads and decoder keep training in stage 2; they are stored with ``dense_bits``-bit power-of-two quantization and
 entropy coding (biases float16); their file share is in ``nscodec info``.
 
+Each latent channel has a learned quantization step ``Δ_c = exp(s_c)`` (``learn_latent_step``; learned step size
+quantization, Esser et al. 2020, not in the paper): the decoder reads ``Δ ⊙ round(Y / Δ)`` and the entropy model
+rates the symbols ``round(Y / Δ)``, so the rate–distortion gradient sets how finely each channel is quantized rather
+than the decoder's initial weight scale. At the last step ``Δ`` is folded into the decoder's first layer (exact:
+it is linear in its input) and the latents become the integer symbols, so the file format does not change.
+
 Evaluation (and the ``.nsc``) uses rounded latents and the deterministic mask; at the last step (and before
 export) the dense parts are quantized in place, so a decoded file renders bit-identically to the model that was evaluated.
 """
@@ -93,6 +99,10 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     reconstruction + λ·rate, no rendering) at the stage switch. Not in the paper, which starts stage 2 from zero
     latents directly; costs ~ms per step and removes the PSNR collapse at the switch. 0 disables it."""
     latent_prefit_lr: float = 2e-2
+    learn_latent_step: bool = True
+    """Learn one quantization step per latent channel (see the module docstring; not in the paper). Off = the
+    paper's unit step, where the scale the decoder settles at in the plane-only prefit fixes the precision: 83–92%
+    of the latents then round to 0 and a smaller λ buys no PSNR. Measured +0.5 dB at λ = 1e-3 (docs/benchmarks.md)."""
     dense_bits: int = 6
     """Storage of the parts that are not latents (plane decoders, line factors, basis matrix, MLP heads): weights
     with ≥ 2 dims quantized per channel to this many bits with power-of-two steps and entropy-coded
@@ -134,6 +144,8 @@ class ECTensoRFModel(NscTensoRFModel):
         for stack, c_lat in (("density", cfg.latent_channels_density), ("color", cfg.latent_channels_color)):
             enc = getattr(self.field, f"{stack}_encoding")
             codec.register_parameter(f"latents_{stack}", Parameter(torch.zeros(3 * c_lat, h, h)))
+            # log Δ per latent channel (shared by the 3 planes); 0 = unit step, the paper's integer latents
+            codec.register_parameter(f"log_step_{stack}", Parameter(torch.zeros(c_lat), requires_grad=cfg.learn_latent_step))
             codec.add_module(f"decoder_{stack}", LatentPlaneDecoder(c_lat, enc.num_components, cfg.decoder_hidden, cfg.latent_downsample))
             codec.add_module(
                 f"prior_{stack}",
@@ -219,6 +231,10 @@ class ECTensoRFModel(NscTensoRFModel):
             res = int(state_dict[prefix + "codec.target_density"].shape[-1])
             self.field.upsample(res)
             self._build_codec(res)
+        if key in state_dict:  # checkpoints written before the learned latent step: unit steps
+            for s in STACKS:
+                z = state_dict[prefix + f"codec.latents_{s}"]
+                state_dict.setdefault(prefix + f"codec.log_step_{s}", z.new_zeros(z.shape[0] // 3))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def planes_trainable(self) -> bool:
@@ -237,24 +253,51 @@ class ECTensoRFModel(NscTensoRFModel):
     def decode_planes(self) -> Dict[str, Tensor]:
         """Decode ``{stack: planes [3, C, N, N]}`` plus ``"rate_bits"`` (scalar, bits).
 
-        Training: one Gumbel-softmax mask sample per step (deterministic when ``use_mask`` is off), straight-
-        through rounding for the values and the additive-noise likelihood for the rate ("mixed" quantization,
-        Minnen & Singh 2020). Evaluation: rounded latents, deterministic mask — exactly what the file holds."""
+        The symbols are ``Y / Δ`` (latents over their channel's quantization step, :meth:`latent_steps`); the
+        decoder reads ``Δ ⊙ Ŷ``. Training: one Gumbel-softmax mask sample per step (deterministic when ``use_mask``
+        is off), straight-through rounding for the values and the additive-noise likelihood for the rate ("mixed"
+        quantization, Minnen & Singh 2020); through the rounding, ``Δ`` gets the learned-step-size gradient
+        ``Ŷ − Y/Δ`` (Esser et al. 2020). Evaluation: rounded symbols, deterministic mask — exactly what the file
+        holds once the steps are folded (:meth:`fold_latent_steps`)."""
         out: Dict[str, Tensor] = {}
         bits = torch.zeros((), device=self.codec.importance.device)
         for s in STACKS:
             prior: MaskedFactorizedPrior = getattr(self.codec, f"prior_{s}")
             z = getattr(self.codec, f"latents_{s}")
+            c_lat = z.shape[0] // 3
+            step = self.latent_steps(s).view(1, c_lat, 1, 1)
+            sym = (z.view(3, c_lat, *z.shape[1:]) / step).view(z.shape)
             if self.training:  # one mask sample; STE values, rate from the noisy-latent likelihood
-                z_hat, rate, _ = prior(z, tau=self.tau(), mode="mixed", stochastic=self.config.use_mask)
+                z_hat, rate, _ = prior(sym, tau=self.tau(), mode="mixed", stochastic=self.config.use_mask)
                 bits = bits + rate
             else:
-                z_hat, rate, _ = prior(z, mode="round", stochastic=False)
+                z_hat, rate, _ = prior(sym, mode="round", stochastic=False)
                 bits = bits + rate.detach()
-            c_lat = z.shape[0] // 3
-            out[s] = getattr(self.codec, f"decoder_{s}")(z_hat.reshape(3, c_lat, *z.shape[1:]), self.plane_resolution)
+            planes_in = z_hat.view(3, c_lat, *z.shape[1:]) * step
+            out[s] = getattr(self.codec, f"decoder_{s}")(planes_in, self.plane_resolution)
         out["rate_bits"] = bits
         return out
+
+    def latent_steps(self, stack: str) -> Tensor:
+        """Quantization step ``Δ = exp(s)`` ``[C_lat]`` of each latent channel of ``stack`` (latent units)."""
+        return torch.exp(getattr(self.codec, f"log_step_{stack}"))
+
+    @torch.no_grad()
+    def fold_latent_steps(self) -> None:
+        """Fold each channel's step into its decoder: latents ``Y ← Y / Δ``, first-layer weights ``W[c] ← Δ_c W[c]``,
+        ``Δ ← 1``. The decoded planes are unchanged (the transposed convolution is linear in its input; equal up to
+        float rounding) and the latents are now the symbols the file stores. Idempotent."""
+        for s in STACKS:
+            log_step = getattr(self.codec, f"log_step_{s}")
+            if not torch.any(log_step != 0):
+                continue
+            step = torch.exp(log_step)
+            z = getattr(self.codec, f"latents_{s}")
+            c_lat = step.numel()
+            z.copy_((z.view(3, c_lat, *z.shape[1:]) / step.view(1, c_lat, 1, 1)).view(z.shape))
+            getattr(self.codec, f"decoder_{s}").up1.weight.mul_(step.view(c_lat, 1, 1, 1))
+            log_step.zero_()
+        self._decoded_cache = None
 
     def _install_planes(self) -> Dict[str, Tensor]:
         if self.training:
@@ -305,8 +348,8 @@ class ECTensoRFModel(NscTensoRFModel):
         groups = super().get_param_groups()
         if self.stage2:
             groups["encodings"] = [self.field.density_encoding.line_coef, self.field.color_encoding.line_coef]
-            groups["latents"] = [p for n, p in self.codec.named_parameters() if n.startswith("latents_")]
-            groups["codec"] = [p for n, p in self.codec.named_parameters() if not n.startswith("latents_")]
+            groups["latents"] = [p for n, p in self.codec.named_parameters() if n.startswith(("latents_", "log_step_"))]
+            groups["codec"] = [p for n, p in self.codec.named_parameters() if not n.startswith(("latents_", "log_step_"))]
         else:
             groups["latents"] = [self._placeholder]
             groups["codec"] = [self._placeholder]
@@ -387,7 +430,10 @@ class ECTensoRFModel(NscTensoRFModel):
     @torch.no_grad()
     def quantize_dense(self) -> None:
         """Round every parameter outside the latents to its stored value in place (``dense_bits``-bit power-of-two
-        quantization, or float16), so the .nsc decodes to exactly the evaluated model. Idempotent."""
+        quantization, or float16), so the .nsc decodes to exactly the evaluated model. Folds the latent steps
+        into the decoders first (:meth:`fold_latent_steps`). Idempotent."""
+        if self.stage2:
+            self.fold_latent_steps()
         quantize_dense_(self.dense_modules(), int(self.config.dense_bits), self.DENSE_CHANNEL_DIMS)
         self._decoded_cache = None
 
