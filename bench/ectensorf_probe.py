@@ -7,7 +7,8 @@ checkpoint as a real ``.nsc``, evaluate it, and append one row per checkpoint to
 
 Arguments after ``--`` go to ``ns-train ectensorf`` unchanged. The base defaults to the RD sweep's step-1200
 checkpoint (``bench/runs/ectensorf_rd``), so a probe is comparable with the sweep's 600-step rows. Runs live in
-``bench/runs/ectensorf_probe/<tag>``; finished exports/evaluations are cached there.
+``bench/runs/ectensorf_probe/<tag>``; finished exports/evaluations are cached there. ``--diagnostic NAME`` trains
+with a variant from ``bench/ectensorf_diagnostics.py`` (e.g. ``noquant``, evaluated in-process: no file holds it).
 """
 
 from __future__ import annotations
@@ -28,6 +29,22 @@ from nscodec.export import export_from_config  # noqa: E402
 BIN = Path(sys.executable).parent
 
 
+def _eval_in_process(config_yml: Path, step: int, args) -> dict:
+    """Evaluate checkpoint ``step`` of a run in this process (for diagnostics whose model no file holds)."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from nscodec.evaluate import evaluate_model
+
+    def at_step(cfg):
+        cfg.load_step = step
+        return cfg
+
+    _, pipeline, _, _ = eval_setup(config_yml, test_mode="inference", update_config_callback=at_step)
+    ev = evaluate_model(pipeline.model, Path(args.data), "test", args.scale, every=args.every, progress=False)
+    ev.pop("per_view", None)
+    return {**ev, "bytes": None, "note": "no file: evaluated in-process (the model is not what a .nsc stores)"}
+
+
 def main() -> None:
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -41,11 +58,19 @@ def main() -> None:
     ap.add_argument("--save-every", type=int, default=0, help="also export/evaluate every N steps (0 = final only)")
     ap.add_argument("--every", type=int, default=10, help="evaluate every N-th test view")
     ap.add_argument("--note", default="")
+    ap.add_argument("--diagnostic", default=None,
+                    help="train with a variant of bench/ectensorf_diagnostics.py (e.g. noquant: no latent quantization)")
     args = ap.parse_args(argv)
     work = ROOT / "bench" / "runs" / "ectensorf_probe" / args.tag
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    train_cmd = [str(BIN / "ns-train"), "ectensorf", *ns_train_flags(args.data, work, args.scale), "--experiment-name", "p", "--max-num-iterations", str(args.steps),
+    trainer = [str(BIN / "ns-train")]
+    if args.diagnostic:
+        import ectensorf_diagnostics as diag
+
+        diag.apply(args.diagnostic)  # unknown name: one clear error before training; patches this process for eval
+        trainer = [sys.executable, str(ROOT / "bench" / "ectensorf_diagnostics.py"), args.diagnostic]
+    train_cmd = [*trainer, "ectensorf", *ns_train_flags(args.data, work, args.scale), "--experiment-name", "p", "--max-num-iterations", str(args.steps),
                  "--steps-per-save", str(args.save_every or args.steps), "--save-only-latest-checkpoint", "False",
                  "--pipeline.model.init-from", args.init, *extra]
     run = work / "p" / "ectensorf" / "run"
@@ -61,14 +86,18 @@ def main() -> None:
     for step in steps:
         nsc = work / f"step{step}.nsc"
         ev_path = work / f"step{step}_every{args.every}.json"
-        if not nsc.exists():
+        if args.diagnostic in getattr(sys.modules.get("ectensorf_diagnostics"), "NO_FILE", ()):
+            if not ev_path.exists():  # no file holds this model: evaluate it in-process, under the same patch
+                ev_path.write_text(json.dumps(_eval_in_process(run / "config.yml", step, args)))
+            nsc = None
+        elif not nsc.exists():
             export_from_config(run / "config.yml", nsc, overwrite=True, quiet=True, load_step=step)
-        if not ev_path.exists():
+        if nsc is not None and not ev_path.exists():
             subprocess.run([str(BIN / "nscodec"), "eval", str(nsc), "--data", args.data, "--scale-factor", str(args.scale),
                             "--every", str(args.every), "--output", str(ev_path)], check=True, cwd=ROOT,
                            stdout=subprocess.DEVNULL, env=env)
         ev = json.loads(ev_path.read_text())
-        print(f"[{args.tag}] step {step}: {ev['psnr']:.2f} dB, {ev['bytes']:,} B ({ev['num_views']} views)", flush=True)
+        print(f"[{args.tag}] step {step}: {ev['psnr']:.2f} dB, {ev['bytes'] or 0:,} B ({ev['num_views']} views)", flush=True)
         rows.append({"device": device_string(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                      "probe": f"{args.tag}: stage 2 step {step + 1} of {args.steps}" + (f" ({args.note})" if args.note else ""),
                      "psnr": ev["psnr"], "ssim": ev["ssim"], "bytes": ev["bytes"], "test_views": ev["num_views"],
