@@ -88,7 +88,9 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     use_importance: bool = True
     """Ablation switch: False weights every plane location equally."""
     use_mask: bool = True
-    """Ablation switch: False uses a plain factorized prior (every latent is coded)."""
+    """Ablation switch: False uses a plain factorized prior (every latent is coded). On by default as in the paper,
+    but measured a loss at lego 200² with 600 stage-2 steps: off gave +0.58 dB at 1.8% fewer bytes (λ = 1e-3,
+    docs/benchmarks.md), and every mask entry ended open."""
     tau_start: float = 1.0
     tau_end: float = 0.05
     """Gumbel-softmax temperature, annealed exponentially over stage 2."""
