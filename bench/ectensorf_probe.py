@@ -24,22 +24,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, device_string, ns_train_flags  # noqa: E402
 
-from nscodec.export import export_from_config  # noqa: E402
+from nscodec.export import export_from_config, load_run  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
 
 def _eval_in_process(config_yml: Path, step: int, args) -> dict:
     """Evaluate checkpoint ``step`` of a run in this process (for diagnostics whose model no file holds)."""
-    from nerfstudio.utils.eval_utils import eval_setup
-
     from nscodec.evaluate import evaluate_model
 
-    def at_step(cfg):
-        cfg.load_step = step
-        return cfg
-
-    _, pipeline, _, _ = eval_setup(config_yml, test_mode="inference", update_config_callback=at_step)
+    _, pipeline = load_run(config_yml, load_step=step)
     ev = evaluate_model(pipeline.model, Path(args.data), "test", args.scale, every=args.every, progress=False)
     ev.pop("per_view", None)
     return {**ev, "bytes": None, "note": "no file: evaluated in-process (the model is not what a .nsc stores)"}
@@ -64,12 +58,13 @@ def main() -> None:
     work = ROOT / "bench" / "runs" / "ectensorf_probe" / args.tag
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    trainer = [str(BIN / "ns-train")]
+    trainer, no_file = [str(BIN / "ns-train")], False
     if args.diagnostic:
         import ectensorf_diagnostics as diag
 
         diag.apply(args.diagnostic)  # unknown name: one clear error before training; patches this process for eval
         trainer = [sys.executable, str(ROOT / "bench" / "ectensorf_diagnostics.py"), args.diagnostic]
+        no_file = args.diagnostic in diag.NO_FILE
     train_cmd = [*trainer, "ectensorf", *ns_train_flags(args.data, work, args.scale), "--experiment-name", "p", "--max-num-iterations", str(args.steps),
                  "--steps-per-save", str(args.save_every or args.steps), "--save-only-latest-checkpoint", "False",
                  "--pipeline.model.init-from", args.init, *extra]
@@ -86,7 +81,7 @@ def main() -> None:
     for step in steps:
         nsc = work / f"step{step}.nsc"
         ev_path = work / f"step{step}_every{args.every}.json"
-        if args.diagnostic in getattr(sys.modules.get("ectensorf_diagnostics"), "NO_FILE", ()):
+        if no_file:
             if not ev_path.exists():  # no file holds this model: evaluate it in-process, under the same patch
                 ev_path.write_text(json.dumps(_eval_in_process(run / "config.yml", step, args)))
             nsc = None

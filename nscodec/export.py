@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from nerfstudio.scripts.exporter import Exporter
 
@@ -32,18 +32,14 @@ def training_meta(pipeline_config: Any) -> Dict[str, Any]:
     }
 
 
-def export_from_config(
-    load_config: Path, output_path: Path, overwrite: bool = False, quiet: bool = False, load_step: Optional[int] = None
-) -> int:
-    """Load a checkpoint of the training run a ``config.yml`` names and write ``output_path`` (.nsc). Returns bytes.
-
-    ``load_step``: the step of the checkpoint to export (``step-<load_step>.ckpt``, as nerfstudio names them;
-    a run saved with ``--save-only-latest-checkpoint False`` keeps several); None exports the latest.
+def load_run(load_config: Path, load_step: Optional[int] = None, test_mode: str = "inference") -> Tuple[Any, Any]:
+    """``(config, pipeline)`` of a training run's checkpoint, via nerfstudio's ``eval_setup``, after checking that it
+    exists. ``load_step``: the step of the checkpoint (``step-<load_step>.ckpt``, as nerfstudio names them; a run
+    saved with ``--save-only-latest-checkpoint False`` keeps several); None loads the latest.
 
     Raises:
-        NscError: the config file does not exist, is not a nerfstudio training config, its run has no
-            checkpoint (or none of step ``load_step``, listing the steps it has), or its model has no ``.nsc`` codec.
-        FileExistsError: ``output_path`` exists and ``overwrite`` is False.
+        NscError: the config file does not exist, is not a nerfstudio training config, or its run has no checkpoint
+            (or none of step ``load_step``, listing the steps it has).
     """
     from nerfstudio.utils.eval_utils import eval_setup
 
@@ -52,8 +48,6 @@ def export_from_config(
     load_config = Path(load_config)
     if not load_config.is_file():
         raise NscError(f"training config not found: {load_config}")
-    if Path(output_path).exists() and not overwrite:
-        raise FileExistsError(f"{output_path} already exists; pass --overwrite to replace it")
     ckpt_dir = _checkpoint_dir(load_config)
     if not any(ckpt_dir.glob("step-*.ckpt")):
         raise NscError(
@@ -63,16 +57,36 @@ def export_from_config(
     if load_step is not None and not (ckpt_dir / f"step-{int(load_step):09d}.ckpt").is_file():
         have = sorted(int(p.stem.split("-")[1]) for p in ckpt_dir.glob("step-*.ckpt"))
         raise NscError(f"no checkpoint of step {load_step} in {ckpt_dir}; its steps are {have}")
-    from nerfstudio.utils.rich_utils import CONSOLE
-
-    from nscodec.io import export_model
 
     def at_step(config: Any) -> Any:
         if load_step is not None:
             config.load_step = int(load_step)
         return config
 
-    config, pipeline, _, _ = eval_setup(Path(load_config), test_mode="inference", update_config_callback=at_step)
+    config, pipeline, _, _ = eval_setup(load_config, test_mode=test_mode, update_config_callback=at_step)
+    return config, pipeline
+
+
+def export_from_config(
+    load_config: Path, output_path: Path, overwrite: bool = False, quiet: bool = False, load_step: Optional[int] = None
+) -> int:
+    """Load a checkpoint of the training run a ``config.yml`` names (:func:`load_run`; ``load_step`` None = the
+    latest) and write ``output_path`` (.nsc). Returns bytes.
+
+    Raises:
+        NscError: the errors of :func:`load_run`, or the model has no ``.nsc`` codec.
+        FileExistsError: ``output_path`` exists and ``overwrite`` is False.
+    """
+    from nerfstudio.utils.rich_utils import CONSOLE
+
+    from nscodec.coding.errors import NscError
+    from nscodec.io import export_model
+
+    if not Path(load_config).is_file():  # before the overwrite check: a missing config is the first thing to say
+        raise NscError(f"training config not found: {load_config}")
+    if Path(output_path).exists() and not overwrite:
+        raise FileExistsError(f"{output_path} already exists; pass --overwrite to replace it")
+    config, pipeline = load_run(load_config, load_step)
     meta = training_meta(config.pipeline)
     size = export_model(pipeline.model, output_path, meta=meta, overwrite=overwrite)
     if not quiet:
