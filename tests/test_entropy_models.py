@@ -240,6 +240,26 @@ def test_masked_table_ignores_masked_out_symbols():
     assert mask_table.lengths.tolist() == [3] and mask_table.pmf.sum() == 2**16
 
 
+def test_mask_table_from_the_coded_mask_codes_an_open_channel_in_almost_no_bytes():
+    """With the coded mask given, the table holds each channel's open fraction: an all-open channel (a model
+    trained without the mask) costs ~0 bits instead of the learned prior's -log2 sigmoid(a) per entry, and a mixed
+    channel still round-trips exactly."""
+    from nscodec.coding.tensor_codec import decode_section, entropy_section
+
+    model = MaskedFactorizedPrior(2, 64, 64)  # neutral learned prior: 1 bit per entry
+    rng = np.random.default_rng(0)
+    mask = np.ones((2, 64, 64), dtype=np.int32)
+    mask[1] = rng.random((64, 64)) < 0.3  # channel 1: 30% open
+    learned = entropy_section("m", mask, model.mask_cdf_table())
+    empirical = entropy_section("m", mask, model.mask_cdf_table(mask=mask))
+    assert np.array_equal(decode_section(empirical), mask)
+    ideal_ch1 = 64 * 64 * -(0.3 * np.log2(0.3) + 0.7 * np.log2(0.7)) / 8  # bytes, the binary entropy of channel 1
+    assert len(learned.payload) > 2 * 64 * 64 / 8  # 1 bit per entry
+    assert len(empirical.payload) < 1.1 * ideal_ch1 + 64, (len(empirical.payload), ideal_ch1)
+    with pytest.raises(NscError, match=r"\[2, 64, 64\]"):
+        model.mask_cdf_table(mask=mask[:, :32])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # IntegerCDFTable
 # ---------------------------------------------------------------------------------------------------------

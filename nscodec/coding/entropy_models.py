@@ -506,9 +506,26 @@ class MaskedFactorizedPrior(nn.Module):
         return self.prior.build_cdf_table(precision=precision, symbols=per_channel, max_support=max_support)
 
     @torch.no_grad()
-    def mask_cdf_table(self, precision: int = 16) -> IntegerCDFTable:
-        """Export the Bernoulli mask prior as a table over symbols {0, 1} (+ unused escape), ``C`` channels."""
-        p1 = torch.sigmoid(self.mask_prior_logits.detach().to(torch.float64)).cpu().numpy()
+    def mask_cdf_table(self, precision: int = 16, mask: Union[np.ndarray, torch.Tensor, None] = None) -> IntegerCDFTable:
+        """Export the mask's Bernoulli model as a table over symbols {0, 1} (+ unused escape), ``C`` channels.
+
+        Args:
+            precision: bits of the integer table, 12..24.
+            mask: optional 0/1 mask ``[C, H, W]`` that will be coded with this table. Given, each channel's
+                probability of 1 is that channel's open fraction in ``mask`` (the static Bernoulli that codes it in
+                the fewest bits: an all-open channel costs ~0 bits instead of ``-log2 sigmoid(a_c)`` per entry);
+                otherwise it is the learned prior ``sigmoid(a_c)``. The table travels in the section either way.
+
+        Raises:
+            NscError: ``mask`` not shaped ``[C, H, W]``.
+        """
+        if mask is None:
+            p1 = torch.sigmoid(self.mask_prior_logits.detach().to(torch.float64)).cpu().numpy()
+        else:
+            m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+            if m.shape != self.shape:
+                raise NscError(f"mask must be shaped {list(self.shape)}, got {list(m.shape)}")
+            p1 = (m.reshape(self.channels, -1) > 0).mean(axis=1).astype(np.float64)
         tail = self.prior.tail_mass
         probs = np.stack([1.0 - p1, p1, np.full_like(p1, tail)], axis=1)
         C = self.channels
