@@ -11,6 +11,8 @@ Each variant replaces one piece of :class:`~nscodec.ectensorf.model.ECTensoRFMod
 * ``relax-noise``: additive uniform noise instead of straight-through rounding for the first 70% of stage 2.
 * ``relax-softround``: SHACIRA's annealed soft rounding (:func:`nscodec.shacira.latents.soft_round`, τ 0.5 → 0.05)
   for the first 70% of stage 2.
+* ``mask-lr``: the mask logits train in the ``latents`` group (learning rate 2e-2) instead of ``codec`` (1e-3): can
+  the masks close when their logits move 20× faster? (Use with ``--pipeline.model.use-mask True``.)
 
 The three relaxation/prefit variants were measured with unit latent steps (``--pipeline.model.learn-latent-step
 False``, the code before the learned steps); they ignore the learned steps. Used as ``python
@@ -91,7 +93,24 @@ def _relax(kind: str) -> Callable[[], None]:
     return apply
 
 
+def _mask_lr() -> None:
+    import nscodec.ectensorf.model as em
+
+    orig = em.ECTensoRFModel.get_param_groups
+
+    def get_param_groups(self):
+        groups = orig(self)
+        if self.stage2:  # mask logits (one per latent location) move from the codec group to the latents group
+            masks = [getattr(self.codec, f"prior_{s}").mask_logits for s in em.STACKS]
+            groups["codec"] = [p for p in groups["codec"] if all(p is not m for m in masks)]
+            groups["latents"] = groups["latents"] + masks
+        return groups
+
+    em.ECTensoRFModel.get_param_groups = get_param_groups
+
+
 VARIANTS: Dict[str, Callable[[], None]] = {
+    "mask-lr": _mask_lr,
     "noquant": _noquant,
     "prefit-rate0": _prefit_rate0,
     "relax-noise": _relax("noise"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -78,6 +79,8 @@ def main() -> None:
     train_s = float(tfile.read_text())
     steps = sorted(int(p.stem.split("-")[1]) for p in (run / "nerfstudio_models").glob("step-*.ckpt"))
     rows = []
+    # the commit whose defaults the flags apply to (rows are only reproducible against it)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     for step in steps:
         nsc = work / f"step{step}.nsc"
         ev_path = work / f"step{step}_every{args.every}.json"
@@ -97,7 +100,7 @@ def main() -> None:
                      "probe": f"{args.tag}: stage 2 step {step + 1} of {args.steps}" + (f" ({args.note})" if args.note else ""),
                      "psnr": ev["psnr"], "ssim": ev["ssim"], "bytes": ev["bytes"], "test_views": ev["num_views"],
                      "stage2_steps": step + 1, "train_seconds_whole_run": train_s,
-                     "run_command": "python bench/ectensorf_probe.py " + " ".join(sys.argv[1:]),
+                     "run_command": "python bench/ectensorf_probe.py " + shlex.join(sys.argv[1:]), "git_commit": commit,
                      "resolution": f"{ev['width']}x{ev['height']}"})
     path = RESULTS / "ectensorf_probes.json"
     data = json.loads(path.read_text()) if path.exists() else {"name": "ectensorf_probes", "rows": []}

@@ -82,7 +82,7 @@ nscodec_tensorf = MethodSpecification(
 
 
 def ectensorf_trainer_config(
-    method_name: str = "ectensorf", stage1_steps: int = 1500, stage2_steps: int = 1500, **model_kwargs
+    method_name: str = "ectensorf", stage1_steps: int = 1200, stage2_steps: int = 600, **model_kwargs
 ) -> TrainerConfig:
     """ECTensoRF: stage 1 = nscodec-tensorf pretraining, stage 2 = latent compression (one ns-train run)."""
     total = stage1_steps + stage2_steps
@@ -108,6 +108,8 @@ ectensorf_paper = MethodSpecification(
     config=ectensorf_trainer_config(
         "ectensorf-paper", stage1_steps=30000, stage2_steps=30000, init_resolution=128, final_resolution=300,
         upsampling_iters=(2000, 3000, 4000, 5500, 7000),
+        # the paper's architecture and entropy model (the CPU default differs: ECTensoRFModelConfig's docstring)
+        latent_downsample=4, use_mask=True, recon_weight=0.01, rate_lambda=1e-3, decoder_hidden=64,
     ),
     description="ECTensoRF with the paper-scale schedule (for GPU runs).",
 )

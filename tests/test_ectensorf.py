@@ -88,7 +88,7 @@ def test_init_from_stock_tensorf_checkpoint(tmp_path, monkeypatch):
         ref = dict(stock.field.named_parameters())[name]
         assert torch.equal(got, ref), name
     model.enter_stage2(None)
-    assert model.stage2 and model.codec.latents_density.shape[-1] == latent_size(24)
+    assert model.stage2 and model.codec.latents_density.shape[-1] == latent_size(24, model.config.latent_downsample)
     assert torch.equal(model.codec.target_density, stock.field.density_encoding.plane_coef.detach())
     # the field renders the decoded planes right after the switch (occupancy updates read them), not zeros
     model.eval()
@@ -121,6 +121,7 @@ def trained_ec(lego_tiny, tmp_path_factory):
         lego_tiny, work, steps=120, rays=1024, progress=False, trainer_config=cfg,
         init_resolution=24, final_resolution=32, upsampling_iters=(30,), occupancy_warmup=20, occupancy_update_every=20,
         importance_batches=4,
+        use_mask=True,  # the paper's masked entropy model (ectensorf-paper); the default's plain prior is its subset
     )
     return config_yml, trainer, work
 
