@@ -2,10 +2,11 @@
 
 Stage 1 trains :class:`~nscodec.tensorf.model.NscTensoRFModel`. Stage 2 (from ``stage1_steps``, or from step 0
 with ``init_from``) replaces each VM plane stack (density ``[3, 16, N, N]``, appearance ``[3, 48, N, N]``) by
-latent codes ``Z`` at ``ceil(N/4)`` (zero-initialised) and a decoder of two stride-2 transposed convolutions
-(:class:`~nscodec.ectensorf.decoder.LatentPlaneDecoder`). The latents are rated by a masked (spike-and-slab)
-factorized entropy model (:class:`~nscodec.coding.MaskedFactorizedPrior`, Gumbel-softmax masks with annealed
-temperature) and the objective is (paper Eq. for the rate-distortion loss)::
+latent codes ``Z`` at ``ceil(N/4)`` as in the paper (``ceil(N/2)`` in the CPU default; zero-initialised) and a decoder
+of two transposed convolutions (:class:`~nscodec.ectensorf.decoder.LatentPlaneDecoder`). The latents are rated by
+a masked (spike-and-slab) factorized entropy model (:class:`~nscodec.coding.MaskedFactorizedPrior`, Gumbel-softmax
+masks with annealed temperature; a plain factorized prior in the CPU default) and the objective is (paper Eq. for
+the rate-distortion loss)::
 
     L = λ · R[Mbit] + w_rec · mean_i( W_i ⊙ (D(Ẑ)_i − P*_i)² ) + L_render
 
@@ -56,7 +57,8 @@ STACKS = ("density", "color")
 
 @dataclass
 class ECTensoRFModelConfig(NscTensoRFModelConfig):
-    """Config of :class:`ECTensoRFModel`: CPU-sized defaults (lego 200², 1,200 + 600 steps, ~15 min on 2 cores).
+    """Config of :class:`ECTensoRFModel`: CPU-sized defaults (lego 200², 1,200 + 600 steps: 16–19 min of CPU in the
+    RD sweep, two jobs sharing 2 cores; 31.14 dB at 410,389 bytes on all 200 test views, 0.70 dB below its base).
 
     Three defaults differ from the paper because they measured better at this budget (docs/benchmarks.md, "stage-2
     probes"): latents at 1/2 of the plane resolution (``latent_downsample``), no mask (``use_mask``) and a learned
@@ -90,7 +92,8 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     steps and no mask it measured +0.25 dB over 4 at λ = 1e-4 (30.91 vs 30.66 dB, 20 test views), and with the
     reconstruction weight 1e-3 it is the only tested preset within 0.9 dB of the base at an equal step budget."""
     rate_lambda: float = 3e-5
-    """λ: weight of the rate, counted in Mbit (1e6 bits)."""
+    """λ: weight of the rate, counted in Mbit (1e6 bits). Lego 200², 200 test views (docs/benchmarks.md): 1e-5 →
+    31.18 dB at 512,456 bytes, 3e-5 → 31.14 dB at 410,389, 1e-4 → 30.86 dB at 285,249, 1e-3 → 29.63 dB at 183,819."""
     recon_weight: float = 1e-3
     """Weight of the (importance-weighted) plane reconstruction term, against the rendering MSE (≈1e-3 at 30 dB).
     At 1.0 the plane term (≈0.1) outweighed rendering 100:1 and tied the planes to what the latents can copy; 0.01
@@ -102,7 +105,8 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     use_mask: bool = False
     """The paper's masked (spike-and-slab) entropy model; False = a plain factorized prior (every latent is coded).
     Off by default: at lego 200² with 600 stage-2 steps the mask measured a loss every time (+0.58 dB at 1.8% fewer
-    bytes without it at λ = 1e-3, +0.39 dB at λ = 1e-4, docs/benchmarks.md). No mask entry ever closed, even with
+    bytes without it at λ = 1e-3 and 1/4 latents; with the default's 1/2 latents the mask cost 0.69 dB at 2.3% more
+    bytes, docs/benchmarks.md). No mask entry ever closed, even with
     the mask logits at the latents' learning rate; the Gumbel samples only drop ~12% of the latents at random.
     ``ectensorf-paper`` turns it on."""
     tau_start: float = 1.0
