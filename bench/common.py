@@ -26,6 +26,14 @@ def ns_train_flags(data: str, output_dir: Path, scale: float) -> List[str]:
             "--steps-per-eval-batch", never, "--steps-per-eval-all-images", never]
 
 
+def git_commit() -> str:
+    """Short hash of the checked-out commit ("" outside git): the code whose defaults a result's flags apply to."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
 def device_string() -> str:
     """e.g. ``cpu: 2 cores (x86_64)``."""
     import os
@@ -35,10 +43,7 @@ def device_string() -> str:
 
 def record(name: str, rows: List[Dict[str, Any]], command: str, extra: Dict[str, Any] | None = None) -> Path:
     """Write ``bench/results/<name>.json`` with rows + provenance (command, date, device, git commit)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
+    commit = git_commit()
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

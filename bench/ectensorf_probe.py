@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, device_string, ns_train_flags  # noqa: E402
+from common import RESULTS, ROOT, device_string, git_commit, ns_train_flags  # noqa: E402
 
 from nscodec.export import export_from_config, load_run  # noqa: E402
 
@@ -79,8 +79,7 @@ def main() -> None:
     train_s = float(tfile.read_text())
     steps = sorted(int(p.stem.split("-")[1]) for p in (run / "nerfstudio_models").glob("step-*.ckpt"))
     rows = []
-    # the commit whose defaults the flags apply to (rows are only reproducible against it)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = git_commit()  # the code whose defaults the flags apply to
     for step in steps:
         nsc = work / f"step{step}.nsc"
         ev_path = work / f"step{step}_every{args.every}.json"

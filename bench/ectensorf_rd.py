@@ -105,15 +105,13 @@ def reexport(nsc: Path, config_yml: Path) -> None:
     same = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     size = os.path.getsize(tmp)
     os.replace(tmp, nsc)
-    for every in (1, 10) if same else ():
-        cache = _eval_cache(nsc, every)
-        if cache.exists():
-            ev = json.loads(cache.read_text())
-            ev["bytes_before_reexport"], ev["bytes"] = ev["bytes"], size
-            cache.write_text(json.dumps(ev))
-    if not same:
-        for cache in nsc.parent.glob(f"{nsc.stem}_every*.json"):
+    for cache in nsc.parent.glob(f"{nsc.stem}_every*.json"):
+        if not same:
             cache.unlink()
+            continue
+        ev = json.loads(cache.read_text())
+        ev["bytes_before_reexport"], ev["bytes"] = ev["bytes"], size
+        cache.write_text(json.dumps(ev))
     print(f"[reexport] {nsc.name}: {size:,} bytes, decoded model {'identical: evaluations kept' if same else 'changed: re-evaluate'}",
           flush=True)
 
