@@ -227,6 +227,26 @@ def test_learned_latent_steps_get_gradients_and_fold_exactly(trained_ec):
     assert all(torch.count_nonzero(getattr(model.codec, f"log_step_{s}")) == 0 for s in ("density", "color"))
 
 
+def test_stage2_occupancy_updates_never_add_cells_outside_the_stage1_grid(trained_ec):
+    """The decoded planes may hold density where the importance maps are ~0 (empty space); stage-2 occupancy
+    updates must not mark it occupied. The bound is the grid refreshed at the switch: a proper subset of the
+    grid, and it travels in checkpoints."""
+    _, trainer, _ = trained_ec
+    model = trainer.pipeline.model
+    bound = model.codec.occupancy_bound
+    assert bound.dtype == torch.bool and 0 < int(bound.sum()) < bound.numel()
+    assert torch.equal(model.occupancy.occupied & ~bound, torch.zeros_like(bound))
+    saved = {k: v.clone() for k, v in model.occupancy.state_dict().items()}
+    try:
+        model.field.density_at = lambda p: torch.full(p.shape[:1], 1e3)  # fog everywhere
+        model.update_occupancy()
+        assert torch.equal(model.occupancy.occupied, bound & model.occupancy.visible)
+    finally:
+        del model.field.density_at  # back to the class's method
+        model.occupancy.load_state_dict(saved)
+    assert "codec.occupancy_bound" in model.state_dict()
+
+
 def test_stage2_checkpoint_loads_via_eval_setup(trained_ec):
     """ns-eval / ns-viewer / ns-export load a stage-2 checkpoint (the codec structure is rebuilt on load) and
     render exactly what the trained model renders (the final step quantized the dense parts before saving, and
@@ -240,6 +260,7 @@ def test_stage2_checkpoint_loads_via_eval_setup(trained_ec):
     assert step == 119 and loaded.stage2
     ref = trainer.pipeline.model
     assert torch.equal(loaded.codec.latents_color, ref.codec.latents_color)
+    assert torch.equal(loaded.codec.occupancy_bound, ref.codec.occupancy_bound)
     g = torch.Generator().manual_seed(2)
     o = torch.randn(256, 3, generator=g) * 0.1 + torch.tensor([0.0, -4.0, 0.5])
     d = torch.nn.functional.normalize(torch.tensor([0.0, 1.0, -0.1]) + 0.2 * torch.randn(256, 3, generator=g), dim=-1)

@@ -87,6 +87,27 @@ def test_occupancy_grid_update_and_bbox():
     assert int(grid.num_updates) == 1
 
 
+def test_occupancy_update_only_carves_inside_its_bound():
+    """With ``bound``, density outside it never marks a cell occupied (ectensorf's stage-2 grid), and inside it the
+    update is the plain one."""
+    aabb = torch.tensor([-1.5, -1.5, -1.5, 1.5, 1.5, 1.5])
+    fog = lambda p: torch.full(p.shape[:1], 50.0)  # noqa: E731  (density everywhere)
+    plain = fast.OccupancyGrid(aabb, resolution=16)
+    assert plain.update(fog, step_size=0.05) == 1.0
+    bound = torch.zeros((16,) * 3, dtype=torch.bool)
+    bound[4:9, 5:12, 6:10] = True
+    grid = fast.OccupancyGrid(aabb, resolution=16)
+    frac = grid.update(fog, step_size=0.05, bound=bound)
+    assert torch.equal(grid.occupied, bound) and frac == float(bound.float().mean())
+    cell = 3.0 / 16
+    torch.testing.assert_close(grid.bbox[:3], aabb[:3] + torch.tensor([4.0, 5.0, 6.0]) * cell)
+    torch.testing.assert_close(grid.bbox[3:], aabb[:3] + torch.tensor([9.0, 12.0, 10.0]) * cell)
+    sphere = lambda p: (p.norm(dim=-1) < 0.5).float() * 50.0  # noqa: E731
+    grid.update(sphere, step_size=0.05, bound=bound)
+    plain.update(sphere, step_size=0.05)
+    assert torch.equal(grid.occupied, plain.occupied & bound)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not fast.nerfacc_cuda_available(), reason="needs CUDA and nerfacc's CUDA extension")
 def test_cuda_twins_match_torch():  # pragma: no cover - runs only where CUDA exists

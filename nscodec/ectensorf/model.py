@@ -173,6 +173,8 @@ class ECTensoRFModel(NscTensoRFModel):
             )
             codec.register_buffer(f"target_{stack}", torch.zeros(3, enc.num_components, resolution, resolution))
         codec.register_buffer("importance", torch.ones(3, resolution, resolution))
+        # the stage-1 occupancy grid: stage-2 updates may only carve inside it (see enter_stage2)
+        codec.register_buffer("occupancy_bound", torch.ones_like(self.occupancy.occupied))
         device = self.field.aabb.device
         self.codec = codec.to(device)
         self.plane_resolution = resolution
@@ -187,10 +189,18 @@ class ECTensoRFModel(NscTensoRFModel):
     def enter_stage2(self, ray_bundles=None) -> None:
         """Switch to compression: importance maps from the current (pretrained) field, targets = its planes,
         zero latents, then ``latent_prefit_steps`` of plane-only fitting. ``ray_bundles``: training rays for the
-        importance maps (None → uniform maps)."""
+        importance maps (None → uniform maps).
+
+        The occupancy grid is refreshed from the pretrained field and kept as an upper bound for stage 2
+        (:meth:`occupancy_bound`). Importance is near 0 in empty space, so the decoded planes are free to hold
+        "fog" there; an unbounded update at the switch marked it occupied and the step-0 render fell from 28.2 to
+        15.6 dB on training rays (lego 200², 1/2 latents; docs/benchmarks.md). Bounded, stage 2 renders only where
+        the pretrained model has density and can only carve, never add, occupied cells."""
         cfg = self.config
         res = self.field.density_encoding.resolution
+        self.update_occupancy()  # still stage 1: the pretrained field's grid, unbounded
         with torch.no_grad():
+            bound = self.occupancy.occupied.clone()
             targets = {s: getattr(self.field, f"{s}_encoding").plane_coef.detach().clone() for s in STACKS}
             importance = None
             if cfg.use_importance and ray_bundles is not None:
@@ -198,6 +208,7 @@ class ECTensoRFModel(NscTensoRFModel):
             self._build_codec(res)
             for s in STACKS:
                 getattr(self.codec, f"target_{s}").copy_(targets[s])
+            self.codec.occupancy_bound.copy_(bound)
             if importance is not None:
                 imp = importance.to(self.codec.importance.device)
                 imp = imp / imp.mean(dim=(1, 2), keepdim=True).clamp_min(1e-12)
@@ -251,14 +262,19 @@ class ECTensoRFModel(NscTensoRFModel):
             res = int(state_dict[prefix + "codec.target_density"].shape[-1])
             self.field.upsample(res)
             self._build_codec(res)
-        if key in state_dict:  # checkpoints written before the learned latent step: unit steps
+        if key in state_dict:  # older checkpoints: unit latent steps, no occupancy bound (every cell allowed)
             for s in STACKS:
                 z = state_dict[prefix + f"codec.latents_{s}"]
                 state_dict.setdefault(prefix + f"codec.log_step_{s}", z.new_zeros(z.shape[0] // 3))
+            state_dict.setdefault(prefix + "codec.occupancy_bound", torch.ones_like(self.occupancy.occupied))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def planes_trainable(self) -> bool:
         return not self.stage2
+
+    def occupancy_bound(self) -> Optional[Tensor]:
+        """Stage 2: the grid at the stage switch ``[G, G, G]`` bool (updates only carve inside it); stage 1: None."""
+        return self.codec.occupancy_bound if self.stage2 else None
 
     # ------------------------------------------------------------------------------------------ decoding
     def tau(self) -> float:

@@ -89,7 +89,10 @@ class OccupancyGrid(torch.nn.Module):
         return self.grid_aabb[:3] + ijk * cell
 
     @torch.no_grad()
-    def update(self, density_fn, step_size: float, threshold: float = 1e-4, chunk: int = 1 << 18, min_neighbors: int = 2) -> float:
+    def update(
+        self, density_fn, step_size: float, threshold: float = 1e-4, chunk: int = 1 << 18, min_neighbors: int = 2,
+        bound: Tensor | None = None,
+    ) -> float:
         """Re-evaluate occupancy from ``density_fn(points [N, 3]) -> sigma [N]``; returns the occupied fraction.
 
         A cell is occupied when ``alpha = 1 - exp(-sigma * step_size)`` exceeds ``threshold`` at any of its 8
@@ -97,6 +100,9 @@ class OccupancyGrid(torch.nn.Module):
         points, without spreading into neighbouring cells). The marching box ``bbox`` encloses the occupied cells that have at least
         ``min_neighbors`` occupied neighbours among their 26, so isolated floaters far from the object do not
         widen it (rays then skip them, in training and evaluation alike).
+
+        ``bound``: optional ``[G, G, G]`` bool; cells outside it stay empty whatever the density (the update can
+        only carve inside it). ectensorf passes its stage-1 grid here in stage 2.
         """
         g = self.resolution
 
@@ -107,6 +113,8 @@ class OccupancyGrid(torch.nn.Module):
         corners = alpha_grid(self._lattice(g + 1, 0.0), g + 1)
         occ = torch.nn.functional.max_pool3d(corners[None, None], kernel_size=2, stride=1)[0, 0] > threshold
         occ &= self.visible
+        if bound is not None:
+            occ &= bound
         self.occupied.copy_(occ)
         self.num_updates += 1
         neighbours = torch.nn.functional.avg_pool3d(occ.float()[None, None], 3, stride=1, padding=1)[0, 0] * 27 - occ.float()

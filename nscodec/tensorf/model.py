@@ -121,7 +121,13 @@ class NscTensoRFModel(NscModel):
 
     def update_occupancy(self) -> float:
         """Refresh the occupancy grid from the current density; returns the occupied fraction."""
-        return self.occupancy.update(self.field.density_at, self.step_size, self.config.occupancy_threshold)
+        return self.occupancy.update(
+            self.field.density_at, self.step_size, self.config.occupancy_threshold, bound=self.occupancy_bound()
+        )
+
+    def occupancy_bound(self) -> Optional[Tensor]:
+        """``[G, G, G]`` bool: the cells an occupancy update may mark occupied (None: any visible cell)."""
+        return None
 
     def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
         cfg = self.config
