@@ -27,11 +27,14 @@ def ns_train_flags(data: str, output_dir: Path, scale: float) -> List[str]:
 
 
 def git_commit() -> str:
-    """Short hash of the checked-out commit ("" outside git): the code whose defaults a result's flags apply to."""
+    """Short hash of the checked-out commit, with ``-dirty`` when tracked files under nscodec/, nscodec_configs/ or
+    bench/ differ from it ("" outside git): the code a result was measured with."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "nscodec", "nscodec_configs", "bench"], cwd=ROOT).returncode
     except OSError:
         return ""
+    return head + ("-dirty" if head and dirty else "")
 
 
 def device_string() -> str:
