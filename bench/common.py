@@ -37,6 +37,26 @@ def git_commit() -> str:
     return head + ("-dirty" if head and dirty else "")
 
 
+def ectensorf_sweep_base(step: int = 1200):
+    """``(pipeline, datamanager, checkpoint path)`` of the ``bench/ectensorf_rd.py`` base run at ``step``, loaded for
+    inference with the training rays set up (for bench scripts that start from the sweep's stage 1).
+
+    Raises:
+        SystemExit: the sweep's base (or that step's checkpoint) is not there yet.
+    """
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    run = ROOT / "bench/runs/ectensorf_rd/base/nscodec-tensorf/run"
+    ckpt = run / f"nerfstudio_models/step-{step:09d}.ckpt"
+    if not ckpt.is_file():
+        raise SystemExit(f"{ckpt} missing: run bench/ectensorf_rd.py first (it trains and caches the base)")
+    _, pipe, _, _ = eval_setup(run / "config.yml", test_mode="inference")
+    dm = pipe.datamanager
+    if not hasattr(dm, "iter_train_image_dataloader"):  # eval_setup's inference mode skips the training rays
+        dm.setup_train()
+    return pipe, dm, ckpt
+
+
 def device_string() -> str:
     """e.g. ``cpu: 2 cores (x86_64)``."""
     import os

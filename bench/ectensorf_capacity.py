@@ -20,34 +20,28 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ectensorf_sweep_base  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-RUN = ROOT / "bench/runs/ectensorf_rd/base/nscodec-tensorf/run"
-CKPT = RUN / "nerfstudio_models/step-000001200.ckpt"
 DATA = ROOT.parent / "shared/data/blender/lego"
 OUT = ROOT / "bench/results/ectensorf_capacity.json"
 
 
 def main() -> None:
-    from nerfstudio.utils.eval_utils import eval_setup
-
     from nscodec.ectensorf.model import ECTensoRFModelConfig
     from nscodec.evaluate import evaluate_model
 
-    if not CKPT.is_file():
-        raise SystemExit(f"{CKPT} missing: run bench/ectensorf_rd.py first (it trains and caches the base)")
-    _, pipe, _, _ = eval_setup(RUN / "config.yml", test_mode="inference")
-    dm = pipe.datamanager
-    if not hasattr(dm, "iter_train_image_dataloader"):  # eval_setup's inference mode skips the training rays
-        dm.setup_train()
+    pipe, dm, ckpt = ectensorf_sweep_base(1200)
     rows = json.loads(OUT.read_text()) if OUT.exists() else []
     for arg in sys.argv[1:]:
         variant = json.loads(arg)
         fields = {k: v for k, v in variant.items() if k != "prefit"}
         steps = int(variant.get("prefit", 300))
         torch.manual_seed(0)
-        cfg = ECTensoRFModelConfig(init_from=CKPT, latent_prefit_steps=max(steps, 0), **fields)
+        cfg = ECTensoRFModelConfig(init_from=ckpt, latent_prefit_steps=max(steps, 0), **fields)
         model = cfg.setup(scene_box=pipe.model.scene_box, num_train_data=len(dm.train_dataset), metadata={})
-        model.load_pretrained(CKPT)
+        model.load_pretrained(ckpt)
         model.train()
         t0 = time.perf_counter()
         if steps >= 0:

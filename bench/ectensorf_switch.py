@@ -19,10 +19,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, device_string, git_commit  # noqa: E402
+from common import ROOT, device_string, ectensorf_sweep_base, git_commit  # noqa: E402
 
-RUN = ROOT / "bench/runs/ectensorf_rd/base/nscodec-tensorf/run"
-CKPT = RUN / "nerfstudio_models/step-000001200.ckpt"
 OUT = ROOT / "bench/results/ectensorf_switch.json"
 
 
@@ -41,23 +39,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    from nerfstudio.utils.eval_utils import eval_setup
-
     from nscodec.ectensorf.model import ECTensoRFModelConfig
 
-    if not CKPT.is_file():
-        raise SystemExit(f"{CKPT} missing: run bench/ectensorf_rd.py first (it trains and caches the base)")
-    _, pipe, _, _ = eval_setup(RUN / "config.yml", test_mode="inference")
-    dm = pipe.datamanager
-    if not hasattr(dm, "iter_train_image_dataloader"):  # eval_setup's inference mode skips the training rays
-        dm.setup_train()
+    pipe, dm, ckpt = ectensorf_sweep_base(1200)
     row = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": device_string(), "git_commit": git_commit(),
            "command": " ".join(["python bench/ectensorf_switch.py", *sys.argv[1:]]), "rays": dm.config.train_num_rays_per_batch}
     for bounded in (True, False):
         torch.manual_seed(args.seed)
-        cfg = ECTensoRFModelConfig(init_from=CKPT)  # the default preset
+        cfg = ECTensoRFModelConfig(init_from=ckpt)  # the default preset
         model = cfg.setup(scene_box=pipe.model.scene_box, num_train_data=len(dm.train_dataset), metadata={})
-        model.load_pretrained(CKPT)
+        model.load_pretrained(ckpt)
         torch.manual_seed(args.seed)
         ray_bundle, batch = dm.next_train(0)
         key = "bounded" if bounded else "before_bound"
