@@ -21,6 +21,10 @@ rates the symbols ``round(Y / Δ)``, so the rate–distortion gradient sets how 
 than the decoder's initial weight scale. At the last step ``Δ`` is folded into the decoder's first layer (exact:
 it is linear in its input) and the latents become the integer symbols, so the file format does not change.
 
+The occupancy grid refreshed from the pretrained field at the switch bounds every stage-2 occupancy update
+(:meth:`ECTensoRFModel.occupancy_bound`): the importance maps are ~0 in empty space, where the decoded planes may
+hold low density that the pretrained grid skipped, and stage 2 may only carve cells, not add them (not in the paper).
+
 Evaluation (and the ``.nsc``) uses rounded latents and the deterministic mask; at the last step (and before
 export) the dense parts are quantized in place, so a decoded file renders bit-identically to the model that was evaluated.
 """
@@ -57,8 +61,8 @@ STACKS = ("density", "color")
 
 @dataclass
 class ECTensoRFModelConfig(NscTensoRFModelConfig):
-    """Config of :class:`ECTensoRFModel`: CPU-sized defaults (lego 200², 1,200 + 600 steps: 16–19 min of CPU in the
-    RD sweep, two jobs sharing 2 cores; 31.14 dB at 410,389 bytes on all 200 test views, 0.70 dB below its base).
+    """Config of :class:`ECTensoRFModel`: CPU-sized defaults (lego 200², 1,200 + 600 steps: about 17 min of CPU in
+    the RD sweep, two jobs sharing 2 cores; 31.29 dB at 360,490 bytes on all 200 test views, 0.56 dB below its base).
 
     Three defaults differ from the paper because they measured better at this budget (docs/benchmarks.md, "stage-2
     probes"): latents at 1/2 of the plane resolution (``latent_downsample``), no mask (``use_mask``) and a learned
@@ -93,7 +97,7 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     reconstruction weight 1e-3 it is the only tested preset within 0.9 dB of the base at an equal step budget."""
     rate_lambda: float = 3e-5
     """λ: weight of the rate, counted in Mbit (1e6 bits). Lego 200², 200 test views (docs/benchmarks.md): 1e-5 →
-    31.18 dB at 512,456 bytes, 3e-5 → 31.14 dB at 410,389, 1e-4 → 30.86 dB at 285,249, 1e-3 → 29.63 dB at 183,819."""
+    31.41 dB at 460,428 bytes, 3e-5 → 31.29 dB at 360,490, 1e-4 → 31.06 dB at 272,360, 1e-3 → 30.09 dB at 180,976."""
     recon_weight: float = 1e-3
     """Weight of the (importance-weighted) plane reconstruction term, against the rendering MSE (≈1e-3 at 30 dB).
     At 1.0 the plane term (≈0.1) outweighed rendering 100:1 and tied the planes to what the latents can copy; 0.01
