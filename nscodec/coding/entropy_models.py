@@ -17,8 +17,8 @@ Models:
   matrices and tanh gating, which is monotone by construction.
 * :class:`MaskedFactorizedPrior` — the spike-and-slab *masked* entropy model of ECTensoRF ("Neural NeRF
   Compression", ICML 2024, arXiv:2406.08943, masked entropy model section): a learned binary
-  mask over latent locations; masked-out latents cost no rate and are zeroed, the mask itself is coded
-  under a learned per-channel Bernoulli prior.
+  mask over latent locations; masked-out latents cost no rate and are zeroed, the mask itself is rated
+  under a learned per-channel Bernoulli prior in training and coded with each channel's open fraction.
 """
 
 from __future__ import annotations

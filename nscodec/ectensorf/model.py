@@ -109,7 +109,7 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     use_mask: bool = False
     """The paper's masked (spike-and-slab) entropy model; False = a plain factorized prior (every latent is coded).
     Off by default: at lego 200² with 600 stage-2 steps the mask measured a loss every time (+0.58 dB at 1.8% fewer
-    bytes without it at λ = 1e-3 and 1/4 latents; with the default's 1/2 latents the mask cost 0.69 dB at 2.3% more
+    bytes without it at λ = 1e-3 and 1/4 latents; with the default's 1/2 latents the mask cost 0.44 dB at 2.2% more
     bytes, docs/benchmarks.md). No mask entry ever closed, even with
     the mask logits at the latents' learning rate; the Gumbel samples only drop ~12% of the latents at random.
     ``ectensorf-paper`` turns it on."""
@@ -478,8 +478,8 @@ class ECTensoRFModel(NscTensoRFModel):
         self._decoded_cache = None
 
     def nsc_sections(self) -> List[Section]:
-        """Entropy-coded latents (masked, with the mask coded under its Bernoulli prior), float16 dense parts,
-        occupancy. Raises NscError before stage 2 (nothing compressed yet)."""
+        """Entropy-coded latents (only where the mask is 1; the mask coded with each channel's open fraction,
+        :meth:`MaskedFactorizedPrior.mask_cdf_table`), quantized dense parts, occupancy. Raises NscError before stage 2 (nothing compressed yet)."""
         from nscodec.coding.errors import NscError
         from nscodec.coding.quantization import to_symbols
         from nscodec.coding.tensor_codec import entropy_section
