@@ -66,7 +66,8 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
 
     Three defaults differ from the paper because they measured better at this budget (docs/benchmarks.md, "stage-2
     probes"): latents at 1/2 of the plane resolution (``latent_downsample``), no mask (``use_mask``) and a learned
-    latent quantization step (``learn_latent_step``). ``ns-train ectensorf-paper`` keeps the paper's 1/4 latents and
+    latent quantization step (``learn_latent_step``). Stage-2 occupancy updates are bounded by the pretrained grid
+    (:meth:`ECTensoRFModel.occupancy_bound`; +0.15 to +0.46 dB at fewer bytes in the RD sweep). ``ns-train ectensorf-paper`` keeps the paper's 1/4 latents and
     masked entropy model."""
 
     _target: Type = field(default_factory=lambda: ECTensoRFModel)
@@ -197,8 +198,8 @@ class ECTensoRFModel(NscTensoRFModel):
 
         The occupancy grid is refreshed from the pretrained field and kept as an upper bound for stage 2
         (:meth:`occupancy_bound`). Importance is near 0 in empty space, so the decoded planes are free to hold
-        "fog" there; an unbounded update at the switch marked it occupied and the step-0 render fell from 28.2 to
-        15.6 dB on training rays (lego 200², 1/2 latents; docs/benchmarks.md). Bounded, stage 2 renders only where
+        "fog" there; an unbounded update at the switch marked 4× as many cells occupied and the render of 4,096
+        training rays fell from 28.1 to 15.2 dB (lego 200², default preset; ``bench/ectensorf_switch.py``). Bounded, stage 2 renders only where
         the pretrained model has density and can only carve, never add, occupied cells."""
         cfg = self.config
         res = self.field.density_encoding.resolution
@@ -479,7 +480,10 @@ class ECTensoRFModel(NscTensoRFModel):
 
     def nsc_sections(self) -> List[Section]:
         """Entropy-coded latents (only where the mask is 1; the mask coded with each channel's open fraction,
-        :meth:`MaskedFactorizedPrior.mask_cdf_table`), quantized dense parts, occupancy. Raises NscError before stage 2 (nothing compressed yet)."""
+        :meth:`MaskedFactorizedPrior.mask_cdf_table`), quantized dense parts, occupancy.
+
+        Raises:
+            NscError: still in stage 1 (nothing compressed yet)."""
         from nscodec.coding.errors import NscError
         from nscodec.coding.quantization import to_symbols
         from nscodec.coding.tensor_codec import entropy_section
