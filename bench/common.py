@@ -27,11 +27,14 @@ def ns_train_flags(data: str, output_dir: Path, scale: float) -> List[str]:
 
 
 def git_commit() -> str:
-    """Short hash of the checked-out commit, with ``-dirty`` when tracked files under nscodec/, nscodec_configs/ or
-    bench/ differ from it ("" outside git): the code a result was measured with."""
+    """Short hash of the checked-out commit, with ``-dirty`` when the code differs from it: changed or untracked
+    files under nscodec/, nscodec_configs/ or bench/*.py (results and docs do not count; "" outside git)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "nscodec", "nscodec_configs", "bench"], cwd=ROOT).returncode
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "nscodec", "nscodec_configs", ":(glob)bench/*.py")
     except OSError:
         return ""
     return head + ("-dirty" if head and dirty else "")

@@ -124,7 +124,7 @@ def ablation(name: str) -> Tuple[str, List[str]]:
 
     if name not in ("importance", "mask"):
         raise SystemExit(f"--ablations: unknown ablation {name!r} (allowed: importance, mask)")
-    on = bool(getattr(ECTensoRFModelConfig(), f"use_{name}"))
+    on = bool(getattr(ECTensoRFModelConfig, f"use_{name}"))  # the dataclass default, no instance needed
     return f"ectensorf ({'no' if on else 'with'} {name})", [f"--pipeline.model.use-{name}", str(not on)]
 
 

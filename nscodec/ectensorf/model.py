@@ -64,11 +64,11 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     """Config of :class:`ECTensoRFModel`: CPU-sized defaults (lego 200², 1,200 + 600 steps: about 17 min of CPU in
     the RD sweep, two jobs sharing 2 cores; 31.29 dB at 360,490 bytes on all 200 test views, 0.56 dB below its base).
 
-    Three defaults differ from the paper because they measured better at this budget (docs/benchmarks.md, "stage-2
-    probes"): latents at 1/2 of the plane resolution (``latent_downsample``), no mask (``use_mask``) and a learned
-    latent quantization step (``learn_latent_step``). Stage-2 occupancy updates are bounded by the pretrained grid
-    (:meth:`ECTensoRFModel.occupancy_bound`; +0.15 to +0.46 dB at fewer bytes in the RD sweep). ``ns-train ectensorf-paper`` keeps the paper's 1/4 latents and
-    masked entropy model."""
+    Four choices differ from the paper because they measured better at this budget (docs/benchmarks.md, "stage-2
+    probes"): latents at 1/2 of the plane resolution (``latent_downsample``), no mask (``use_mask``), a learned
+    latent quantization step (``learn_latent_step``), and stage-2 occupancy updates bounded by the pretrained grid
+    (:meth:`ECTensoRFModel.occupancy_bound`; +0.15 to +0.46 dB at fewer bytes in the RD sweep).
+    ``ns-train ectensorf-paper`` keeps the paper's 1/4 latents and masked entropy model."""
 
     _target: Type = field(default_factory=lambda: ECTensoRFModel)
     step_ratio: float = 0.5
@@ -199,8 +199,9 @@ class ECTensoRFModel(NscTensoRFModel):
         The occupancy grid is refreshed from the pretrained field and kept as an upper bound for stage 2
         (:meth:`occupancy_bound`). Importance is near 0 in empty space, so the decoded planes are free to hold
         "fog" there; an unbounded update at the switch marked 4× as many cells occupied and the render of 4,096
-        training rays fell from 28.1 to 15.2 dB (lego 200², default preset; ``bench/ectensorf_switch.py``). Bounded, stage 2 renders only where
-        the pretrained model has density and can only carve, never add, occupied cells."""
+        training rays fell from 28.1 to 15.2 dB (lego 200², default preset; ``bench/ectensorf_switch.py``).
+        Bounded, stage 2 renders only where the pretrained model has density and can only carve, never add,
+        occupied cells."""
         cfg = self.config
         res = self.field.density_encoding.resolution
         self.update_occupancy()  # still stage 1: the pretrained field's grid, unbounded
