@@ -30,11 +30,12 @@ def main() -> None:
 
     from nscodec.coding.binary_context import decode_binary_grid, encode_binary_grid
     from nscodec.coding.container import read_nsc
-    from nscodec.tensorf.model import decode_occupancy
+    from nscodec.coding.sections import decode_occupancy
 
     rows = []
     for path in args.files:
-        grid = decode_occupancy(read_nsc(path).sections["occupancy"])
+        sec = read_nsc(path).sections["occupancy"]
+        grid = decode_occupancy(sec, int(sec.meta["resolution"]))
         g = grid.shape[0]
         t0 = time.perf_counter()
         deflate = zlib.compress(np.packbits(grid.reshape(-1)).tobytes(), 9)  # zlib_section default level

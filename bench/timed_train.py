@@ -60,7 +60,9 @@ def main() -> None:
     config.machine = MachineConfig(device_type="cpu")
     config.data = Path(args.data)
     dm = config.pipeline.datamanager
-    if type(dm) is not VanillaDataManagerConfig:  # stock tensorf uses a multi-process datamanager: same for both
+    from nscodec.data import NscDataManagerConfig
+
+    if type(dm) not in (VanillaDataManagerConfig, NscDataManagerConfig):  # stock tensorf: a multi-process datamanager
         dm = VanillaDataManagerConfig(dataparser=dm.dataparser, train_num_rays_per_batch=dm.train_num_rays_per_batch,
                                       eval_num_rays_per_batch=dm.eval_num_rays_per_batch)
         config.pipeline.datamanager = dm

@@ -105,14 +105,17 @@ def _add_info(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    """Same as ``ns-export compressed``: checkpoint of a training ``config.yml`` → ``.nsc``."""
+    """Same as ``ns-export compressed``: checkpoint of a training ``config.yml`` → ``.nsc``. The cheap checks (the
+    config exists, the target does not) come before nerfstudio is imported."""
     from pathlib import Path
 
-    from nscodec.export import export_from_config
-
     out = Path(args.output_dir)
+    if not Path(args.load_config).is_file():
+        raise FileNotFoundError(f"training config not found: {args.load_config}")
     if (out / args.filename).exists() and not args.overwrite:
         raise FileExistsError(f"{out / args.filename} already exists; pass --overwrite to replace it")
+    from nscodec.export import export_from_config
+
     out.mkdir(parents=True, exist_ok=True)
     export_from_config(Path(args.load_config), out / args.filename, overwrite=args.overwrite, load_step=args.load_step)
     return 0
@@ -187,7 +190,7 @@ def _add_make_scene(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def _add_demo(subparsers: "argparse._SubParsersAction") -> None:
-    from nscodec.demo import add_arguments, demo_command
+    from nscodec.demo import add_arguments, demo_command  # import-light: torch is imported when the demo runs
 
     p = subparsers.add_parser("demo", help="end to end: make a scene, train on CPU, export .nsc, decode, evaluate")
     add_arguments(p)

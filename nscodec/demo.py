@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict
 
-import torch
-from tqdm import tqdm
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,6 +32,7 @@ def train_in_process(
     """Train in-process with nerfstudio's Trainer (default method ``nscodec-tensorf``, or ``trainer_config``);
     returns ``(config_yml, trainer, seconds)``."""
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+    from tqdm import tqdm
 
     from nscodec_configs.method_configs import tensorf_trainer_config
 
@@ -114,6 +113,8 @@ def run_demo(workdir: Path, steps: int = 1200, rays: int = 4096, resolution: int
 
 def demo_command(args: argparse.Namespace) -> int:
     """Entry of ``nscodec demo``."""
+    import torch
+
     torch.manual_seed(0)
     run_demo(Path(args.workdir), args.steps, args.rays, args.resolution, args.overwrite)
     return 0

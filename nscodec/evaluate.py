@@ -1,7 +1,7 @@
 """Evaluate a decoded ``.nsc`` file (or any nerfstudio model) on a dataset split: PSNR (dB), SSIM, bytes.
 
-Images come from nerfstudio's own dataparser and :class:`~nerfstudio.data.datasets.base_dataset.InputDataset`
-(so downscaling and alpha blending match training); rendering uses the model's
+Images come from nerfstudio's own dataparser through :func:`nscodec.data.load_split` (so downscaling and alpha
+blending match training, and a broken dataset is one clear error); rendering uses the model's
 ``get_outputs_for_camera``.
 """
 
@@ -15,32 +15,7 @@ import torch
 from tqdm import tqdm
 
 from nscodec.coding.errors import NscError
-
-
-def load_split(data: Path, split: str, scale_factor: float = 1.0, dataparser: str = "blender"):
-    """``(cameras, dataset)`` of ``split`` via nerfstudio's dataparser.
-
-    Raises:
-        NscError: unknown dataparser, missing data directory or split (one clear message).
-    """
-    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
-    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
-    from nerfstudio.data.datasets.base_dataset import InputDataset
-
-    data = Path(data)
-    if not data.exists():
-        raise NscError(f"data directory not found: {data}")
-    if dataparser in ("blender", "BlenderDataParserConfig"):
-        if not (data / f"transforms_{split}.json").exists():
-            raise NscError(f"split {split!r} not found: {data / f'transforms_{split}.json'} does not exist")
-        parser = BlenderDataParserConfig(data=data).setup()
-    elif dataparser in ("nerfstudio", "NerfstudioDataParserConfig"):
-        parser = NerfstudioDataParserConfig(data=data).setup()
-    else:
-        raise NscError(f"unknown dataparser {dataparser!r} (use 'blender' or 'nerfstudio')")
-    outputs = parser.get_dataparser_outputs(split=split)
-    dataset = InputDataset(outputs, scale_factor=scale_factor)
-    return dataset.cameras, dataset
+from nscodec.data import load_split
 
 
 @torch.no_grad()
@@ -101,14 +76,18 @@ def evaluate_nsc(
     **kw,
 ) -> Dict[str, Any]:
     """Decode ``path`` and evaluate it; ``data`` / ``scale_factor`` default to what the file says it was
-    trained on. Adds ``bytes`` (``os.path.getsize``), ``decode_seconds`` and, when ``lod`` is given,
-    ``lod`` and ``lod_bytes`` (the prefix bytes actually read and decoded) to the result.
+    trained on. Adds ``bytes`` (``os.path.getsize``), ``decode_seconds`` (reading and decoding the file into a
+    model; module imports excluded) and, when ``lod`` is given, ``lod`` and ``lod_bytes`` (the prefix bytes
+    actually read and decoded) to the result. Evaluating on a dataset other than the recorded one warns, naming both
+    (``dataset_warning`` in the result).
 
     Raises:
         NscError: no dataset recorded and none given; FileNotFoundError / NscFormatError from decoding.
     """
-    from nscodec.io import load_model
+    from nscodec.data import warn_if_other_dataset
+    from nscodec.io import codec_config_class, load_model, read_model_file
 
+    codec_config_class(read_model_file(path, lod=0 if lod is not None else None).method)  # imports, before the clock
     t0 = time.perf_counter()
     model, nsc = load_model(path, lod=lod)
     decode_s = time.perf_counter() - t0
@@ -119,9 +98,12 @@ def evaluate_nsc(
         data = Path(train["data"])
     if scale_factor is None:
         scale_factor = float(train.get("camera_res_scale_factor", 1.0))
+    warning = warn_if_other_dataset(train, data)
     dp = "nerfstudio" if train.get("dataparser") == "NerfstudioDataParserConfig" else "blender"
     res = evaluate_model(model, Path(data), split, scale_factor, dataparser=dp, **kw)
     res.update(bytes=Path(path).stat().st_size, decode_seconds=decode_s, codec=nsc.method)
+    if warning:
+        res["dataset_warning"] = warning
     if lod is not None:
         from nscodec.lod import available_lod
 

@@ -16,20 +16,26 @@ from nerfstudio.scripts.exporter import Exporter
 
 
 def training_meta(pipeline_config: Any) -> Dict[str, Any]:
-    """The ``.nsc`` metadata recording where a model was trained: dataset path, dataparser, camera scale.
+    """The ``.nsc`` metadata recording where a model was trained: dataset path, dataparser, camera scale, and the
+    fingerprint of its camera files (:func:`nscodec.data.dataset_fingerprint`).
 
     A function of the pipeline config only, so ``ns-export compressed`` and ``ns-eval``'s ``compressed_bytes``
     (:class:`nscodec.pipeline.NscPipeline`) write byte-identical files.
     """
+    from nscodec.data import dataset_fingerprint
+
     dm = pipeline_config.datamanager
     parser = dm.dataparser
-    return {
-        "train": {
-            "data": str(getattr(parser, "data", "")),
-            "dataparser": type(parser).__name__,
-            "camera_res_scale_factor": float(getattr(dm, "camera_res_scale_factor", 1.0)),
-        }
+    data = getattr(parser, "data", "")
+    train = {
+        "data": str(data),
+        "dataparser": type(parser).__name__,
+        "camera_res_scale_factor": float(getattr(dm, "camera_res_scale_factor", 1.0)),
     }
+    fingerprint = dataset_fingerprint(data) if data else None
+    if fingerprint:
+        train["fingerprint"] = fingerprint
+    return {"train": train}
 
 
 def load_run(load_config: Path, load_step: Optional[int] = None, test_mode: str = "inference") -> Tuple[Any, Any]:

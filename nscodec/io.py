@@ -5,10 +5,15 @@ JSON, everything needed to rebuild the model: the model config's fields, the sce
 training images. No pickle or YAML is involved, so opening a file never runs code from it; codecs are looked
 up in an allow-list (:data:`CODECS`), never imported by a name taken from the file.
 
-A model class takes part by implementing two methods:
+A model takes part by implementing the contract of :class:`nscodec.model_base.NscModel` (``nsc_sections``,
+``load_nsc_sections``, ``finalize_for_storage``, the level-of-detail API). Export encodes a finalized copy, never
+the live model (:meth:`~nscodec.model_base.NscModel.encode`).
 
-* ``nsc_sections(self) -> list[Section]`` — encode its parameters (its compression);
-* ``load_nsc_sections(self, nsc: NscFile) -> None`` — decode them into an already-built model.
+Decoding validates before it allocates: :func:`validate_config` checks every config value of the header against the
+config class (types, enums, finite numbers) and the bounds the class declares for values that size tensors
+(:meth:`~nscodec.model_base.NscModelConfig.nsc_limits`), in one place, before the model is built; each codec checks
+its sections' declared shapes and metadata against the built model before decoding them. Every problem is one
+:class:`~nscodec.coding.errors.NscFormatError` naming the field and the bad value.
 """
 
 from __future__ import annotations
@@ -63,27 +68,143 @@ def config_to_json(cfg: Any) -> Dict[str, Any]:
 
 
 def config_from_json(cls: type, data: Dict[str, Any], where: str = "config") -> Any:
-    """Inverse of :func:`config_to_json`: defaults of ``cls`` overridden by ``data``.
+    """Inverse of :func:`config_to_json`: defaults of ``cls`` overridden by ``data``, each value checked against the
+    field's type (bool / int / finite float / str / ``Literal`` choices / tuples / dicts / paths / nested configs).
+    Fields in ``cls.nsc_retired_fields`` (written by older versions) are ignored.
 
     Raises:
-        NscFormatError: ``data`` is not a dict or names a field ``cls`` does not have.
+        NscFormatError: ``data`` is not a dict, names a field ``cls`` does not have, or holds a value of the wrong
+            type (naming the field and the value).
     """
     if not isinstance(data, dict):
         raise NscFormatError(f"{where}: expected an object, got {type(data).__name__}")
     cfg = cls()
-    names = {f.name for f in dataclasses.fields(cfg) if not f.name.startswith("_")}
+    fields = {f.name: f for f in dataclasses.fields(cfg) if not f.name.startswith("_")}
+    hints = _type_hints(cls)
+    retired = getattr(cls, "nsc_retired_fields", frozenset())
     for key, value in data.items():
-        if key not in names:
+        if key not in fields:
+            if key in retired:
+                continue
             raise NscFormatError(f"{where}: unknown field {key!r} for {cls.__name__} (file from another nscodec version?)")
         default = getattr(cfg, key)
         if dataclasses.is_dataclass(default):
             value = config_from_json(type(default), value, f"{where}.{key}")
-        elif isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        elif isinstance(default, Path) and isinstance(value, str):
-            value = Path(value)
+        else:
+            value = _typed_value(value, hints.get(key, Any), f"{where}.{key}")
         setattr(cfg, key, value)
     return cfg
+
+
+def _type_hints(cls: type) -> Dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # an annotation that does not resolve: those fields are checked for JSON-safety only
+        return {}
+
+
+def _typed_value(value: Any, hint: Any, where: str) -> Any:
+    """``value`` (parsed JSON) as the Python value of a field annotated ``hint``; NscFormatError if it cannot be."""
+    import math
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+
+    def bad(expected: str) -> NscFormatError:
+        text = repr(value)
+        return NscFormatError(f"{where}: expected {expected}, got {text if len(text) <= 60 else text[:57] + '...'}")
+
+    if hint is Any or hint is type or origin is type:
+        return value
+    if origin is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _typed_value(value, arg, where)
+            except NscFormatError:
+                continue
+        raise bad(" or ".join(getattr(a, "__name__", str(a)) for a in args))
+    if origin is typing.Literal:
+        if value in args and type(value) in {type(a) for a in args}:
+            return value
+        raise bad("one of " + ", ".join(map(repr, args)))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad("true or false")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad("an integer")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        raise bad("a finite number")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise bad("a string")
+    if hint is Path:
+        if isinstance(value, str):
+            return Path(value)
+        raise bad("a path string")
+    if origin in (tuple, list):
+        if not isinstance(value, list):
+            raise bad("a list")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise bad(f"a list of {len(args)} items")
+            return tuple(_typed_value(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        out = [_typed_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise bad("an object")
+        vt = args[1] if len(args) == 2 else Any
+        return {k: _typed_value(v, vt, f"{where}[{k!r}]") for k, v in value.items()}
+    return value  # other annotations: any JSON value (the container checked it is JSON)
+
+
+#: bounds of the header values outside the model config
+MAX_SCENE_EXTENT = 1e6
+MAX_TRAIN_IMAGES = 1 << 24
+
+
+def validate_config(cfg: Any) -> None:
+    """Check the config of a file against the bounds its class declares for values that size tensors or loops
+    (:meth:`~nscodec.model_base.NscModelConfig.nsc_limits`, then the derived sizes of
+    :meth:`~nscodec.model_base.NscModelConfig.nsc_derived_limits`) — before anything is allocated.
+
+    Raises:
+        NscFormatError: naming the field, the bad value and the allowed range.
+    """
+    limits = cfg.nsc_limits() if hasattr(cfg, "nsc_limits") else {}
+    for name, (lo, hi) in limits.items():
+        v = getattr(cfg, name)
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi):
+            raise NscFormatError(f"config.model.{name} = {v!r} is outside the decodable range [{lo:g}, {hi:g}]")
+    for what, value, hi in cfg.nsc_derived_limits() if hasattr(cfg, "nsc_derived_limits") else []:
+        if value > hi:
+            raise NscFormatError(f"config.model: {what} = {value:,} exceeds the decodable limit {hi:,}")
+
+
+def _scene_box(value: Any):
+    """``[[x, y, z], [x, y, z]]`` → ``[2, 3]`` float32 tensor of a non-empty, finite, bounded box."""
+    import math
+
+    ok = isinstance(value, list) and len(value) == 2 and all(isinstance(r, list) and len(r) == 3 for r in value)
+    ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and abs(x) <= MAX_SCENE_EXTENT
+                    for r in value for x in r)
+    ok = ok and all(value[0][i] < value[1][i] for i in range(3))
+    if not ok:
+        text = repr(value)
+        raise NscFormatError(f".nsc config.scene_box must be [[xmin, ymin, zmin], [xmax, ymax, zmax]] of finite numbers "
+                             f"with min < max and |x| ≤ {MAX_SCENE_EXTENT:g}, got {text if len(text) <= 80 else text[:77] + '...'}")
+    return torch.tensor(value, dtype=torch.float32)
 
 
 def codec_name_of(model: torch.nn.Module) -> str:
@@ -99,27 +220,61 @@ def export_model(
 ) -> int:
     """Compress ``model`` into the ``.nsc`` file ``path`` (atomic write). Returns the file size in bytes.
 
+    The sections come from :meth:`~nscodec.model_base.NscModel.encode`: a finalized copy of the model unless it is
+    finalized already; ``model`` (parameters, buffers, training mode) and the global RNG are left as they were.
+
     Raises:
-        NscError: the model has no codec, or its config is not JSON-storable.
+        NscError: the model has no codec, cannot be exported yet, or its config is not JSON-storable.
         FileExistsError: ``path`` exists and ``overwrite`` is False.
     """
-    if not hasattr(model, "nsc_sections"):
-        raise NscError(f"{type(model).__name__} cannot be exported to .nsc (no nsc_sections method)")
+    from nscodec.model_base import NscModel
+
+    if not isinstance(model, NscModel):
+        raise NscError(f"{type(model).__name__} cannot be exported to .nsc (not an nscodec model)")
+    if Path(path).exists() and not overwrite:
+        raise FileExistsError(f"refusing to overwrite existing file {str(path)!r} (pass overwrite=True)")
     codec = codec_name_of(model)
     config = {
         "model": config_to_json(model.config),
         "scene_box": model.scene_box.aabb.detach().cpu().tolist(),
         "num_train_data": int(model.num_train_data),
     }
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            sections = model.nsc_sections()
-    finally:
-        model.train(was_training)
+    sections = model.encode()
     full_meta = {"nscodec_version": __version__, **(meta or {})}
     return write_nsc(path, codec, config, sections, meta=full_meta, overwrite=overwrite)
+
+
+def read_model_file(path: Path | str | bytes, lod: Optional[int] = None) -> NscFile:
+    """Read (and structurally validate) a ``.nsc`` file, its bytes, or only the prefix level ``lod`` needs."""
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        return read_nsc(path, allow_prefix=True)
+    if lod is not None:
+        from nscodec.lod import read_lod_prefix
+
+        return read_lod_prefix(path, lod)
+    return read_nsc(path)
+
+
+def build_model(nsc: NscFile) -> torch.nn.Module:
+    """Validate the header of ``nsc`` (:func:`validate_config`, scene box, image count) and build its model, empty.
+
+    Raises:
+        NscFormatError: unknown codec, bad config, or a header value outside its decodable range.
+    """
+    from nerfstudio.data.scene_box import SceneBox
+
+    cls = codec_config_class(nsc.method)
+    header = nsc.config
+    for key in ("model", "scene_box", "num_train_data"):
+        if key not in header:
+            raise NscFormatError(f".nsc config lacks {key!r}")
+    cfg = config_from_json(cls, header["model"], "config.model")
+    validate_config(cfg)
+    aabb = _scene_box(header["scene_box"])
+    n = header["num_train_data"]
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_TRAIN_IMAGES:
+        raise NscFormatError(f".nsc config.num_train_data must be an int in [0, {MAX_TRAIN_IMAGES}], got {n!r}")
+    return cfg.setup(scene_box=SceneBox(aabb=aabb), num_train_data=n, metadata={})
 
 
 def load_model(
@@ -138,36 +293,31 @@ def load_model(
 
     Raises:
         FileNotFoundError: no such file.
-        NscFormatError: malformed file, unknown codec, bad config, missing/extra sections.
+        NscFormatError: malformed file, unknown codec, bad config, missing/extra/malformed sections.
     """
-    from nerfstudio.data.scene_box import SceneBox
-
-    if isinstance(path, (bytes, bytearray, memoryview)):
-        nsc = read_nsc(path, allow_prefix=True)
-    elif lod is not None:
-        from nscodec.lod import read_lod_prefix
-
-        nsc = read_lod_prefix(path, lod)
-    else:
-        nsc = read_nsc(path)
-    cls = codec_config_class(nsc.method)
-    header = nsc.config
-    for key in ("model", "scene_box", "num_train_data"):
-        if key not in header:
-            raise NscFormatError(f".nsc config lacks {key!r}")
-    cfg = config_from_json(cls, header["model"], "config.model")
-    try:
-        aabb = torch.tensor(header["scene_box"], dtype=torch.float32).reshape(2, 3)
-    except Exception:
-        raise NscFormatError(f".nsc config.scene_box must be 2x3 numbers, got {header['scene_box']!r}") from None
-    model = cfg.setup(scene_box=SceneBox(aabb=aabb), num_train_data=int(header["num_train_data"]), metadata={})
-    if not nsc.complete and not getattr(model, "supports_lod", False):
+    nsc = read_model_file(path, lod)
+    model = build_model(nsc)
+    if not nsc.complete and not model.supports_lod:
         raise NscFormatError(
             f".nsc file is truncated ({nsc.available_bytes} of {nsc.total_bytes} bytes) and codec {nsc.method!r} "
             "has no levels of detail to decode from a prefix"
         )
-    model.load_nsc_sections(nsc)
+    with model.decoding():
+        try:
+            model.load_nsc_sections(nsc)
+        except (NscError, FileNotFoundError):
+            raise
+        except Exception as err:  # a check is missing somewhere: still one clear error, marked as such
+            raise UnvalidatedDecodeError(
+                f".nsc decode of codec {nsc.method!r} failed on an unchecked value: {type(err).__name__}: {err}"
+            ) from err
+    model.on_decoded(nsc)
     return model.to(device).eval(), nsc
+
+
+class UnvalidatedDecodeError(NscFormatError):
+    """A malformed file that no explicit check caught (the decoder failed inside). Users see one clear message;
+    the fuzz bench (``bench/fuzz_nsc.py``) counts these apart, as checks to add."""
 
 
 def compressed_size(model: torch.nn.Module, meta: Optional[Dict[str, Any]] = None) -> int:

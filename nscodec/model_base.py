@@ -1,32 +1,73 @@
-"""What every nscodec model shares with nerfstudio's ``Model`` beyond the base class: background compositing of
-packed renders, the RGB loss and training PSNR, and the evaluation metrics/images (PSNR, SSIM, LPIPS only when
-its weights are local). Method models subclass :class:`NscModel` and add their field, rate terms and codec.
+"""The model ↔ ``.nsc`` contract every nscodec method implements, and the base that builds what they share.
 
-A subclass must create ``self.renderer_rgb`` (nerfstudio ``RGBRenderer``), ``self.rgb_loss`` (``MSELoss``) and
-``self.image_metrics`` (:class:`nscodec.metrics.ImageMetrics`) in ``populate_modules`` and have a
-``config.background_color``.
+:class:`NscModel` is a nerfstudio ``Model`` (an abstract base: a method that leaves out part of the contract fails
+at ``setup``). It builds what every method shares — the occupancy grid with camera-visibility culling and its update
+schedule, the RGB renderer, the RGB loss, the metrics, the sample spacing with its warm-up — and declares the
+contract with the file:
+
+========================================  =====================================================================
+``nsc_sections()``                        encode the model into sections (its compression); never mutates it
+``load_nsc_sections(nsc)``                decode sections into an already-built model (a whole file or a prefix)
+``finalize_for_storage()``                round the model in place to exactly what its file stores (idempotent)
+``export_blocker()``                      why the model cannot be exported yet (None: it can)
+``decoded_tensors()``                     what its decoder networks compute from the file (thread-count checks)
+``supports_lod``, ``num_lods``            whether a file prefix decodes a coarser level, and how many levels
+``set_lod(l)``, ``lod``, ``lod_bytes()``  render level ``l``; the level rendered; cumulative file bytes per level
+========================================  =====================================================================
+
+Export never mutates the live model: :meth:`NscModel.encode` finalizes a copy (:meth:`NscModel.finalized_copy`),
+unless the model is already finalized — the last training step finalizes it once (``finalize_at_last_step``), and a
+model decoded from a file is finalized by construction. Every decoder network runs under :meth:`NscModel.decoding`
+(a fixed intra-op thread count, :mod:`nscodec.coding.determinism`), so a file decodes bit-identically everywhere.
+
+One viewer control serves every level-of-detail method: a slider picking the rendered level and a text showing
+that level's cumulative bytes (from the decoded file's level table, or from exporting a finalized copy).
 """
 
 from __future__ import annotations
 
+import abc
+import copy
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Literal, Optional, Tuple
 
 import torch
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.model_components.losses import MSELoss
 from nerfstudio.model_components.renderers import RGBRenderer
 from nerfstudio.models.base_model import Model, ModelConfig
-from nerfstudio.utils import colormaps
+from nerfstudio.utils import colormaps, misc
 from torch import Tensor
 
-from nscodec.render import accumulate_along_rays, render_weight_from_density
+from nscodec.coding.container import NscFile, Section
+from nscodec.coding.determinism import fixed_threads
+from nscodec.coding.errors import NscError
+from nscodec.metrics import ImageMetrics
+from nscodec.render import OccupancyGrid, accumulate_along_rays, render_weight_from_density
 
-__all__ = ["NscModel", "OccupancyScheduleConfig", "PackedSamplingConfig"]
+__all__ = ["NscModel", "NscModelConfig"]
+
+#: bounds of shared config values that size tensors or loops, checked before a decoded model is built
+_LIMITS: Dict[str, Tuple[float, float]] = {
+    "occupancy_resolution": (1, 512),
+    "step_ratio": (1e-3, 64.0),
+    "warmup_step_multiplier": (1e-3, 1e3),
+    "occupancy_threshold": (0.0, 1.0),
+    "weight_threshold": (0.0, 1.0),
+    "transmittance_threshold": (0.0, 1.0),
+    "eval_num_rays_per_chunk": (1, 1 << 24),
+    "occupancy_warmup": (0, 1 << 31),
+    "occupancy_update_every": (1, 1 << 31),
+    "occupancy_fast_until": (0, 1 << 31),
+    "occupancy_update_every_late": (1, 1 << 31),
+}
 
 
 @dataclass
-class PackedSamplingConfig(ModelConfig):
-    """Options of the packed ray marcher every nscodec model uses (occupancy grid, early ray termination,
-    appearance only where it counts). Methods override the defaults that differ."""
+class NscModelConfig(ModelConfig):
+    """Options every nscodec model shares: packed ray marching through an occupancy grid (empty-space skipping,
+    early ray termination, appearance only where it counts), the grid's update schedule and camera-visibility
+    culling, and the background. Methods override the defaults that differ."""
 
     step_ratio: float = 0.5
     """Sample spacing along rays, in cells of the model's finest grid (planes, LOD grid or triplane texels)."""
@@ -35,36 +76,359 @@ class PackedSamplingConfig(ModelConfig):
     occupancy_resolution: int = 128
     """Cells per axis of the occupancy grid."""
     occupancy_threshold: float = 1e-2
-    """A cell is occupied when alpha = 1 - exp(-sigma * step) exceeds this at its centre (dilated by 1 cell)."""
+    """A cell is occupied when alpha = 1 - exp(-sigma * step) exceeds this at a corner of the cell."""
     occupancy_warmup: int = 50
     """First occupancy-grid update (training step)."""
     occupancy_update_every: int = 50
-    """Occupancy-grid update period (steps)."""
-    weight_threshold: float = 1e-3
-    """Appearance is evaluated only for samples with rendering weight above this."""
-    transmittance_threshold: float = 1e-2
-    """Early ray termination: while training, samples behind this transmittance get no density gradient pass."""
-
-
-@dataclass
-class OccupancyScheduleConfig(PackedSamplingConfig):
-    """:class:`PackedSamplingConfig` + a fast-then-slow occupancy update schedule and camera-visibility culling
-    (used through :meth:`NscModel.occupancy_update_due` and :meth:`NscModel.ensure_visibility`)."""
-
+    """Occupancy-grid update period (steps) before ``occupancy_fast_until``."""
     occupancy_fast_until: int = 500
     """``occupancy_update_every`` applies before this step, ``occupancy_update_every_late`` after it."""
     occupancy_update_every_late: int = 200
     restrict_to_visible: bool = True
     """Cells no training camera sees are never occupied (no samples are spent on unobservable space)."""
+    weight_threshold: float = 1e-3
+    """Appearance is evaluated only for samples with rendering weight above this."""
+    transmittance_threshold: float = 1e-2
+    """Early ray termination: while training, samples behind this transmittance get no density gradient pass."""
+    background_color: Literal["random", "black", "white"] = "white"
+    enable_collider: bool = False
+    eval_num_rays_per_chunk: int = 1 << 14
+
+    #: header fields written by older nscodec versions that this config no longer has (ignored when decoding)
+    nsc_retired_fields: ClassVar[frozenset] = frozenset()
+
+    def nsc_limits(self) -> Dict[str, Tuple[float, float]]:
+        """``{field: (lo, hi)}``: the values a decodable file may hold for the fields that size tensors or loops.
+        Subclasses add theirs (``{**super().nsc_limits(), ...}``); :func:`nscodec.io.validate_config` checks them."""
+        return dict(_LIMITS)
+
+    def nsc_derived_limits(self) -> List[Tuple[str, float, float]]:
+        """``[(what, value, hi)]``: derived sizes (products of fields) a decodable file may not exceed, checked
+        after :meth:`nsc_limits` holds (e.g. a grid's vertex count times its codebook size)."""
+        return []
 
 
-class NscModel(Model):
-    """nerfstudio ``Model`` + shared compositing, RGB loss, metrics. Outputs must hold ``rgb [R,3]``,
-    ``accumulation [R,1]`` and ``depth [R,1]``."""
+def _copy_memo(model: torch.nn.Module) -> Dict[int, Any]:
+    """``deepcopy`` memo for :meth:`NscModel.finalized_copy`: the copy shares the viewer controls (their handles hold
+    the viewer's server, threads and locks, which cannot be copied), and tensors that are results of this step's
+    autograd graph (e.g. decoded planes held as plain attributes) are copied detached — deepcopy refuses non-leaf
+    tensors, and the finalized copy recomputes them anyway."""
+    try:
+        from nerfstudio.viewer.viewer_elements import ViewerElement
+    except Exception:  # viewer extras missing: no elements to share
+        ViewerElement = ()  # noqa: N806
+    memo: Dict[int, Any] = {}
+    for mod in model.modules():
+        for v in vars(mod).values():
+            if ViewerElement and isinstance(v, ViewerElement):
+                memo[id(v)] = v
+            elif isinstance(v, Tensor) and v.grad_fn is not None:
+                memo[id(v)] = v.detach().clone()
+    return memo
 
+
+class NscModel(Model, metaclass=abc.ABCMeta):
+    """nerfstudio ``Model`` + the ``.nsc`` contract + shared occupancy, rendering, losses and metrics (module
+    docstring). Outputs of ``get_outputs`` hold ``rgb [R, 3]``, ``accumulation [R, 1]`` and ``depth [R, 1]``."""
+
+    config: NscModelConfig
+
+    #: a file prefix ending on a level boundary decodes a coarser level (see :mod:`nscodec.lod`)
+    supports_lod: ClassVar[bool] = False
+    #: the last training step rounds the model in place to its file (False: a post-hoc codec, chosen at export)
+    finalize_at_last_step: ClassVar[bool] = True
     #: outputs copied into the training metrics when present (sample counts, LOD, ...)
     logged_outputs: Tuple[str, ...] = ("num_samples_marched", "num_samples", "num_samples_appearance", "lod")
 
+    # --------------------------------------------------------------------------------------- shared modules
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        cfg = self.config
+        self.occupancy = OccupancyGrid(self.scene_box.aabb.reshape(6), cfg.occupancy_resolution)
+        self.renderer_rgb = RGBRenderer(background_color=cfg.background_color)
+        self.rgb_loss = MSELoss()
+        self.image_metrics = ImageMetrics()
+        self.collider = None
+        self.register_buffer("nsc_finalized", torch.zeros((), dtype=torch.bool))
+        self._step = 0
+        self._max_steps: Optional[int] = None
+        self._lod_bytes: Optional[List[int]] = None
+        self._lod_bytes_from_file = False
+        self.decoded_lod = self.num_lods - 1
+        """Highest level of detail whose data the model holds (less after decoding a file prefix)."""
+        self._lod = self.num_lods - 1
+        self.viewer_lod = self.viewer_lod_bytes = None
+        if self.supports_lod and self.num_lods > 1:
+            self._make_lod_controls()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.setdefault(prefix + "nsc_finalized", torch.zeros((), dtype=torch.bool))  # older checkpoints
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ------------------------------------------------------------------------------- contract: the subclass
+    @abc.abstractmethod
+    def base_step_size(self) -> float:
+        """Sample spacing along rays once the occupancy grid is ready (world units)."""
+
+    @abc.abstractmethod
+    def occupancy_density(self, positions: Tensor) -> Tensor:
+        """Density ``[S]`` (1 / world unit) at world ``positions [S, 3]`` that occupancy updates threshold."""
+
+    @abc.abstractmethod
+    def nsc_sections(self) -> List[Section]:
+        """The model's ``.nsc`` sections (levels of detail coarse to fine). Called on a finalized model; must not
+        change it. Raises NscError when it cannot be encoded."""
+
+    @abc.abstractmethod
+    def load_nsc_sections(self, nsc: NscFile) -> None:
+        """Decode ``nsc`` (a whole file or, for level-of-detail codecs, a prefix) into this freshly built model.
+        Sets :attr:`decoded_lod` where it decodes fewer levels. Raises NscFormatError on missing, extra or
+        malformed sections."""
+
+    def finalize_for_storage(self) -> None:
+        """Round the model in place to exactly what its file stores, so a file written afterwards decodes to this
+        very model (idempotent). Default: a round trip through the codec (encode, decode into ``self``), right for a
+        post-hoc codec; methods that quantize in training override it with their in-place rounding."""
+        from nscodec.coding.container import encode_nsc, read_nsc
+        from nscodec.io import codec_name_of
+
+        self.load_nsc_sections(read_nsc(encode_nsc(codec_name_of(self), {}, self.nsc_sections())))
+
+    def export_blocker(self) -> Optional[str]:
+        """Why the model cannot be exported (finalized) yet, e.g. still in a pretraining stage; None when it can."""
+        return None
+
+    def decoded_tensors(self) -> Dict[str, Tensor]:
+        """The tensors the model's decoder networks compute from its stored values (planes, tables), evaluated as
+        rendering uses them. Empty for codecs without a decoder network."""
+        return {}
+
+    def method_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        """The method's own training callbacks, run between the shared ones (:meth:`get_training_callbacks`)."""
+        return []
+
+    def occupancy_bound(self) -> Optional[Tensor]:
+        """``[G, G, G]`` bool: the cells an occupancy update may mark occupied (None: any visible cell)."""
+        return None
+
+    def first_occupancy_update(self) -> int:
+        """Training step of the first occupancy update (``occupancy_warmup``)."""
+        return self.config.occupancy_warmup
+
+    def on_lod_changed(self) -> None:
+        """Hook: the rendered level (:attr:`lod`) changed."""
+
+    # -------------------------------------------------------------------------------- finalize and encode
+    @property
+    def finalized(self) -> bool:
+        """True when the model holds exactly what its file stores (saved in checkpoints)."""
+        return bool(self.nsc_finalized)
+
+    @torch.no_grad()
+    def finalize(self) -> None:
+        """:meth:`finalize_for_storage` in place and mark the model finalized.
+
+        Raises:
+            NscError: :meth:`export_blocker` names a reason the model cannot be stored yet.
+        """
+        blocker = self.export_blocker()
+        if blocker is not None:
+            raise NscError(blocker)
+        self.finalize_for_storage()
+        self.nsc_finalized.fill_(True)
+
+    def finalized_copy(self) -> "NscModel":
+        """A finalized deep copy (``self`` itself when already finalized); the live model, its parameters, buffers and
+        the global RNG are left untouched. Viewer controls are shared, not copied.
+
+        Raises:
+            NscError: as :meth:`finalize`.
+        """
+        if self.finalized:
+            return self
+        blocker = self.export_blocker()
+        if blocker is not None:
+            raise NscError(blocker)
+        with _preserved_rng(self):
+            clone = copy.deepcopy(self, _copy_memo(self))
+            clone.finalize()
+        return clone
+
+    def encode(self) -> List[Section]:
+        """The sections of this model's file, from a finalized copy unless the model is finalized (never mutates
+        the model nor consumes its RNG).
+
+        Raises:
+            NscError: the model cannot be exported yet, or its sections cannot be encoded.
+        """
+        model = self.finalized_copy()
+        with _preserved_rng(self), torch.no_grad():
+            return model.nsc_sections()
+
+    def decoding(self):
+        """Context manager every decoder network runs under: a fixed intra-op thread count, so the decoded tensors
+        are bit-identical on the sender's and every receiver's machine."""
+        return fixed_threads()
+
+    def on_decoded(self, nsc: NscFile) -> None:
+        """Called by :func:`nscodec.io.load_model` after :meth:`load_nsc_sections`: the model is the file (finalized),
+        its level table comes from the file, and it renders the finest level it decoded."""
+        from nscodec.lod import lod_table
+
+        self.nsc_finalized.fill_(True)
+        self._lod_bytes = [int(r["bytes"]) for r in lod_table(nsc)]
+        self._lod_bytes_from_file = True
+        self.set_lod(self.decoded_lod)
+
+    # --------------------------------------------------------------------------------------- levels of detail
+    @property
+    def num_lods(self) -> int:
+        """Number of levels of detail (1 for codecs without them)."""
+        return 1
+
+    @property
+    def lod(self) -> int:
+        """The rendered level of detail (levels ``0..lod`` are used)."""
+        return self._lod
+
+    def set_lod(self, lod: int) -> None:
+        """Render at level of detail ``lod`` (clamped to :attr:`decoded_lod`, the finest level the model holds).
+
+        Raises:
+            ValueError: ``lod`` outside ``[0, num_lods)``.
+        """
+        if not 0 <= int(lod) < self.num_lods:
+            raise ValueError(f"level of detail must be in [0, {self.num_lods - 1}], got {lod}")
+        self._lod = min(int(lod), self.decoded_lod)
+        self.on_lod_changed()
+        if self.viewer_lod_bytes is not None:
+            self.viewer_lod_bytes.value = self._lod_label(self._lod)
+
+    def lod_bytes(self) -> List[int]:
+        """Cumulative ``.nsc`` bytes (preamble and header included) needed to decode each level of detail: the
+        decoded file's level table, else that of a file exported from a finalized copy (cached until the next
+        training step).
+
+        Raises:
+            NscError: the model cannot be exported yet.
+        """
+        if self._lod_bytes is None:
+            import tempfile
+            from pathlib import Path
+
+            from nscodec.coding.container import read_nsc
+            from nscodec.io import export_model
+            from nscodec.lod import lod_table
+
+            with tempfile.TemporaryDirectory(prefix="nscodec-lod-") as tmp:
+                export_model(self, Path(tmp) / "m.nsc")
+                self._lod_bytes = [int(r["bytes"]) for r in lod_table(read_nsc(Path(tmp) / "m.nsc"))]
+        return self._lod_bytes
+
+    def _lod_label(self, lod: int) -> str:
+        top = self.num_lods - 1
+        if self._lod_bytes is None:
+            return f"level {lod}/{top} (bytes: exported on first move)"
+        size = self._lod_bytes[min(lod, len(self._lod_bytes) - 1)]
+        return f"level {lod}/{top}: {size:,} bytes"
+
+    def _make_lod_controls(self) -> None:
+        """The viewer's level-of-detail slider and the read-only text with that level's cumulative bytes."""
+        try:
+            from nerfstudio.viewer.viewer_elements import ViewerSlider, ViewerText
+        except Exception:  # viewer extras missing: the model works without the controls
+            return
+        top = self.num_lods - 1
+
+        def on_change(slider) -> None:
+            lod = int(slider.value)
+            try:
+                self.lod_bytes()
+            except NscError:  # nothing exportable yet: the label says so
+                pass
+            self.set_lod(lod)
+
+        self.viewer_lod = ViewerSlider("Level of detail", top, 0, top, step=1, cb_hook=on_change,
+                                       hint="render with levels 0..l of the file (a file prefix decodes them)")
+        self.viewer_lod_bytes = ViewerText("Level-of-detail bytes", self._lod_label(top), disabled=True,
+                                           hint="cumulative .nsc bytes needed to decode this level")
+
+    # ------------------------------------------------------------------------------------------- occupancy
+    @property
+    def occupancy_ready(self) -> bool:
+        """True once the occupancy grid was computed from the density at least once (saved in checkpoints)."""
+        return bool(self.occupancy.num_updates.item() > 0)
+
+    def coarse_marching(self) -> bool:
+        """Whether samples are :attr:`~NscModelConfig.warmup_step_multiplier` times sparser right now (default:
+        until the occupancy grid is ready)."""
+        return not self.occupancy_ready
+
+    @property
+    def step_size(self) -> float:
+        """Sample spacing along rays (world units): :meth:`base_step_size`, coarser while :meth:`coarse_marching`."""
+        step = self.base_step_size()
+        return step * self.config.warmup_step_multiplier if self.coarse_marching() else step
+
+    def update_occupancy(self) -> float:
+        """Refresh the occupancy grid from :meth:`occupancy_density`; returns the occupied fraction."""
+        return self.occupancy.update(
+            self.occupancy_density, self.step_size, self.config.occupancy_threshold, bound=self.occupancy_bound()
+        )
+
+    def occupancy_update_due(self, step: int) -> bool:
+        """Whether the occupancy grid is refreshed after training ``step``: from :meth:`first_occupancy_update` on,
+        every ``occupancy_update_every`` steps until ``occupancy_fast_until``, then every
+        ``occupancy_update_every_late``."""
+        cfg = self.config
+        first = self.first_occupancy_update()
+        if step < first:
+            return False
+        every = cfg.occupancy_update_every if step < cfg.occupancy_fast_until else cfg.occupancy_update_every_late
+        return (step - first) % every == 0
+
+    def ensure_visibility(self, cameras) -> None:
+        """Set ``self.occupancy``'s camera-visibility mask from the training ``cameras`` (nerfstudio Cameras) once;
+        with ``restrict_to_visible=False`` every cell counts as visible. The mask is a buffer (kept in checkpoints)."""
+        grid = self.occupancy
+        if bool(grid.visibility_set):
+            return
+        if not self.config.restrict_to_visible:
+            grid.visibility_set.fill_(True)
+            return
+        grid.set_visibility(cameras.camera_to_worlds, cameras.fx, cameras.fy, cameras.cx, cameras.cy, cameras.width, cameras.height)
+
+    # ------------------------------------------------------------------------------------------- callbacks
+    def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        """Shared callbacks around :meth:`method_training_callbacks`: before each step, track the step, drop the
+        finalized mark and the level table, set camera visibility once; after it, the occupancy schedule and, at the
+        last step, :meth:`finalize` (when ``finalize_at_last_step`` and the model is exportable)."""
+        max_steps = attrs.trainer.config.max_num_iterations if attrs.trainer is not None else None
+
+        def begin(step: int) -> None:
+            self._step, self._max_steps = step, max_steps
+            if self.finalized:
+                self.nsc_finalized.fill_(False)  # this step changes the model
+            if not self._lod_bytes_from_file:
+                self._lod_bytes = None
+            if attrs.pipeline is not None:
+                self.ensure_visibility(attrs.pipeline.datamanager.train_dataset.cameras)
+
+        def end(step: int) -> None:
+            if self.occupancy_update_due(step):
+                self.update_occupancy()
+            last = max_steps is not None and step == max_steps - 1
+            if last and self.finalize_at_last_step and self.export_blocker() is None:
+                self.finalize()
+
+        every = dict(update_every_num_iters=1)
+        return (
+            [TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], begin, **every)]
+            + self.method_training_callbacks(attrs)
+            + [TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], end, **every)]
+        )
+
+    # ------------------------------------------------------------------------------------ losses & metrics
     def composite_background(self, comp: Tensor, acc: Tensor) -> Tensor:
         """Blend the composited colour ``[R, 3]`` (accumulation ``acc [R, 1]``) with the background colour.
         A random background is left to the loss while training (as nerfstudio does) and is black at eval."""
@@ -94,7 +458,20 @@ class NscModel(Model):
         return {"rgb_loss": self.rgb_loss(gt, pred)}
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
-        return self.rgb_loss_dict(outputs, batch)
+        """The distortion term, scaled by ``loss_coefficients``; methods add their rate terms."""
+        return misc.scale_dict(self.rgb_loss_dict(outputs, batch), self.config.loss_coefficients)
+
+    def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        """PSNR / SSIM (/ LPIPS) of a full image and the ground-truth | render, accumulation and depth images."""
+        image = self.renderer_rgb.blend_background(batch["image"].to(outputs["rgb"].device))
+        rgb = outputs["rgb"]
+        metrics = self.image_metrics(torch.moveaxis(image, -1, 0)[None], torch.moveaxis(rgb, -1, 0)[None])
+        images = {
+            "img": torch.cat([image, rgb], dim=1),
+            "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
+            "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
+        }
+        return metrics, images
 
     # ------------------------------------------------------------------------------------- packed rendering
     def render_packed(
@@ -157,35 +534,18 @@ class NscModel(Model):
             out["num_samples_appearance"] = torch.tensor(float(live.numel()))
         return out
 
-    # ------------------------------------------------ occupancy schedule (models with an OccupancyScheduleConfig)
-    def occupancy_update_due(self, step: int) -> bool:
-        """Whether the occupancy grid is refreshed after training ``step``: from ``occupancy_warmup`` on, every
-        ``occupancy_update_every`` steps until ``occupancy_fast_until``, then every ``occupancy_update_every_late``."""
-        cfg = self.config
-        if step < cfg.occupancy_warmup:
-            return False
-        every = cfg.occupancy_update_every if step < cfg.occupancy_fast_until else cfg.occupancy_update_every_late
-        return (step - cfg.occupancy_warmup) % every == 0
 
-    def ensure_visibility(self, cameras) -> None:
-        """Set ``self.occupancy``'s camera-visibility mask from the training ``cameras`` (nerfstudio Cameras) once;
-        with ``restrict_to_visible=False`` every cell counts as visible. The mask is a buffer (kept in checkpoints)."""
-        grid = self.occupancy
-        if bool(grid.visibility_set):
-            return
-        if not self.config.restrict_to_visible:
-            grid.visibility_set.fill_(True)
-            return
-        grid.set_visibility(cameras.camera_to_worlds, cameras.fx, cameras.fy, cameras.cx, cameras.cy, cameras.width, cameras.height)
+class _preserved_rng:
+    """Context manager: the global torch RNG (CPU and the model's CUDA device) is restored on exit, so exporting or
+    evaluating a copy never changes the random numbers training draws next."""
 
-    def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
-        """PSNR / SSIM (/ LPIPS) of a full image and the ground-truth | render, accumulation and depth images."""
-        image = self.renderer_rgb.blend_background(batch["image"].to(outputs["rgb"].device))
-        rgb = outputs["rgb"]
-        metrics = self.image_metrics(torch.moveaxis(image, -1, 0)[None], torch.moveaxis(rgb, -1, 0)[None])
-        images = {
-            "img": torch.cat([image, rgb], dim=1),
-            "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
-            "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
-        }
-        return metrics, images
+    def __init__(self, model: torch.nn.Module) -> None:
+        dev = next((t.device for t in model.buffers()), torch.device("cpu"))
+        self._devices = [dev.index or 0] if dev.type == "cuda" else []
+
+    def __enter__(self):
+        self._ctx = torch.random.fork_rng(devices=self._devices)
+        return self._ctx.__enter__()
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)

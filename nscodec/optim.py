@@ -9,7 +9,8 @@ TensoRF base its dense VM planes (~5 M parameters) are updated every step, and t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Optional
 
 import torch
 from nerfstudio.engine.optimizers import AdamOptimizerConfig, OptimizerConfig
@@ -35,3 +36,35 @@ class SparseAdamOptimizerConfig(OptimizerConfig):
     the batch read, not the whole table (used by VQ-AD's ``m × 2^b`` logits)."""
 
     _target: type = torch.optim.SparseAdam
+
+
+def reset_param_group(
+    attrs, group: str = "encodings", max_steps: Optional[int] = None, keep_state: bool = False
+) -> None:
+    """Re-create the optimizer (and scheduler) of one nerfstudio param group, e.g. after its tensors were replaced
+    (TensoRF's plane upsampling) or a training stage began (ectensorf's stage switch).
+
+    Args:
+        attrs: nerfstudio ``TrainingCallbackAttributes`` (its ``optimizers`` and ``pipeline``).
+        group: the param group's name in the trainer config's ``optimizers``.
+        max_steps: the new scheduler decays over this many steps instead of its config's ``max_steps``.
+        keep_state: keep the optimizer (same tensors, Adam moments kept) and re-create only the scheduler, which
+            restarts from the configured initial learning rate.
+
+    Raises:
+        ValueError: ``attrs`` has no optimizers or pipeline (a callback built outside a trainer), or no such group.
+    """
+    if attrs.optimizers is None or attrs.pipeline is None:
+        raise ValueError("reset_param_group needs the trainer's optimizers and pipeline")
+    if group not in attrs.optimizers.config:
+        raise ValueError(f"reset_param_group: no param group {group!r} in the optimizer config")
+    conf = attrs.optimizers.config[group]
+    if not keep_state:
+        params = attrs.pipeline.get_param_groups()[group]
+        attrs.optimizers.optimizers[group] = conf["optimizer"].setup(params=params)
+    if conf["scheduler"]:
+        sched = conf["scheduler"] if max_steps is None else replace(conf["scheduler"], max_steps=max(1, max_steps))
+        optimizer = attrs.optimizers.optimizers[group]
+        for pg in optimizer.param_groups:  # restart from the configured rate (LambdaLR scales initial_lr)
+            pg["initial_lr"] = pg["lr"] = conf["optimizer"].lr
+        attrs.optimizers.schedulers[group] = sched.setup().get_scheduler(optimizer=optimizer, lr_init=conf["optimizer"].lr)

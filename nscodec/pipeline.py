@@ -41,35 +41,57 @@ class NscPipelineConfig(VanillaPipelineConfig):
 class NscPipeline(VanillaPipeline):
     """VanillaPipeline + ``compressed_bytes`` in ``get_average_eval_image_metrics`` (``ns-eval``'s output).
 
+    The evaluation of a model that is not finalized yet (an evaluation during training) runs on a finalized copy
+    (:meth:`nscodec.model_base.NscModel.finalized_copy`): the PSNR and the bytes are those of the same file, and the
+    training state (parameters, optimizer, RNG) is untouched.
+
     Attributes:
         nsc_path: the ``.nsc`` the model was decoded from (set by :func:`nsc_eval_setup`), else None.
     """
 
     nsc_path: Optional[Path] = None
 
-    def compressed_bytes(self) -> Optional[int]:
-        """Bytes on disk of this model as ``.nsc``: the source file's size when decoded from one, else the size of
-        a fresh export to a temporary file. None (with a console note) when the model cannot be exported yet
-        (e.g. an ``ectensorf`` run still in stage 1)."""
-        if self.nsc_path is not None:
-            return os.path.getsize(self.nsc_path)
-        if not hasattr(self.model, "nsc_sections"):
-            return None
-        from nscodec.export import training_meta
-        from nscodec.io import compressed_size
+    def _stored_model(self):
+        """The model as its file decodes (a finalized copy, or the model itself), or None when it cannot be stored
+        yet (e.g. an ``ectensorf`` run still in stage 1; a console note says why)."""
+        from nscodec.model_base import NscModel
 
-        try:  # the same metadata as `ns-export compressed` writes: the same bytes
-            return compressed_size(self.model, meta=training_meta(self.config))
+        model = self._model
+        if not isinstance(model, NscModel):
+            return None
+        try:
+            return model.finalized_copy()
         except NscError as err:
             from nerfstudio.utils.rich_utils import CONSOLE
 
             CONSOLE.print(f"[yellow]nscodec: compressed_bytes not available: {err}")
             return None
 
+    def compressed_bytes(self, model=None) -> Optional[int]:
+        """Bytes on disk of the model as ``.nsc``: the source file's size when decoded from one, else the size of
+        a fresh export (of ``model``, default this pipeline's) to a temporary file. None when not exportable yet."""
+        if self.nsc_path is not None:
+            return os.path.getsize(self.nsc_path)
+        model = model if model is not None else self._stored_model()
+        if model is None:
+            return None
+        from nscodec.export import training_meta
+        from nscodec.io import compressed_size
+
+        # the same metadata as `ns-export compressed` writes: the same bytes
+        return compressed_size(model, meta=training_meta(self.config))
+
     def get_average_eval_image_metrics(self, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False):
-        """nerfstudio's per-image average metrics plus ``compressed_bytes`` (int, bytes) when exportable."""
-        metrics: Dict[str, Any] = super().get_average_eval_image_metrics(step, output_path, get_std)
-        size = self.compressed_bytes()
+        """nerfstudio's per-image average metrics of the model as stored, plus ``compressed_bytes`` (int, bytes)."""
+        live = self._model
+        stored = self._stored_model() if self.nsc_path is None else None
+        try:
+            if stored is not None and stored is not live:
+                self._model = stored
+            metrics: Dict[str, Any] = super().get_average_eval_image_metrics(step, output_path, get_std)
+        finally:
+            self._model = live
+        size = self.compressed_bytes(stored) if (self.nsc_path is not None or stored is not None) else None
         if size is not None:
             metrics["compressed_bytes"] = int(size)
         return metrics

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
-from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 import nscodec.compat  # noqa: F401  (torch.load weights_only fix, applied as soon as methods are discovered)
+from nscodec.data import NscDataManagerConfig
 from nscodec.ectensorf.model import ECTensoRFModelConfig
 from nscodec.optim import FusedAdamOptimizerConfig
 from nscodec.pipeline import NscPipelineConfig
@@ -34,8 +34,9 @@ def nscodec_trainer_config(
     steps_per_save: int = 1000,
     viewer_chunk: int = 1 << 14,
 ) -> TrainerConfig:
-    """The TrainerConfig every nscodec method shares: Blender data, :class:`NscPipelineConfig` (``ns-eval``
-    reports ``compressed_bytes``), CPU unless CUDA is present, no mixed precision; ``rays`` per training batch."""
+    """The TrainerConfig every nscodec method shares: Blender data through :class:`~nscodec.data.NscDataManagerConfig`
+    (a bad dataset is one clear error), :class:`NscPipelineConfig` (``ns-eval`` reports ``compressed_bytes``), CPU
+    unless CUDA is present, no mixed precision; ``rays`` per training batch."""
     return TrainerConfig(
         method_name=method_name,
         steps_per_eval_batch=500,
@@ -45,7 +46,7 @@ def nscodec_trainer_config(
         mixed_precision=False,
         machine=MachineConfig(device_type=default_device_type()),
         pipeline=NscPipelineConfig(
-            datamanager=VanillaDataManagerConfig(
+            datamanager=NscDataManagerConfig(
                 dataparser=BlenderDataParserConfig(), train_num_rays_per_batch=rays, eval_num_rays_per_batch=4096
             ),
             model=model,

@@ -59,7 +59,7 @@ def test_occupancy_section_ctx3d_round_trip(tmp_path):
 
     from nscodec.coding.container import read_nsc, write_nsc
     from nscodec.render import OccupancyGrid
-    from nscodec.tensorf.model import load_occupancy_section, occupancy_section
+    from nscodec.coding.sections import load_occupancy_section, occupancy_section
 
     aabb = torch.tensor([[-1.0] * 3, [1.0] * 3])
     src = OccupancyGrid(aabb, 16)

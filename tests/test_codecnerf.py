@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from nscodec.codecnerf.encoder import PLANE_AXES, VectorQuantizer, axis_pool, project_points, unproject_features, voxel_centers
-from nscodec.codecnerf.model import fixed_threads
+from nscodec.coding.determinism import fixed_threads
 from nscodec.codecnerf.network import CODEC_MODEL_ENV, CodecArch
 from nscodec.codecnerf.peft import LoRALinear, PlaneDeltas, add_lora
 from nscodec.codecnerf.triplane import sample_triplanes

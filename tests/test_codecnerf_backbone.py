@@ -130,7 +130,7 @@ def test_vit_is_frozen_and_only_the_projection_trains(tmp_path):
 
 
 def test_vit_codec_pretrains_saves_and_loads(tmp_path):
-    from nscodec.codecnerf.model import fixed_threads
+    from nscodec.coding.determinism import fixed_threads
     from nscodec.codecnerf.network import file_sha256, load_codec_model
     from nscodec.codecnerf.pretrain import find_scenes, pretrain
     from nscodec.scenes.procedural import generate_corpus

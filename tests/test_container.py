@@ -40,10 +40,12 @@ def _parts(data: bytes):
     return header, data[PREAMBLE_SIZE + hlen :]
 
 
-def _repack(header, payload: bytes, major=1, minor=0, header_raw=None) -> bytes:
+def _repack(header, payload: bytes, major=1, minor=1, header_raw=None) -> bytes:
+    """A file with this header and payload and a valid checksum: what a buggy writer or a crafted file produces."""
     raw = json.dumps(header).encode() if header_raw is None else header_raw
     total = PREAMBLE_SIZE + len(raw) + len(payload)
-    return PRE.pack(b"NSC\x00", major, minor, total, len(raw), zlib.crc32(raw)) + raw + payload
+    head = PRE.pack(b"NSC\x00", major, minor, total, len(raw), 0)
+    return head[:20] + struct.pack("<I", container.header_crc(head, raw, minor)) + raw + payload
 
 
 def test_roundtrip(tmp_path):
@@ -148,6 +150,9 @@ def test_section_out_of_range_or_overlapping(nsc_bytes):
     header, payload = _parts(nsc_bytes)
     h = json.loads(json.dumps(header))
     h["sections"][2]["nbytes"] += 10
+    with pytest.raises(NscFormatError, match="section 'fine': 1010 payload bytes, shape and dtype need 1000"):
+        read_nsc(_repack(h, payload))
+    h["sections"][2]["shape"] = [10, 101]
     with pytest.raises(NscFormatError, match="section 'fine'.*extends past the end"):
         read_nsc(_repack(h, payload))
     h = json.loads(json.dumps(header))
@@ -156,6 +161,7 @@ def test_section_out_of_range_or_overlapping(nsc_bytes):
         read_nsc(_repack(h, payload))
     h = json.loads(json.dumps(header))
     h["sections"][2]["nbytes"] -= 10
+    h["sections"][2]["shape"] = [10, 99]
     with pytest.raises(NscFormatError, match="10 unreferenced bytes"):
         read_nsc(_repack(h, payload))
 

@@ -120,7 +120,7 @@ def test_pow2_quantizer_error_bound_and_idempotence():
 
 def test_quantized_dense_sections_decode_to_the_in_place_quantized_model(tmp_path):
     from nscodec.coding.container import read_nsc, write_nsc
-    from nscodec.tensorf.model import dense_sections, load_dense_sections, quantize_dense_
+    from nscodec.coding.sections import dense_sections, load_dense_sections, quantize_dense_
 
     torch.manual_seed(0)
     mods = {"mlp": torch.nn.Sequential(torch.nn.Linear(30, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3)),

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from nscodec.coding.errors import NscError, NscFormatError
-from nscodec.shacira.latents import anneal_temperature, discretize, soft_round
+from nscodec.coding.quantization import annealed_temperature
+from nscodec.shacira.latents import discretize, soft_round
 
 AABB = torch.tensor([[-1.5] * 3, [1.5] * 3])
 TINY = dict(num_levels=4, min_res=4, max_res=24, log2_hashmap_size=10, occupancy_resolution=16, hidden_dim=16,
@@ -50,9 +51,9 @@ def test_discretize_modes_and_schedule():
     (g,) = torch.autograd.grad(ste.sum(), q)
     assert torch.equal(g, torch.ones(3))  # straight-through
     assert torch.equal(discretize(q, "round"), ste.detach())
-    assert anneal_temperature(0, 100, 0.5) == 1.0
-    assert anneal_temperature(49, 100, 0.5) < anneal_temperature(10, 100, 0.5) < 1.0
-    assert anneal_temperature(50, 100, 0.5) is None and anneal_temperature(0, 100, 0.0) is None
+    assert annealed_temperature(0, 100, 0.5) == 1.0
+    assert annealed_temperature(49, 100, 0.5) < annealed_temperature(10, 100, 0.5) < 1.0
+    assert annealed_temperature(50, 100, 0.5) is None and annealed_temperature(0, 100, 0.0) is None
     with pytest.raises(NscError):
         discretize(q, "nope")
 
@@ -136,6 +137,7 @@ def _random_model(compress=True):
             enc.table.normal_(0, 1)
         model.field.mlp_base[-1].bias[0] = 1.0
         model.occupancy.num_updates.fill_(1)  # as after training (a decoded file always has a ready grid)
+    model.finalize()  # as the last training step does: the model is now exactly what its file stores
     return model.eval()
 
 
@@ -155,14 +157,14 @@ def test_lod_prefixes_decode_coarser_levels(tmp_path):
     for lvl in range(4):
         dec, nsc = load_model(path, lod=lvl)
         assert nsc.available_bytes == rows[lvl]["bytes"] and available_lod(nsc) == lvl
-        assert dec.lod == (None if lvl == 3 else lvl)
+        assert dec.lod == lvl and dec.field.lod == (None if lvl == 3 else lvl)
         model.set_lod(lvl)
         with torch.no_grad():
             ref = model.get_outputs(rb)["rgb"]
             got = dec.get_outputs(rb)["rgb"]
         assert (ref - got).abs().max().item() == 0.0, lvl
         renders.append(got)
-    model.set_lod(None)
+    model.set_lod(3)
     assert not torch.equal(renders[0], renders[-1])
     # a raw byte prefix (a partial download) decodes the levels it holds completely
     data = path.read_bytes()
@@ -240,7 +242,7 @@ def test_train_export_decode_identical(trained, lego_tiny):
     size = export_model(model, path)
     assert size == os.path.getsize(path) and size < fp32_table_bytes(model.field.encoding)
     decoded, nsc = load_model(path)
-    assert nsc.method == "shacira" and decoded.lod is None
+    assert nsc.method == "shacira" and decoded.lod == decoded.num_lods - 1 and decoded.field.lod is None
     model.eval()
     with torch.no_grad():
         a = model.get_outputs(_rays())["rgb"]

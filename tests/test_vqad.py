@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from nscodec.vqad.grid import MultiLevelVQGrid, kmeans, lod_probabilities, straight_through_vq, vertex_mask
+from nscodec.vqad.grid import MultiLevelVQGrid, lod_probabilities, straight_through_vq, vertex_mask
 from nscodec.vqad.model import pack_bits, unpack_bits
 
 
@@ -106,15 +106,6 @@ def test_vertex_mask_covers_every_vertex_a_sample_reads():
         assert mask.float().mean() < 0.9
 
 
-def test_kmeans_finds_separated_clusters():
-    torch.manual_seed(0)
-    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
-    x = (centres[:, None, :] + 0.1 * torch.randn(4, 100, 2)).reshape(-1, 2)
-    c, a = kmeans(x, 4)
-    assert torch.cdist(centres, c).min(dim=1).values.max() < 0.2
-    assert len(set(a.tolist())) == 4
-
-
 # --------------------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def trained_vqad(lego_tiny, tmp_path_factory):
@@ -156,17 +147,17 @@ def test_export_decode_renders_identical_and_lod_prefixes(trained_vqad, lego_tin
     with_meta = export_model(model, work / "with_meta.nsc", meta=training_meta(trainer.pipeline.config), overwrite=True)
     assert trainer.pipeline.compressed_bytes() == with_meta == os.path.getsize(work / "with_meta.nsc")
     decoded, nsc = load_model(path)
-    assert nsc.method == "vqad" and decoded.render_lod == 2
+    assert nsc.method == "vqad" and decoded.lod == 2
     model.eval()
     rb = _rays()
     with torch.no_grad():
         for lod in range(3):
-            model.set_render_lod(lod)
-            decoded.set_render_lod(lod)
+            model.set_lod(lod)
+            decoded.set_lod(lod)
             a, b = model.get_outputs(rb)["rgb"], decoded.get_outputs(rb)["rgb"]
             assert (a - b).abs().max().item() == 0.0, lod
-    model.set_render_lod(2)
-    decoded.set_render_lod(2)
+    model.set_lod(2)
+    decoded.set_lod(2)
     ev_a = evaluate_model(model, lego_tiny, "test", every=5, progress=False)
     ev_b = evaluate_model(decoded, lego_tiny, "test", every=5, progress=False)
     assert ev_a["psnr"] == ev_b["psnr"]
@@ -179,11 +170,11 @@ def test_export_decode_renders_identical_and_lod_prefixes(trained_vqad, lego_tin
         prefix = read_nsc(data[: row["bytes"]], allow_prefix=True)
         assert available_lod(prefix) == row["lod"]
         m_l, nsc_l = load_model(path, lod=row["lod"])
-        assert m_l.render_lod == row["lod"] and nsc_l.available_bytes == row["bytes"]
-        model.set_render_lod(row["lod"])
+        assert m_l.lod == row["lod"] and nsc_l.available_bytes == row["bytes"]
+        model.set_lod(row["lod"])
         with torch.no_grad():
             assert torch.equal(m_l.get_outputs(rb)["rgb"], model.get_outputs(rb)["rgb"])
-    model.set_render_lod(2)
+    model.set_lod(2)
     assert model.lod_bytes() == [r["bytes"] for r in table]
 
 
@@ -233,6 +224,7 @@ def test_posthoc_kmeans_of_a_float_grid():
     fm.occupancy.occupied.zero_()
     fm.occupancy.occupied[2:5, 2:5, 2:5] = True
     fm.occupancy.num_updates.fill_(1)
+    fm.finalize()  # as the last training step does
     vq = posthoc_kmeans_model(fm, bits=2)
     for lv, mask in enumerate(fm.level_masks()):
         feats = fm.grid.tables[lv].detach()[mask]

@@ -19,6 +19,11 @@ run: their module-level name ``eval_setup`` is rebound to :func:`nscodec.pipelin
 ``config.yml`` paths to nerfstudio's own ``eval_setup`` unchanged and decodes ``.nsc`` files
 (``ns-eval --load-config scene.nsc``, ``ns-viewer --load-config scene.nsc``).
 
+In every patched script (and ``nerfstudio.scripts.train``) the console entry point ``entrypoint`` is wrapped so
+that an nscodec error — a bad dataset, a malformed ``.nsc``, a missing file the user named — ends the command with
+one line, ``ns-<tool>: error: <message>`` and exit status 2, instead of a traceback. Other exceptions are left to
+nerfstudio as before.
+
 Cost at start-up: one small import, no torch. Disable with ``NSCODEC_NO_STARTUP_HOOK=1``.
 """
 
@@ -34,7 +39,32 @@ import types
 _EXPORTER = "nerfstudio.scripts.exporter"
 #: modules whose ``eval_setup`` is rebound to :func:`nscodec.pipeline.eval_setup_any` (accepts ``.nsc`` files)
 _EVAL_SETUP_USERS = ("nerfstudio.scripts.eval", "nerfstudio.scripts.viewer.run_viewer")
-_TARGETS = (_EXPORTER,) + _EVAL_SETUP_USERS
+_TRAIN = "nerfstudio.scripts.train"
+_TARGETS = (_EXPORTER, _TRAIN) + _EVAL_SETUP_USERS
+#: console-script name of each target, for the one-line error
+_TOOL = {_EXPORTER: "ns-export", _TRAIN: "ns-train", "nerfstudio.scripts.eval": "ns-eval",
+         "nerfstudio.scripts.viewer.run_viewer": "ns-viewer"}
+
+
+def _one_line_errors(module) -> None:
+    """Wrap ``module.entrypoint`` so an :class:`nscodec.coding.errors.NscError` exits with one line (status 2)."""
+    inner = getattr(module, "entrypoint", None)
+    if inner is None or getattr(inner, "_nscodec_wrapped", False):
+        return
+    tool = _TOOL.get(module.__name__, module.__name__)
+
+    def entrypoint(*args, **kwargs):
+        from nscodec.coding.errors import NscError
+
+        try:
+            return inner(*args, **kwargs)
+        except NscError as err:
+            sys.stderr.write(f"{tool}: error: {' '.join(str(err).split())}\n")
+            raise SystemExit(2) from None
+
+    entrypoint._nscodec_wrapped = True  # type: ignore[attr-defined]
+    entrypoint.__doc__ = inner.__doc__
+    module.entrypoint = entrypoint
 
 
 class _Open3dShim(types.ModuleType):
@@ -75,8 +105,13 @@ class _PatchingLoader(importlib.abc.Loader):
         return self._inner.create_module(spec)
 
     def exec_module(self, module) -> None:
+        if module.__name__ == _TRAIN:
+            self._inner.exec_module(module)
+            _one_line_errors(module)
+            return
         if module.__name__ in _EVAL_SETUP_USERS:
             self._inner.exec_module(module)
+            _one_line_errors(module)
             try:
                 from nscodec.pipeline import eval_setup_any
             except Exception as err:  # never break stock ns-eval / ns-viewer because of us
@@ -86,6 +121,7 @@ class _PatchingLoader(importlib.abc.Loader):
             return
         _install_open3d_shim()
         self._inner.exec_module(module)
+        _one_line_errors(module)
         pending = sys.modules.get("nscodec.export")
         if pending is not None and not hasattr(pending, "register_with_exporter"):
             return  # nscodec.export itself is importing the exporter; it registers when it finishes loading

@@ -21,22 +21,18 @@ training (density without grad to find live samples, then grad), white backgroun
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Type
+from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import numpy as np
 import torch
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
-from nerfstudio.model_components.losses import MSELoss
-from nerfstudio.model_components.renderers import RGBRenderer
 from torch import Tensor, nn
 from torch.nn import Parameter
 
 import nscodec.compat  # noqa: F401
-from nscodec.model_base import NscModel, PackedSamplingConfig
 from nscodec.codecnerf.encoder import prepare_views
 from nscodec.codecnerf.network import CodecArch, CodecNeRFNet, load_codec_model, resolve_codec_model_path
 from nscodec.codecnerf.peft import PlaneDeltas, add_lora, lora_parameters
@@ -44,25 +40,13 @@ from nscodec.codecnerf.triplane import normalize_points, sample_triplanes, tv_lo
 from nscodec.coding.container import NscFile, Section
 from nscodec.coding.entropy_models import FactorizedPrior
 from nscodec.coding.errors import NscError, NscFormatError
-from nscodec.metrics import ImageMetrics
+from nscodec.coding.sections import load_occupancy_section, load_section_into, occupancy_section
+from nscodec.model_base import NscModel, NscModelConfig
 from nscodec.render import OccupancyGrid
 
 
-@contextmanager
-def fixed_threads(n: int = 1):
-    """Run a block with ``n`` intra-op threads (CPU convolution / matmul results can differ in the last bit between
-    thread counts; the decoder half and the occupancy grid are computed under this so the sender's and every
-    receiver's copies agree bit for bit)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 @dataclass
-class CodecNeRFModelConfig(PackedSamplingConfig):
+class CodecNeRFModelConfig(NscModelConfig):
     """Config of :class:`CodecNeRFModel` (CPU-sized defaults)."""
 
     _target: Type = field(default_factory=lambda: CodecNeRFModel)
@@ -89,9 +73,13 @@ class CodecNeRFModelConfig(PackedSamplingConfig):
     occupancy_warmup: int = 50
     """scratch mode: first occupancy update (PEFT modes update right after encoding)."""
     occupancy_update_every: int = 100
+    occupancy_update_every_late: int = 100
+    restrict_to_visible: bool = False
+    """Off: the decoder recomputes the occupancy grid from the decoded field alone (no cameras in the file)."""
     background_color: Literal["white", "black"] = "white"
-    enable_collider: bool = False
-    eval_num_rays_per_chunk: int = 1 << 14
+
+    def nsc_limits(self) -> Dict[str, Tuple[float, float]]:
+        return {**super().nsc_limits(), "rank": (1, 64), "lora_rank": (1, 64)}
 
 
 class CodecNeRFModel(NscModel):
@@ -133,13 +121,7 @@ class CodecNeRFModel(NscModel):
             self.register_buffer("encoded", torch.zeros((), dtype=torch.bool))
             if cfg.mode == "peft_ec":
                 self.prior = FactorizedPrior(3 * cfg.rank)
-        self.occupancy = OccupancyGrid(self.scene_box.aabb.reshape(6), cfg.occupancy_resolution)
-        self.renderer_rgb = RGBRenderer(background_color=cfg.background_color)
-        self.rgb_loss = MSELoss()
-        self.image_metrics = ImageMetrics()
-        self.collider = None
         self._levels_cache: Optional[List[Tensor]] = None
-        self._step = 0
 
     @property
     def aabb(self) -> Tensor:
@@ -195,7 +177,7 @@ class CodecNeRFModel(NscModel):
 
     @torch.no_grad()
     def _decode_base(self) -> None:
-        with fixed_threads(1):
+        with self.decoding():
             levels = self.net.decode(self.indices)
         for s, lv in enumerate(levels):
             getattr(self, f"base_{s}").copy_(lv)
@@ -222,55 +204,60 @@ class CodecNeRFModel(NscModel):
         )
 
     # ------------------------------------------------------------------------------------------ occupancy
-    @property
-    def base_step(self) -> float:
+    def base_step_size(self) -> float:
         """Sample spacing (scene units): ``step_ratio`` texels of the finest triplane level."""
         extent = float((self.scene_box.aabb[1] - self.scene_box.aabb[0]).mean())
         return self.config.step_ratio * extent / max(self.arch.plane_resolutions)
-
-    @property
-    def step_size(self) -> float:
-        step = self.base_step
-        if int(self.occupancy.num_updates) == 0:
-            step *= self.config.warmup_step_multiplier
-        return step
 
     def density_at(self, pos: Tensor) -> Tensor:
         """``sigma [S]`` at world points ``[S, 3]``."""
         pn = normalize_points(pos, self.aabb)
         return self.renderer.density(sample_triplanes(self.levels(), pn), pn)
 
+    def occupancy_density(self, positions: Tensor) -> Tensor:
+        return self.density_at(positions)
+
+    def first_occupancy_update(self) -> int:
+        """PEFT modes: right after encoding (step 0); scratch: ``occupancy_warmup``."""
+        return self.config.occupancy_warmup if self.config.mode == "scratch" else 0
+
     @torch.no_grad()
     def update_occupancy(self) -> float:
-        """Recompute the occupancy grid from the current field as evaluation renders it (rounded deltas), so a
-        decoder recomputing it gets the identical grid; returns the occupied fraction."""
+        """Recompute the occupancy grid from the current field as evaluation renders it (rounded deltas), under
+        :meth:`decoding`, so a decoder recomputing it gets the identical grid; returns the occupied fraction."""
         was = self.training
         self.eval()
         try:
-            with fixed_threads(1):
-                return self.occupancy.update(self.density_at, self.base_step, self.config.occupancy_threshold)
+            with self.decoding():
+                return self.occupancy.update(self.density_at, self.base_step_size(), self.config.occupancy_threshold)
         finally:
             self.train(was)
 
-    def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
-        cfg = self.config
-        max_steps = attrs.trainer.config.max_num_iterations if attrs.trainer is not None else None
+    def finalize_for_storage(self) -> None:
+        """The file holds the deltas, LoRA and indices as trained (float32 or integer symbols that evaluation rounds
+        to anyway); what a decoder recomputes is the occupancy grid, so it is refreshed from the field as stored."""
+        self.update_occupancy()
 
-        def before(step: int) -> None:
-            self._step = step
+    def export_blocker(self) -> Optional[str]:
+        if self.config.mode != "scratch" and not bool(self.encoded):
+            return "codecnerf: the scene was not encoded yet (train at least one step)"
+        return None
+
+    def decoded_tensors(self) -> Dict[str, Tensor]:
+        """The base triplanes the decoder half computes from the VQ indices (PEFT modes)."""
+        if self.config.mode == "scratch":
+            return {}
+        return {f"base_{s}": t for s, t in enumerate(self.base_levels())}
+
+    def method_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        """PEFT modes: encode the scene's training views once, before the first step (Sec. 3.1–3.3)."""
+        cfg = self.config
+
+        def encode(step: int) -> None:
             if cfg.mode != "scratch" and not bool(self.encoded) and attrs.pipeline is not None:
                 self.encode_from_dataset(attrs.pipeline.datamanager.train_dataset)
 
-        def after(step: int) -> None:
-            first = 0 if cfg.mode != "scratch" else cfg.occupancy_warmup
-            last = max_steps is not None and step == max_steps - 1
-            if last or (step >= first and (step - first) % cfg.occupancy_update_every == 0):
-                self.update_occupancy()
-
-        return [
-            TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], before, update_every_num_iters=1),
-            TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], after, update_every_num_iters=1),
-        ]
+        return [TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], encode, update_every_num_iters=1)]
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         if self.config.mode == "scratch":
@@ -336,8 +323,13 @@ class CodecNeRFModel(NscModel):
     @torch.no_grad()
     def _fresh_occupancy_matches(self) -> bool:
         grid = OccupancyGrid(self.scene_box.aabb.reshape(6), self.config.occupancy_resolution).to(self.occupancy.grid_aabb.device)
-        with fixed_threads(1):
-            grid.update(self.density_at, self.base_step, self.config.occupancy_threshold)
+        was = self.training
+        self.eval()
+        try:
+            with self.decoding():
+                grid.update(self.density_at, self.base_step_size(), self.config.occupancy_threshold)
+        finally:
+            self.train(was)
         return bool(torch.equal(grid.occupied, self.occupancy.occupied) and torch.equal(grid.bbox, self.occupancy.bbox))
 
     def nsc_sections(self) -> List[Section]:
@@ -350,10 +342,8 @@ class CodecNeRFModel(NscModel):
             NscError: PEFT mode before the scene was encoded.
         """
         from nscodec.coding.tensor_codec import entropy_section, raw_section
-        from nscodec.tensorf.model import occupancy_section
 
         cfg = self.config
-        self._levels_cache = None
         sections: List[Section] = []
         if cfg.mode == "scratch":
             for s, p in enumerate(self.planes):
@@ -361,8 +351,9 @@ class CodecNeRFModel(NscModel):
             for k, p in self.renderer.named_parameters():
                 sections.append(raw_section(f"mlp.{k}", p.detach().cpu().numpy(), "float32"))
         else:
-            if not bool(self.encoded):
-                raise NscError("codecnerf: the scene was not encoded yet (train at least one step)")
+            blocker = self.export_blocker()
+            if blocker is not None:
+                raise NscError(blocker)
             ref = {"format": "nscodec-codecnerf-model", "sha256": cfg.codec_model_sha256, "version": int(self.codec_info.get("version", 1))}
             sections.append(raw_section("codec_ref", np.zeros(0, dtype=np.uint8), meta=ref))
             idx = self.indices.cpu().numpy()
@@ -386,27 +377,21 @@ class CodecNeRFModel(NscModel):
         """Inverse of :meth:`nsc_sections`.
 
         Raises:
-            NscFormatError: missing/extra/malformed sections, or the file was encoded with another codec model
-                (``codec_ref`` SHA-256 differs from the loaded codec model's).
+            NscFormatError: missing/extra/malformed sections (dtypes and shapes checked against the model), or the
+                file was encoded with another codec model (``codec_ref`` SHA-256 differs from the loaded codec
+                model's).
         """
         from nscodec.coding.tensor_codec import decode_section
-        from nscodec.tensorf.model import load_occupancy_section
 
         nsc.require(self.section_names(), optional=["occupancy"])
         cfg = self.config
-
-        def load_into(t: Tensor, name: str) -> None:
-            arr = decode_section(nsc.sections[name])
-            if tuple(arr.shape) != tuple(t.shape):
-                raise NscFormatError(f"section {name!r}: shape {tuple(arr.shape)}, model expects {tuple(t.shape)}")
-            t.copy_(torch.from_numpy(arr.astype(np.float32)).to(t.device))
-
+        f32 = ("float32",)
         with torch.no_grad():
             if cfg.mode == "scratch":
                 for s, p in enumerate(self.planes):
-                    load_into(p, f"planes.{s}")
+                    load_section_into(p, nsc, f"planes.{s}", f32)
                 for k, p in self.renderer.named_parameters():
-                    load_into(p, f"mlp.{k}")
+                    load_section_into(p, nsc, f"mlp.{k}", f32)
             else:
                 ref = nsc.sections["codec_ref"].meta
                 if ref.get("sha256") != self.codec_info.get("sha256"):
@@ -414,17 +399,20 @@ class CodecNeRFModel(NscModel):
                         f"codec model mismatch: the .nsc needs codec model sha256 {str(ref.get('sha256'))[:16]}…, loaded "
                         f"{self.codec_info.get('path')} has {str(self.codec_info.get('sha256'))[:16]}…"
                     )
-                if int(ref.get("version", -1)) != int(self.codec_info.get("version", 1)):
+                if ref.get("version") != int(self.codec_info.get("version", 1)):
                     raise NscFormatError(f"codec model version {ref.get('version')!r} unsupported")
-                idx = decode_section(nsc.sections["vq.indices"]).astype(np.int64)
-                if tuple(idx.shape) != tuple(self.indices.shape) or (idx.size and idx.max() >= self.arch.codebook_size):
-                    raise NscFormatError(f"section 'vq.indices': bad shape {idx.shape} or index out of the codebook")
+                idx_sec = nsc.sections["vq.indices"]
+                if tuple(idx_sec.shape) != tuple(self.indices.shape):
+                    raise NscFormatError(f"section 'vq.indices': shape {list(idx_sec.shape)}, model expects {list(self.indices.shape)}")
+                idx = decode_section(idx_sec, dtype=("uint8", "uint16")).astype(np.int64)
+                if idx.size and idx.max() >= self.arch.codebook_size:
+                    raise NscFormatError(f"section 'vq.indices': index {int(idx.max())} outside the codebook of {self.arch.codebook_size}")
                 for s, v in enumerate(self.deltas.vectors):
-                    load_into(v, f"delta.vectors.{s}")
+                    load_section_into(v, nsc, f"delta.vectors.{s}", f32)
                 for s, m in enumerate(self.deltas.matrices):
-                    load_into(m, f"delta.matrices.{s}")
+                    load_section_into(m, nsc, f"delta.matrices.{s}", ("int32",) if cfg.mode == "peft_ec" else f32)
                 for name, p in self.lora_tensors().items():
-                    load_into(p, name)
+                    load_section_into(p, nsc, name, f32)
                 self.indices.copy_(torch.from_numpy(idx))
                 self._decode_base()
                 self.encoded.fill_(True)

@@ -6,7 +6,8 @@ The corpus is any directory of Blender-format scenes (``transforms_train.json`` 
 sub-directory, or the directory itself is one scene). ``--generate N`` first writes N procedural multi-object
 scenes there (:func:`nscodec.scenes.procedural.generate_corpus`). Each step takes one scene: ``enc_views`` of its
 training views go through the encoder (straight-through VQ), the generated triplanes render a batch of rays from
-the scene's other training views (stratified samples inside the box, white background) and the loss is
+the scene's other training views (stratified samples inside the box, white background, the shared packed renderer
+of :mod:`nscodec.render`) and the loss is
 ``L_rgb + L_vq + λ_tv L_tv`` (+ ``λ_lpips`` LPIPS on a rendered patch only when LPIPS weights are local,
 :func:`nscodec.compat.make_lpips`; off by default).
 """
@@ -19,67 +20,22 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 from nscodec.codecnerf.encoder import prepare_views
 from nscodec.codecnerf.network import CodecArch, CodecNeRFNet, file_sha256, load_codec_model, save_codec_model
+from nscodec.codecnerf.triplane import TriplaneRenderer, normalize_points, sample_triplanes, tv_loss_planes
 from nscodec.coding.errors import NscError
-from nscodec.codecnerf.triplane import render_uniform, tv_loss_planes
+from nscodec.data import SceneViews, load_views
+from nscodec.render import OccupancyGrid, accumulate_along_rays, render_weight_from_density
 
 #: the Blender dataparser's scene box (nerfstudio ``BlenderDataParserConfig``: ±1.5 with scale factor 1).
 DEFAULT_AABB = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))
-
-
-@dataclass
-class SceneViews:
-    """One split of a Blender-format scene: ``images [N, H, W, 3]`` (RGB in [0, 1], alpha composited on white),
-    ``c2w [N, 3, 4]`` (OpenGL), intrinsics ``fx, fy, cx, cy [N]`` in pixels, ``width``, ``height``."""
-
-    name: str
-    images: Tensor
-    c2w: Tensor
-    fx: Tensor
-    fy: Tensor
-    cx: Tensor
-    cy: Tensor
-    width: int
-    height: int
-
-
-def load_blender_split(scene: Path | str, split: str = "train", image_size: Optional[int] = None) -> SceneViews:
-    """Read ``transforms_<split>.json`` and its PNGs; optionally resize to ``image_size²`` (area filter).
-
-    Raises:
-        FileNotFoundError: no such split.
-    """
-    scene = Path(scene)
-    meta = json.loads((scene / f"transforms_{split}.json").read_text())
-    imgs, poses = [], []
-    for fr in meta["frames"]:
-        p = scene / fr["file_path"]
-        if p.suffix.lower() != ".png":
-            p = p.with_name(p.name + ".png")
-        im = np.asarray(Image.open(p).convert("RGBA"), dtype=np.float32) / 255.0
-        rgb = im[..., :3] * im[..., 3:] + (1.0 - im[..., 3:])
-        imgs.append(torch.from_numpy(rgb))
-        poses.append(torch.tensor(fr["transform_matrix"], dtype=torch.float32)[:3])
-    images = torch.stack(imgs)
-    h, w = images.shape[1:3]
-    if image_size is not None and (h, w) != (image_size, image_size):
-        images = F.interpolate(images.permute(0, 3, 1, 2), size=(image_size, image_size), mode="area").permute(0, 2, 3, 1)
-        h = w = image_size
-    focal = 0.5 * w / math.tan(0.5 * float(meta["camera_angle_x"]))
-    n = images.shape[0]
-    full = lambda v: torch.full((n,), float(v))  # noqa: E731
-    return SceneViews(scene.name, images.contiguous(), torch.stack(poses), full(focal), full(focal), full(w / 2), full(h / 2), w, h)
 
 
 def find_scenes(corpus: Path | str) -> List[Path]:
@@ -88,6 +44,24 @@ def find_scenes(corpus: Path | str) -> List[Path]:
     if (corpus / "transforms_train.json").exists():
         return [corpus]
     return sorted(p for p in corpus.iterdir() if (p / "transforms_train.json").exists()) if corpus.is_dir() else []
+
+
+def render_rays(levels: Sequence[Tensor], renderer: TriplaneRenderer, origins: Tensor, dirs: Tensor, aabb: Tensor,
+                samples: int, jitter: bool) -> Tensor:
+    """Volume-render rays through triplanes with the packed-sample ops every nscodec model renders with
+    (:mod:`nscodec.render`): samples every ``|box diagonal| / samples`` along each ray inside ``aabb [2, 3]``
+    (stratified when ``jitter``), nothing skipped (the codec renders scenes it has not seen, so there is no occupancy
+    to skip by), white background. Returns ``rgb [R, 3]``."""
+    n = origins.shape[0]
+    box = OccupancyGrid(aabb.reshape(6), 1).to(origins.device)  # one cell, occupied: every sample in the box
+    step = float((aabb[1] - aabb[0]).norm()) / samples
+    ray_idx, t0, t1 = box.march(origins, dirs, step, torch.rand(n, device=origins.device) if jitter else None)
+    pos = origins[ray_idx] + dirs[ray_idx] * (0.5 * (t0 + t1))[:, None]
+    pn = normalize_points(pos, aabb)
+    feats = sample_triplanes(levels, pn)
+    weights, _, _ = render_weight_from_density(t0, t1, renderer.density(feats, pn), ray_idx, n)
+    comp = accumulate_along_rays(weights, renderer.rgb(feats, dirs[ray_idx]), ray_idx, n)
+    return comp + (1.0 - accumulate_along_rays(weights, None, ray_idx, n))
 
 
 def camera_rays(v: SceneViews, view: Tensor, rows: Tensor, cols: Tensor):
@@ -202,7 +176,7 @@ def pretrain(
         net = CodecNeRFNet(arch)
     aabb = torch.tensor(DEFAULT_AABB, dtype=torch.float32)
     t_load = time.perf_counter()
-    scenes = [_Scene(load_blender_split(p, "train", image_size), arch) for p in scene_dirs]
+    scenes = [_Scene(load_views(p, "train", image_size), arch) for p in scene_dirs]
     load_s = time.perf_counter() - t_load
     if resume is None:
         _init_codebook(net, scenes, aabb, gen)
@@ -239,7 +213,7 @@ def pretrain(
             rows = torch.randint(0, v.height, (rays,), generator=gen)
             cols = torch.randint(0, v.width, (rays,), generator=gen)
         origins, dirs = camera_rays(v, view, rows, cols)
-        rgb, _ = render_uniform(levels, net.renderer, origins, dirs, aabb, samples, jitter=True)
+        rgb = render_rays(levels, net.renderer, origins, dirs, aabb, samples, jitter=True)
         gt = v.images[view, rows, cols]
         mse = F.mse_loss(rgb, gt)
         loss = mse + vq_loss + tv_weight * tv_loss_planes(levels)

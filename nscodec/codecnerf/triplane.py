@@ -6,7 +6,7 @@ Triplanes are a list over levels ``s`` of tensors ``[3, C, V_s, V_s]`` (planes i
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -124,38 +124,3 @@ class TriplaneRenderer(nn.Module):
 
     def rgb(self, f: Tensor, d: Tensor) -> Tensor:
         return torch.sigmoid(self.color_mlp(torch.cat([f, dir_encoding(d, self.dir_freqs)], dim=-1)))
-
-
-def ray_box(origins: Tensor, dirs: Tensor, aabb: Tensor) -> Tuple[Tensor, Tensor]:
-    """Slab test: entry/exit distances ``[R]`` of rays with the box (``t_far <= t_near`` means a miss)."""
-    inv = 1.0 / torch.where(dirs.abs() < 1e-9, torch.full_like(dirs, 1e-9), dirs)
-    t0 = (aabb[0] - origins) * inv
-    t1 = (aabb[1] - origins) * inv
-    near = torch.minimum(t0, t1).amax(-1).clamp_min(0.0)
-    far = torch.maximum(t0, t1).amin(-1)
-    return near, far
-
-
-def render_uniform(
-    levels: Sequence[Tensor], renderer: TriplaneRenderer, origins: Tensor, dirs: Tensor, aabb: Tensor, n_samples: int, jitter: bool
-) -> Tuple[Tensor, Tensor]:
-    """Stratified volume rendering (Max 1995) with ``n_samples`` per ray inside ``aabb``, white background.
-    Used by pretraining. Returns ``(rgb [R, 3], accumulation [R])``."""
-    near, far = ray_box(origins, dirs, aabb)
-    hit = far > near
-    far = torch.where(hit, far, near + 1e-3)
-    r = origins.shape[0]
-    u = torch.arange(n_samples, device=origins.device, dtype=torch.float32)[None]
-    u = u + (torch.rand(r, n_samples, device=origins.device) if jitter else 0.5)
-    t = near[:, None] + (far - near)[:, None] * u / n_samples
-    delta = ((far - near) / n_samples)[:, None].expand(r, n_samples)
-    pts = origins[:, None] + dirs[:, None] * t[..., None]
-    pn = normalize_points(pts.reshape(-1, 3), aabb)
-    f = sample_triplanes(levels, pn)
-    sigma = renderer.density(f, pn).reshape(r, n_samples) * hit[:, None]
-    alpha = 1.0 - torch.exp(-sigma * delta)
-    trans = torch.cumprod(torch.cat([torch.ones(r, 1, device=alpha.device), 1.0 - alpha + 1e-10], dim=1), dim=1)[:, :-1]
-    w = alpha * trans
-    rgb = renderer.rgb(f, dirs[:, None].expand(r, n_samples, 3).reshape(-1, 3)).reshape(r, n_samples, 3)
-    acc = w.sum(1)
-    return (w[..., None] * rgb).sum(1) + (1.0 - acc)[:, None], acc

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -83,8 +83,6 @@ def encode_binary_grid(grid: np.ndarray) -> bytes:
     Raises:
         NscError: not a 3-D array of 0/1 values.
     """
-    import constriction
-
     g = np.asarray(grid)
     if g.ndim != 3 or g.size == 0 or not np.isin(g, (0, 1)).all():
         raise NscError(f"encode_binary_grid needs a non-empty 3-D array of 0/1 values, got shape {g.shape}")
@@ -94,19 +92,35 @@ def encode_binary_grid(grid: np.ndarray) -> bytes:
     total = np.bincount(ctx, minlength=NUM_CONTEXTS)
     p = np.where(total > 0, ones / np.maximum(total, 1), 0.5)
     table = np.clip(np.rint(p * 65536), 1, 65535).astype("<u2")
-    probs = table.astype(np.float64) / 65536.0
-    enc = constriction.stream.queue.RangeEncoder()
-    enc.encode(g.reshape(-1).astype(np.int32), constriction.stream.model.Bernoulli(perfect=False), probs[ctx])
-    stream = enc.get_compressed().astype("<u4").tobytes()
+    stream = _range_code(g, table.astype(np.float64) / 65536.0, ctx)
     tz = zlib.compress(table.tobytes(), 9)
     return _HEAD.pack(_LAYOUT, *g.shape, len(tz)) + tz + stream
 
 
-def decode_binary_grid(payload: bytes) -> np.ndarray:
+def _range_code(g: np.ndarray, probs: np.ndarray, ctx: Optional[np.ndarray] = None) -> bytes:
+    """Range-code the int64 0/1 grid ``g [X, Y, Z]`` under per-context probabilities ``probs [NUM_CONTEXTS]``."""
+    import constriction
+
+    if ctx is None:
+        ctx = _contexts_all(g).reshape(-1)
+    enc = constriction.stream.queue.RangeEncoder()
+    enc.encode(g.reshape(-1).astype(np.int32), constriction.stream.model.Bernoulli(perfect=False), probs[ctx])
+    return enc.get_compressed().astype("<u4").tobytes()
+
+
+#: largest grid :func:`decode_binary_grid` accepts (cells); its working array takes 8 bytes per cell
+MAX_GRID_CELLS = 1 << 27
+
+
+def decode_binary_grid(payload: bytes, expected_shape: Optional[Tuple[int, int, int]] = None) -> np.ndarray:
     """Inverse of :func:`encode_binary_grid`: the boolean grid ``[X, Y, Z]``.
 
+    Args:
+        expected_shape: the shape the caller declared; checked against the payload's before anything is allocated.
+
     Raises:
-        NscFormatError: truncated or corrupt payload, unknown layout version.
+        NscFormatError: truncated or corrupt payload, unknown layout version, a grid larger than
+            :data:`MAX_GRID_CELLS` or of another shape than ``expected_shape``, or words left after the stream.
     """
     import constriction
 
@@ -115,12 +129,18 @@ def decode_binary_grid(payload: bytes) -> np.ndarray:
     layout, X, Y, Z, tlen = _HEAD.unpack_from(payload)
     if layout != _LAYOUT:
         raise NscFormatError(f"binary-grid payload layout {layout} is not supported (expected {_LAYOUT})")
-    if min(X, Y, Z) < 1 or X * Y * Z > 1 << 31:
-        raise NscFormatError(f"binary-grid payload: bad grid size {X}x{Y}x{Z}")
+    if min(X, Y, Z) < 1 or X * Y * Z > MAX_GRID_CELLS:
+        raise NscFormatError(f"binary-grid payload: bad grid size {X}x{Y}x{Z} (at most {MAX_GRID_CELLS} cells)")
+    if expected_shape is not None and (X, Y, Z) != tuple(expected_shape):
+        raise NscFormatError(f"binary-grid payload holds a {X}x{Y}x{Z} grid, declared {list(expected_shape)}")
+    d = zlib.decompressobj()
     try:
-        table = np.frombuffer(zlib.decompress(payload[_HEAD.size : _HEAD.size + tlen]), dtype="<u2")
+        table_raw = d.decompress(payload[_HEAD.size : _HEAD.size + tlen], 2 * NUM_CONTEXTS + 1)
     except zlib.error as err:
         raise NscFormatError(f"binary-grid payload: corrupt probability table ({err})") from None
+    if len(table_raw) != 2 * NUM_CONTEXTS or not d.eof or d.unused_data or d.unconsumed_tail:
+        raise NscFormatError("binary-grid payload: bad probability table")
+    table = np.frombuffer(table_raw, dtype="<u2")
     rest = payload[_HEAD.size + tlen :]
     if table.size != NUM_CONTEXTS or (table == 0).any() or len(rest) % 4:
         raise NscFormatError("binary-grid payload: bad probability table or truncated stream")
@@ -135,4 +155,9 @@ def decode_binary_grid(payload: bytes) -> np.ndarray:
                 P[_PAD + x, _PAD + y, 1 : Z + 1] = dec.decode(model, probs[sctx[y] | _row_bits(P, x, y, Z)])
     except Exception as err:  # constriction raises on an exhausted/invalid stream
         raise NscFormatError(f"binary-grid payload: corrupt range-coder stream ({err})") from None
-    return P[_PAD:, _PAD:, 1 : Z + 1].astype(bool)
+    grid = P[_PAD:, _PAD:, 1 : Z + 1]
+    # a range decoder cannot tell where its stream ends; re-encoding the decoded grid under the file's table must
+    # give back exactly the stored words (cheap: encoding is vectorised), so trailing words are an error
+    if _range_code(grid, probs) != rest:
+        raise NscFormatError("binary-grid payload: the range-coder stream has trailing or inconsistent words")
+    return grid.astype(bool)

@@ -8,8 +8,9 @@ Byte layout (all integers little-endian)::
     6       2     format version, minor (uint16)   -- minor bumps only add optional JSON keys
     8       8     total file length in bytes (uint64), preamble included
     16      4     header length H in bytes (uint32)
-    20      4     CRC-32 of the header bytes (uint32, zlib.crc32)
-    24      H     header: UTF-8 JSON object
+    20      4     CRC-32 (uint32, zlib.crc32) of bytes 0..19 followed by the header (format 1.1; in 1.0 files
+                  it covers the header only, so a flipped version or length field went unnoticed)
+    24      H     header: UTF-8 JSON object (nesting at most MAX_JSON_DEPTH levels)
     24+H    ...   section payloads, back to back, in header order
 
     header = {
@@ -27,8 +28,9 @@ exactly at the declared total length. Writers may order sections coarse -> fine 
 (e.g. a partially streamed download) is still useful: ``read_nsc(..., allow_prefix=True)`` returns the
 sections that are wholly present (CRC-checked) and ``complete=False``.
 
-Every malformed input raises :class:`~nscodec.coding.errors.NscFormatError` with a message naming the
-problem; a nonexistent path raises :class:`FileNotFoundError` naming the path. Writes are atomic (temp file
+Every section's declared shape is checked before anything is decoded: at most :data:`MAX_SECTION_ELEMENTS`
+elements, a dtype its coder can produce, and for raw sections exactly ``nbytes`` of payload. Every malformed input
+raises :class:`~nscodec.coding.errors.NscFormatError` with a message naming the problem; a nonexistent path raises :class:`FileNotFoundError` naming the path. Writes are atomic (temp file
 in the same directory + fsync + ``os.replace``), so a failed write never leaves a partial ``.nsc`` file.
 """
 
@@ -39,7 +41,6 @@ import math
 import numbers
 import os
 import struct
-import tempfile
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -58,13 +59,38 @@ __all__ = [
     "write_nsc",
     "read_nsc",
     "check_json_safe",
+    "encode_nsc",
+    "MAX_SECTION_ELEMENTS",
+    "MAX_JSON_DEPTH",
 ]
 
 MAGIC = b"NSC\x00"
-FORMAT_VERSION: Tuple[int, int] = (1, 0)
+FORMAT_VERSION: Tuple[int, int] = (1, 1)
 _PREAMBLE = struct.Struct("<4sHHQII")
 PREAMBLE_SIZE = _PREAMBLE.size  # 24 bytes
+_CRC_COVERED = 20  # format >= 1.1: the header CRC also covers preamble bytes 0..19 (magic, version, lengths)
 _SECTION_KEYS = ("name", "dtype", "shape", "coder", "offset", "nbytes", "crc32", "meta")
+#: largest element count a section may declare (its decoded array, and the coder's index arrays, are this big)
+MAX_SECTION_ELEMENTS = 1 << 26
+#: deepest nesting of JSON arrays/objects accepted in a header
+MAX_JSON_DEPTH = 32
+#: dtypes each built-in coder produces (other coders: the entropy coders' int32/int64)
+_CODER_DTYPES = {
+    "raw": ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32", "float64"),
+    "ctx3d": ("bool",),
+}
+_CODER_DTYPES["zlib"] = _CODER_DTYPES["zstd"] = _CODER_DTYPES["raw"]
+_ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2, "int32": 4, "uint32": 4,
+             "float32": 4, "int64": 8, "uint64": 8, "float64": 8}
+_ENTROPY_DTYPES = ("int32", "int64")
+#: DEFLATE cannot expand data by more than ~1032:1; a larger declared size is a lie
+_ZLIB_MAX_RATIO = 1040
+
+
+def header_crc(preamble: bytes, header: bytes, minor: int) -> int:
+    """The header checksum of a file of format ``1.minor``: CRC-32 of preamble bytes 0..19 + header (minor ≥ 1),
+    of the header alone (minor 0, the original layout)."""
+    return zlib.crc32(header, zlib.crc32(preamble[:_CRC_COVERED])) if minor >= 1 else zlib.crc32(header)
 
 PathOrBytes = Union[str, os.PathLike, bytes, bytearray, memoryview]
 
@@ -274,8 +300,20 @@ def _build_bytes(
         separators=(",", ":"),
     ).encode("utf-8")
     total = PREAMBLE_SIZE + len(header) + offset
-    preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION[0], FORMAT_VERSION[1], total, len(header), zlib.crc32(header))
+    head = _PREAMBLE.pack(MAGIC, FORMAT_VERSION[0], FORMAT_VERSION[1], total, len(header), 0)
+    preamble = head[:_CRC_COVERED] + struct.pack("<I", header_crc(head, header, FORMAT_VERSION[1]))
     return b"".join([preamble, header] + [s.payload for s in sections])
+
+
+def encode_nsc(
+    method: str, config: Mapping[str, Any], sections: Sequence[Section], meta: Optional[Mapping[str, Any]] = None
+) -> bytes:
+    """The bytes of an ``.nsc`` file (what :func:`write_nsc` writes), assembled and validated in memory.
+
+    Raises:
+        NscError: as :func:`write_nsc`.
+    """
+    return _build_bytes(method, config, sections, meta)
 
 
 def write_nsc(
@@ -316,7 +354,10 @@ def write_nsc(
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise FileNotFoundError(f"output directory does not exist: {str(directory)!r}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    remove_stale_temps(path)
+    tmp = _temp_path(path, os.getpid())
+    # O_EXCL: never follow or reuse a file of that name; mode 0o666 lets the umask decide, like any other output
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -342,6 +383,52 @@ def write_nsc(
     return len(data)
 
 
+_TEMP_SUFFIX = ".nsc-partial"
+
+
+def _temp_path(path: Path, pid: int) -> Path:
+    """The temporary file :func:`write_nsc` writes ``path`` through: ``.<name>.<pid>.nsc-partial`` beside it."""
+    return path.with_name(f".{path.name}.{pid}{_TEMP_SUFFIX}")
+
+
+def remove_stale_temps(path: Union[str, os.PathLike]) -> List[Path]:
+    """Delete the temporary files of earlier writes of ``path`` whose writer process is gone (killed mid-write).
+
+    A write in progress in another live process keeps its file. Returns the paths removed.
+    """
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*{_TEMP_SUFFIX}"):
+        pid_text = tmp.name[len(path.name) + 2 : -len(_TEMP_SUFFIX)]
+        if not pid_text.isdigit() or (int(pid_text) != os.getpid() and _pid_alive(int(pid_text))):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob metacharacters escaped (for :meth:`pathlib.Path.glob`)."""
+    import glob
+
+    return glob.escape(name)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
 # ----------------------------------------------------------------------------------------------------------
 # reading
 # ----------------------------------------------------------------------------------------------------------
@@ -361,6 +448,40 @@ def _load(path_or_bytes: PathOrBytes) -> Tuple[bytes, str]:
 def _expect(cond: bool, src: str, msg: str) -> None:
     if not cond:
         raise NscFormatError(f"{src}: {msg}")
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _json_depth(value: Any) -> int:
+    """Nesting depth of parsed JSON (iterative: a crafted header cannot exhaust the stack here)."""
+    depth, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            depth = max(depth, d)
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            depth = max(depth, d)
+            stack.extend((x, d + 1) for x in v)
+        if depth > MAX_JSON_DEPTH:
+            break
+    return depth
+
+
+def _check_dtype_and_size(src: str, name: str, coder: str, dtype: str, count: int, nbytes: int) -> None:
+    """A section's declared dtype must be one its coder produces; raw payloads must hold exactly the declared
+    elements, DEFLATE payloads can expand at most ~1032-fold."""
+    allowed = _CODER_DTYPES.get(coder, _ENTROPY_DTYPES)
+    _expect(dtype in allowed, src, f"section {name!r}: dtype {dtype!r} is not one coder {coder!r} produces ({', '.join(allowed)})")
+    if coder in ("raw", "zlib"):
+        size = count * _ITEMSIZE[dtype]
+        if coder == "raw":
+            _expect(nbytes == size, src, f"section {name!r}: {nbytes} payload bytes, shape and dtype need {size}")
+        else:
+            _expect(size <= _ZLIB_MAX_RATIO * nbytes + 64, src, f"section {name!r}: {nbytes} zlib bytes cannot inflate to {size}")
 
 
 def _reject_constant(name: str) -> Any:
@@ -406,11 +527,16 @@ def read_nsc(path_or_bytes: PathOrBytes, allow_prefix: bool = False) -> NscFile:
         raise NscFormatError(f"{src}: truncated file: declared {total} bytes, got {n}")
     _expect(PREAMBLE_SIZE + hlen <= n, src, f"truncated header: needs {PREAMBLE_SIZE + hlen} bytes, file has {n}")
     header_raw = data[PREAMBLE_SIZE : PREAMBLE_SIZE + hlen]
-    _expect(zlib.crc32(header_raw) == hcrc, src, "header CRC mismatch (corrupt header)")
+    what = "preamble or header" if minor >= 1 else "header"
+    _expect(header_crc(data, header_raw, minor) == hcrc, src, f"header CRC mismatch (corrupt {what})")
     try:
         header = json.loads(header_raw.decode("utf-8"), parse_constant=_reject_constant)
+    except RecursionError:
+        raise NscFormatError(f"{src}: header JSON nests deeper than {MAX_JSON_DEPTH} levels") from None
     except (UnicodeDecodeError, ValueError) as err:
         raise NscFormatError(f"{src}: header is not valid UTF-8 JSON ({err})") from None
+    depth = _json_depth(header)
+    _expect(depth <= MAX_JSON_DEPTH, src, f"header JSON nests {depth} levels deep (at most {MAX_JSON_DEPTH})")
     _expect(isinstance(header, dict), src, "header is not a JSON object")
     for key, typ in (("method", str), ("config", dict), ("meta", dict), ("sections", list)):
         _expect(key in header, src, f"header is missing key {key!r}")
@@ -432,13 +558,16 @@ def read_nsc(path_or_bytes: PathOrBytes, allow_prefix: bool = False) -> NscFile:
         seen_names.add(name)
         _expect(isinstance(e["dtype"], str) and isinstance(e["coder"], str), src, f"section {name!r}: dtype/coder must be strings")
         _expect(
-            isinstance(e["shape"], list) and all(_is_int(s) and s >= 0 for s in e["shape"]),
+            isinstance(e["shape"], list) and len(e["shape"]) <= 8 and all(_is_int(s) and 0 <= s <= MAX_SECTION_ELEMENTS for s in e["shape"]),
             src,
-            f"section {name!r}: shape must be a list of non-negative ints",
+            f"section {name!r}: shape must be a list of at most 8 ints in [0, {MAX_SECTION_ELEMENTS}], got {_short(e['shape'])}",
         )
+        count = math.prod(e["shape"])
+        _expect(count <= MAX_SECTION_ELEMENTS, src, f"section {name!r}: shape {e['shape']} has {count} elements (at most {MAX_SECTION_ELEMENTS})")
         _expect(isinstance(e["meta"], dict), src, f"section {name!r}: meta must be an object")
         for key in ("offset", "nbytes", "crc32"):
             _expect(_is_int(e[key]) and e[key] >= 0, src, f"section {name!r}: {key} must be a non-negative int")
+        _check_dtype_and_size(src, name, e["coder"], e["dtype"], count, e["nbytes"])
         off, nb = e["offset"], e["nbytes"]
         _expect(off + nb <= payload_len, src, f"section {name!r} (offset {off}, {nb} bytes) extends past the end of the file")
         _expect(off >= expected_offset, src, f"section {name!r} (offset {off}) overlaps the previous section (which ends at {expected_offset})")

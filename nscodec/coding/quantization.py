@@ -32,7 +32,7 @@ import torch
 
 from .errors import NscError
 
-__all__ = ["QUANTIZATION_MODES", "quantize", "to_symbols"]
+__all__ = ["QUANTIZATION_MODES", "quantize", "to_symbols", "annealed_temperature"]
 
 QUANTIZATION_MODES = ("noise", "ste", "round", "dequantize")
 
@@ -128,3 +128,31 @@ def to_symbols(x: torch.Tensor, offset: Optional[torch.Tensor] = None) -> torch.
     if lo < _INT32_MIN or hi > _INT32_MAX:
         raise NscError(f"to_symbols: rounded latents span [{lo:g}, {hi:g}], outside the int32 symbol range")
     return q.to(torch.int32)
+
+
+def annealed_temperature(step: int, total_steps: int, fraction: float = 1.0, tau_start: float = 1.0, tau_end: float = 0.05):
+    """The temperature of every annealed relaxation in nscodec (SHACIRA's soft rounding, Eq. 4; ectensorf's
+    Gumbel-softmax masks): exponential decay from ``tau_start`` to ``tau_end`` over the first
+    ``fraction × total_steps`` steps, ``None`` afterwards (the relaxation is over: hard decisions from then on).
+
+    Args:
+        step: steps since annealing began (≥ 0).
+        total_steps: length of the run in steps.
+        fraction: annealing period as a fraction of the run in ``[0, 1]`` (SHACIRA Fig. 10; 0 = never anneal).
+        tau_start, tau_end: temperatures (> 0) at the start and at the end of the period.
+
+    Returns:
+        ``τ`` (float) while annealing, else ``None``.
+
+    Raises:
+        NscError: ``fraction`` outside ``[0, 1]`` or non-positive temperatures.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise NscError(f"annealing fraction must lie in [0, 1], got {fraction}")
+    if not (tau_start > 0 and tau_end > 0):
+        raise NscError(f"temperatures must be > 0, got {tau_start}, {tau_end}")
+    period = fraction * max(1, total_steps)
+    step = max(0, step)
+    if step >= period:
+        return None
+    return float(tau_start * (tau_end / tau_start) ** (step / period))

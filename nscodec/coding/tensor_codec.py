@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -244,45 +244,89 @@ def _expected_raw(section: Section, data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype=dt.newbyteorder("<")).astype(dt).reshape(section.shape)
 
 
-def decode_section(section: Section, mask: Any = None) -> np.ndarray:
-    """Decode a section produced by :func:`raw_section`, :func:`zlib_section` or :func:`entropy_section`.
+def _expected_size(section: Section) -> int:
+    """Decoded byte size of a raw/zlib/zstd section from its declared dtype and shape (validated first)."""
+    try:
+        dt = np.dtype(section.dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.name not in RAW_DTYPES:
+        raise NscFormatError(f"section {section.name!r}: unsupported dtype {section.dtype!r}")
+    return int(np.prod(section.shape, dtype=np.int64)) * dt.itemsize
+
+
+def _inflate(section: Section) -> bytes:
+    """DEFLATE payload → exactly the declared number of bytes; more output or bytes after the stream is an error."""
+    want = _expected_size(section)
+    d = zlib.decompressobj()
+    try:
+        data = d.decompress(section.payload, want + 1)
+    except zlib.error as err:
+        raise NscFormatError(f"section {section.name!r}: corrupt zlib data ({err})") from None
+    if len(data) > want or d.unconsumed_tail:
+        raise NscFormatError(f"section {section.name!r}: zlib stream inflates beyond the declared {want} bytes")
+    if not d.eof:
+        raise NscFormatError(f"section {section.name!r}: truncated zlib stream")
+    if d.unused_data:
+        raise NscFormatError(f"section {section.name!r}: {len(d.unused_data)} bytes after the end of the zlib stream")
+    return data
+
+
+def _unzstd(section: Section) -> bytes:
+    """Zstandard payload → exactly the declared number of bytes (one frame, nothing after it)."""
+    import zstandard
+
+    want = _expected_size(section)
+    d = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        data = d.decompress(section.payload)
+    except zstandard.ZstdError as err:
+        raise NscFormatError(f"section {section.name!r}: corrupt zstd data ({err})") from None
+    if not d.eof:
+        raise NscFormatError(f"section {section.name!r}: truncated zstd stream")
+    if d.unused_data:
+        raise NscFormatError(f"section {section.name!r}: {len(d.unused_data)} bytes after the end of the zstd frame")
+    if len(data) != want:
+        raise NscFormatError(f"section {section.name!r}: zstd frame holds {len(data)} bytes, declared {want}")
+    return data
+
+
+def decode_section(section: Section, mask: Any = None, dtype: Optional[Sequence[str]] = None) -> np.ndarray:
+    """Decode a section produced by :func:`raw_section`, :func:`zlib_section`, :func:`zstd_section`,
+    :func:`entropy_section` or :func:`binary_grid_section`.
 
     Args:
         section: the section (e.g. ``read_nsc(path).sections["name"]``).
         mask: the boolean mask given to :func:`entropy_section`, if one was used.
+        dtype: declared dtypes the caller accepts (e.g. ``("float16", "float32")`` for weights); None accepts any.
+            A file whose section declares another dtype is rejected instead of being reinterpreted.
 
     Returns:
         numpy array with ``section.shape`` and ``section.dtype`` (a fresh, writable copy).
 
     Raises:
-        NscFormatError: unknown coder, payload inconsistent with dtype/shape, corrupt zlib data, corrupt or
-            mismatched entropy-coded payload (the section is named).
+        NscFormatError: a dtype outside ``dtype``, unknown coder, payload inconsistent with dtype/shape, corrupt
+            zlib/zstd data or bytes after the stream, corrupt or mismatched entropy-coded payload (the section is named).
         NscError: a required ``mask`` missing or of the wrong shape; an optional backend not installed.
     """
     if not isinstance(section, Section):
         raise NscError(f"decode_section needs a Section, got {type(section).__name__}")
     name = section.name
+    if dtype is not None and section.dtype not in tuple(dtype):
+        raise NscFormatError(f"section {name!r}: dtype {section.dtype!r}, expected {' or '.join(map(repr, dtype))}")
     if section.coder == "raw":
         return _expected_raw(section, section.payload).copy()
     if section.coder == "zlib":
-        try:
-            data = zlib.decompress(section.payload)
-        except zlib.error as err:
-            raise NscFormatError(f"section {name!r}: corrupt zlib data ({err})") from None
-        return _expected_raw(section, data).copy()
+        return _expected_raw(section, _inflate(section)).copy()
     if section.coder == "zstd":
-        import zstandard
-
-        try:
-            data = zstandard.ZstdDecompressor().decompress(section.payload, max_output_size=1 << 34)
-        except zstandard.ZstdError as err:
-            raise NscFormatError(f"section {name!r}: corrupt zstd data ({err})") from None
-        return _expected_raw(section, data).copy()
+        return _expected_raw(section, _unzstd(section)).copy()
     if section.coder == "ctx3d":
         from .binary_context import decode_binary_grid
 
+        if len(section.shape) != 3:
+            raise NscFormatError(f"section {name!r}: a ctx3d grid must have a 3-D shape, got {list(section.shape)}")
         try:
-            grid = decode_binary_grid(section.payload)
+            grid = decode_binary_grid(section.payload, tuple(section.shape))
         except NscFormatError as err:
             raise NscFormatError(f"section {name!r}: {err}") from None
         if grid.shape != tuple(section.shape):

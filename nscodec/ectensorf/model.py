@@ -25,15 +25,17 @@ The occupancy grid refreshed from the pretrained field at the switch bounds ever
 (:meth:`ECTensoRFModel.occupancy_bound`): the importance maps are ~0 in empty space, where the decoded planes may
 hold low density that the pretrained grid skipped, and stage 2 may only carve cells, not add them (not in the paper).
 
-Evaluation (and the ``.nsc``) uses rounded latents and the deterministic mask; at the last step (and before
-export) the dense parts are quantized in place, so a decoded file renders bit-identically to the model that was evaluated.
+Evaluation (and the ``.nsc``) uses rounded latents and the deterministic mask; the last training step (or, for an
+export mid-training, a copy) folds the latent steps and quantizes the dense parts in place
+(:meth:`ECTensoRFModel.finalize_for_storage`), so a decoded file renders bit-identically to the model that was
+evaluated. The decoders run under :meth:`~nscodec.model_base.NscModel.decoding` at evaluation (a fixed thread count).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Optional, Tuple, Type
 
 import numpy as np
 import torch
@@ -43,32 +45,34 @@ from torch.nn import Parameter
 
 from nscodec.coding.container import NscFile, Section
 from nscodec.coding.entropy_models import MaskedFactorizedPrior
-from nscodec.ectensorf.decoder import LatentPlaneDecoder, latent_size
-from nscodec.ectensorf.importance import accumulate_importance
-from nscodec.tensorf.model import (
-    NscTensoRFModel,
-    NscTensoRFModelConfig,
+from nscodec.coding.errors import NscError, NscFormatError
+from nscodec.coding.quantization import annealed_temperature
+from nscodec.coding.sections import (
     dense_section_names,
     dense_sections,
     load_dense_sections,
     load_occupancy_section,
+    meta_int,
     occupancy_section,
     quantize_dense_,
 )
+from nscodec.ectensorf.decoder import LatentPlaneDecoder, latent_size
+from nscodec.ectensorf.importance import accumulate_importance
+from nscodec.optim import reset_param_group
+from nscodec.tensorf.model import MAX_PLANE_RESOLUTION, NscTensoRFModel, NscTensoRFModelConfig
 
 STACKS = ("density", "color")
 
 
 @dataclass
 class ECTensoRFModelConfig(NscTensoRFModelConfig):
-    """Config of :class:`ECTensoRFModel`: CPU-sized defaults (lego 200², 1,200 + 600 steps: about 17 min of CPU in
-    the RD sweep, two jobs sharing 2 cores; 31.29 dB at 360,490 bytes on all 200 test views, 0.56 dB below its base).
+    """Config of :class:`ECTensoRFModel`: CPU-sized defaults (lego 200², 1,200 + 600 steps).
 
     Four choices differ from the paper because they measured better at this budget (docs/benchmarks.md, "stage-2
-    probes"): latents at 1/2 of the plane resolution (``latent_downsample``), no mask (``use_mask``), a learned
-    latent quantization step (``learn_latent_step``), and stage-2 occupancy updates bounded by the pretrained grid
-    (:meth:`ECTensoRFModel.occupancy_bound`; +0.15 to +0.46 dB at fewer bytes in the RD sweep).
-    ``ns-train ectensorf-paper`` keeps the paper's 1/4 latents and masked entropy model."""
+    probes" and the RD sweep): latents at 1/2 of the plane resolution (``latent_downsample``), no mask
+    (``use_mask``), a learned latent quantization step (``learn_latent_step``), and stage-2 occupancy updates bounded
+    by the pretrained grid (:meth:`ECTensoRFModel.occupancy_bound`). ``ns-train ectensorf-paper`` keeps the paper's
+    1/4 latents and masked entropy model."""
 
     _target: Type = field(default_factory=lambda: ECTensoRFModel)
     step_ratio: float = 0.5
@@ -85,35 +89,28 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     latent_channels_density: int = 16
     """Latent channels per density plane (``ceil(N/4)²`` positions each); the density stack has 16 components."""
     latent_channels_color: int = 48
-    """Latent channels per appearance plane; the appearance stack has 48 components. 16/48 with ``decoder_hidden``
-    64 measured +1.8 dB over 8/16 with 32 at lego 200² (docs/benchmarks.md); 32/96 added 0.3 dB for 31% more
-    bytes, a worse trade than λ gives."""
+    """Latent channels per appearance plane; the appearance stack has 48 components. Fewer channels measured
+    clearly worse, more channels a worse trade than a smaller λ (docs/benchmarks.md, capacity probes)."""
     decoder_hidden: int = 96
-    """Channels between the decoder's two transposed convolutions. 96 measured +0.09 dB for 9% more bytes over 64
-    (1/2 latents, λ = 3e-5, 20 test views; docs/benchmarks.md), a better trade than a smaller λ gave there."""
+    """Channels between the decoder's two transposed convolutions (96 measured a better trade than 64 or a smaller λ;
+    docs/benchmarks.md)."""
     latent_downsample: int = 2
     """Plane resolution / latent resolution: 4 as in the paper (two stride-2 layers), or 2 (4× as many latent
-    locations; the decoder's first layer is stride 1). Stored in the file's config. Default 2: with learned latent
-    steps and no mask it measured +0.25 dB over 4 at λ = 1e-4 (30.91 vs 30.66 dB, 20 test views), and with the
-    reconstruction weight 1e-3 it is the only tested preset within 0.9 dB of the base at an equal step budget."""
+    locations; the decoder's first layer is stride 1). Stored in the file's config. Default 2: it measured better
+    than 4 at this budget (docs/benchmarks.md, stage-2 probes)."""
     rate_lambda: float = 3e-5
-    """λ: weight of the rate, counted in Mbit (1e6 bits). Lego 200², 200 test views (docs/benchmarks.md): 1e-5 →
-    31.41 dB at 460,428 bytes, 3e-5 → 31.29 dB at 360,490, 1e-4 → 31.06 dB at 272,360, 1e-3 → 30.09 dB at 180,976."""
+    """λ: weight of the rate, counted in Mbit (1e6 bits): the loss is ``λ·R + D`` (paper Sec. 3). Larger λ, smaller
+    files; the measured RD curve is in docs/benchmarks.md."""
     recon_weight: float = 1e-3
-    """Weight of the (importance-weighted) plane reconstruction term, against the rendering MSE (≈1e-3 at 30 dB).
-    At 1.0 the plane term (≈0.1) outweighed rendering 100:1 and tied the planes to what the latents can copy; 0.01
-    measured +0.12 dB over 1.0 at 1/4 latents. With 1/2 latents 1e-3 measured best (31.12 dB against 30.20 at 1e-4,
-    20 test views at λ = 3e-5; docs/benchmarks.md). Below that stage 2 trains worse (training PSNR 30.1 against
-    31.3 dB): the term holds the decoded planes near the pretrained ones while rendering recovers from the switch."""
+    """Weight of the (importance-weighted) plane reconstruction term, against the rendering MSE. Large weights tie
+    the planes to what the latents can copy; small ones let them drift from the pretrained planes while rendering
+    recovers from the switch. The default measured best at this budget (docs/benchmarks.md)."""
     use_importance: bool = True
     """Ablation switch: False weights every plane location equally."""
     use_mask: bool = False
     """The paper's masked (spike-and-slab) entropy model; False = a plain factorized prior (every latent is coded).
-    Off by default: at lego 200² with 600 stage-2 steps the mask measured a loss every time (+0.58 dB at 1.8% fewer
-    bytes without it at λ = 1e-3 and 1/4 latents; with the default's 1/2 latents the mask cost 0.44 dB at 2.2% more
-    bytes, docs/benchmarks.md). No mask entry ever closed, even with
-    the mask logits at the latents' learning rate; the Gumbel samples only drop ~12% of the latents at random.
-    ``ectensorf-paper`` turns it on."""
+    Off by default: with 600 stage-2 steps the mask measured a loss (docs/benchmarks.md, ablations) — no mask entry
+    closed, and the Gumbel samples only drop latents at random. ``ectensorf-paper`` turns it on."""
     tau_start: float = 1.0
     tau_end: float = 0.05
     """Gumbel-softmax temperature, annealed exponentially over stage 2."""
@@ -122,23 +119,29 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     latent_prefit_steps: int = 300
     """Adam steps fitting the zero-initialised latents and decoders to the pretrained planes (importance-weighted
     reconstruction + λ·rate, no rendering) at the stage switch. Not in the paper, which starts stage 2 from zero
-    latents directly; costs ~ms per step and removes the PSNR collapse at the switch. 0 disables it."""
+    latents directly; it removes the PSNR collapse at the switch. 0 disables it."""
     latent_prefit_lr: float = 2e-2
     learn_latent_step: bool = True
     """Learn one quantization step per latent channel (see the module docstring; not in the paper). Off = the
-    paper's unit step, where the scale the decoder settles at in the plane-only prefit fixes the precision: 83–92%
-    of the latents then round to 0 and a smaller λ buys no PSNR. Measured +0.5 dB at λ = 1e-3 (docs/benchmarks.md)."""
+    paper's unit step, where the scale the decoder settles at in the plane-only prefit fixes the precision: most
+    latents then round to 0 and a smaller λ buys no PSNR (docs/benchmarks.md)."""
     dense_bits: int = 6
     """Storage of the parts that are not latents (plane decoders, line factors, basis matrix, MLP heads): weights
     with ≥ 2 dims quantized per channel to this many bits with power-of-two steps and entropy-coded
-    (:func:`~nscodec.tensorf.model.dense_sections`); biases float16. 0 stores everything as float16. Applied in
-    place at the last training step (and before export), so the evaluated model is the file."""
+    (:func:`~nscodec.coding.sections.dense_sections`); biases float16. 0 stores everything as float16. Applied in
+    place at the last training step (or to the exported copy), so the evaluated model is the file."""
+
+    def nsc_limits(self):
+        return {**super().nsc_limits(), "latent_channels_density": (1, 256), "latent_channels_color": (1, 256),
+                "decoder_hidden": (1, 1024), "latent_downsample": (2, 4), "dense_bits": (0, 16)}
 
 
 class ECTensoRFModel(NscTensoRFModel):
     """TensoRF-VM whose planes are decoded from entropy-coded latents in stage 2 (see module docstring)."""
 
     config: ECTensoRFModelConfig
+    #: unlike its post-hoc base, the file is what training produced: the last step rounds the model in place
+    finalize_at_last_step: ClassVar[bool] = True
 
     def populate_modules(self) -> None:
         cfg = self.config
@@ -155,8 +158,6 @@ class ECTensoRFModel(NscTensoRFModel):
         self.stage2 = False
         self.codec = nn.Module()  # latents / decoders / entropy models, created at the stage switch
         self._decoded_cache: Optional[tuple] = None
-        self._step = 0
-        self._stage2_steps = 1
         # nerfstudio builds one optimizer per param group at setup and Adam rejects empty lists: stage 1 holds
         # a 0-element placeholder in the groups that only stage 2 fills (it never gets a gradient).
         self._placeholder = Parameter(torch.zeros(0))
@@ -198,10 +199,9 @@ class ECTensoRFModel(NscTensoRFModel):
 
         The occupancy grid is refreshed from the pretrained field and kept as an upper bound for stage 2
         (:meth:`occupancy_bound`). Importance is near 0 in empty space, so the decoded planes are free to hold
-        "fog" there; an unbounded update at the switch marked 4× as many cells occupied and the render of 4,096
-        training rays fell from 28.1 to 15.2 dB (lego 200², default preset; ``bench/ectensorf_switch.py``).
-        Bounded, stage 2 renders only where the pretrained model has density and can only carve, never add,
-        occupied cells."""
+        "fog" there; an unbounded update at the switch marks many more cells occupied and the render collapses
+        (``bench/ectensorf_switch.py``). Bounded, stage 2 renders only where the pretrained model has density and
+        can only carve, never add, occupied cells."""
         cfg = self.config
         res = self.field.density_encoding.resolution
         self.update_occupancy()  # still stage 1: the pretrained field's grid, unbounded
@@ -284,10 +284,13 @@ class ECTensoRFModel(NscTensoRFModel):
 
     # ------------------------------------------------------------------------------------------ decoding
     def tau(self) -> float:
-        """Gumbel-softmax temperature at the current stage-2 step (exponential anneal)."""
+        """Gumbel-softmax temperature at the current stage-2 step: the shared exponential anneal
+        (:func:`~nscodec.coding.quantization.annealed_temperature`) over stage 2, ``tau_end`` after it."""
         cfg = self.config
-        frac = min(1.0, max(0.0, (self._step - self._stage2_start()) / max(1, self._stage2_steps)))
-        return float(cfg.tau_start * (cfg.tau_end / cfg.tau_start) ** frac)
+        start = self._stage2_start()
+        steps = max(1, (self._max_steps or start + 1) - start)
+        tau = annealed_temperature(self._step - start, steps, 1.0, cfg.tau_start, cfg.tau_end)
+        return cfg.tau_end if tau is None else tau
 
     def _stage2_start(self) -> int:
         return 0 if self.config.init_from is not None else self.config.stage1_steps
@@ -347,7 +350,7 @@ class ECTensoRFModel(NscTensoRFModel):
             dec = self.decode_planes()
         else:
             if self._decoded_cache is None:
-                with torch.no_grad():
+                with torch.no_grad(), self.decoding():
                     self._decoded_cache = (self.decode_planes(),)
             dec = self._decoded_cache[0]
         for s in STACKS:
@@ -398,14 +401,9 @@ class ECTensoRFModel(NscTensoRFModel):
         return groups
 
     # ----------------------------------------------------------------------------------------- callbacks
-    def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
-        callbacks = super().get_training_callbacks(attrs)
+    def method_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        """The stage switch (before the step at ``stage1_steps``, or step 0 with ``init_from``), then TensoRF's."""
         cfg = self.config
-        max_steps = attrs.trainer.config.max_num_iterations if attrs.trainer is not None else cfg.stage1_steps + 1
-
-        def track(step: int) -> None:
-            self._step = step
-            self._stage2_steps = max(1, max_steps - self._stage2_start())
 
         def switch(step: int) -> None:
             if self.stage2 or step != self._stage2_start():
@@ -417,21 +415,15 @@ class ECTensoRFModel(NscTensoRFModel):
             self.enter_stage2(bundles)
             self.update_occupancy()
             # every stage-2 schedule restarts here and decays over the steps that are left, so the learning rates
-            # reach their final values at the last step whatever --max-num-iterations is (measured +0.15 dB:
-            # docs/benchmarks.md, "Probes of 2026-11-30")
+            # reach their final values at the last step whatever --max-num-iterations is (docs/benchmarks.md)
+            max_steps = attrs.trainer.config.max_num_iterations if attrs.trainer is not None else step + 1
             left = max_steps - step
             for group in ("encodings", "latents", "codec"):
-                self.reset_encoding_optimizer(attrs, group, max_steps=left)
-            self.reset_encoding_optimizer(attrs, "fields", max_steps=left, keep_state=True)
+                reset_param_group(attrs, group, max_steps=left)
+            reset_param_group(attrs, "fields", max_steps=left, keep_state=True)
 
-        def finalize(step: int) -> None:
-            if step == max_steps - 1 and self.stage2:
-                self.quantize_dense()
-
-        return [
-            TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], track, update_every_num_iters=1),
-            TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], switch, update_every_num_iters=1),
-        ] + callbacks + [TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], finalize, update_every_num_iters=1)]
+        switch_cb = TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], switch, update_every_num_iters=1)
+        return [switch_cb] + super().method_training_callbacks(attrs)
 
     @torch.no_grad()
     def load_pretrained(self, ckpt: Path) -> None:
@@ -469,8 +461,13 @@ class ECTensoRFModel(NscTensoRFModel):
     #: line factors [3, C, N, 1] get one quantization step per (plane, component); other weights one per row
     DENSE_CHANNEL_DIMS = {"lines": 2}
 
+    def export_blocker(self) -> Optional[str]:
+        if not self.stage2:
+            return "ectensorf model is still in stage 1 (TensoRF pretraining): train past stage1_steps first"
+        return None
+
     @torch.no_grad()
-    def quantize_dense(self) -> None:
+    def finalize_for_storage(self) -> None:
         """Round every parameter outside the latents to its stored value in place (``dense_bits``-bit power-of-two
         quantization, or float16), so the .nsc decodes to exactly the evaluated model. Folds the latent steps
         into the decoders first (:meth:`fold_latent_steps`). Idempotent."""
@@ -479,19 +476,32 @@ class ECTensoRFModel(NscTensoRFModel):
         quantize_dense_(self.dense_modules(), int(self.config.dense_bits), self.DENSE_CHANNEL_DIMS)
         self._decoded_cache = None
 
+    def decoded_tensors(self) -> Dict[str, Tensor]:
+        """The planes ``[3, C, N, N]`` the decoders compute from the rounded latents (as evaluation renders them)."""
+        if not self.stage2:
+            return {}
+        was = self.training
+        self.eval()
+        try:
+            dec = self._install_planes()
+            return {f"{s}.planes": dec[s] for s in STACKS}
+        finally:
+            self.train(was)
+
     def nsc_sections(self) -> List[Section]:
         """Entropy-coded latents (only where the mask is 1; the mask coded with each channel's open fraction,
         :meth:`MaskedFactorizedPrior.mask_cdf_table`), quantized dense parts, occupancy.
 
         Raises:
-            NscError: still in stage 1 (nothing compressed yet)."""
-        from nscodec.coding.errors import NscError
+            NscError: still in stage 1 (nothing compressed yet), or not finalized (latent steps not folded)."""
         from nscodec.coding.quantization import to_symbols
         from nscodec.coding.tensor_codec import entropy_section
 
-        if not self.stage2:
-            raise NscError("ectensorf model is still in stage 1 (TensoRF pretraining): train past stage1_steps first")
-        self.quantize_dense()
+        blocker = self.export_blocker()
+        if blocker is not None:
+            raise NscError(blocker)
+        if any(bool(torch.any(getattr(self.codec, f"log_step_{s}") != 0)) for s in STACKS):
+            raise NscError("ectensorf: the latent steps are not folded; export through NscModel.encode (finalize first)")
         sections = []
         for s in STACKS:
             prior: MaskedFactorizedPrior = getattr(self.codec, f"prior_{s}")
@@ -505,19 +515,17 @@ class ECTensoRFModel(NscTensoRFModel):
         return sections
 
     def load_nsc_sections(self, nsc: NscFile) -> None:
-        """Inverse of :meth:`nsc_sections`: integer latents and masks, float16 parts, occupancy.
+        """Inverse of :meth:`nsc_sections`: integer latents and masks, quantized dense parts, occupancy.
 
         Raises:
-            NscFormatError: missing/extra/malformed sections.
+            NscFormatError: missing/extra/malformed sections; a plane resolution outside [2, 1024] or not matching
+                the latents' shape; mask values other than 0/1.
         """
-        from nscodec.coding.errors import NscFormatError
         from nscodec.coding.tensor_codec import decode_section
 
         if "latents.density" not in nsc.sections:
             raise NscFormatError("missing section 'latents.density'")
-        res = int(nsc.sections["latents.density"].meta.get("plane_resolution", 0))
-        if res < 2:
-            raise NscFormatError("section 'latents.density': missing or bad plane_resolution")
+        res = meta_int(nsc.sections["latents.density"], "plane_resolution", 2, MAX_PLANE_RESOLUTION)
         self.field.upsample(res)
         self._build_codec(res)
         dense = self.dense_modules()
@@ -526,10 +534,16 @@ class ECTensoRFModel(NscTensoRFModel):
             for s in STACKS:
                 prior: MaskedFactorizedPrior = getattr(self.codec, f"prior_{s}")
                 z = getattr(self.codec, f"latents_{s}")
-                mask = decode_section(nsc.sections[f"mask.{s}"]).astype(bool)
-                if mask.shape != tuple(z.shape):
-                    raise NscFormatError(f"section 'mask.{s}': shape {mask.shape}, model expects {tuple(z.shape)}")
-                sym = decode_section(nsc.sections[f"latents.{s}"], mask=mask)
+                for kind in ("mask", "latents"):
+                    sec = nsc.sections[f"{kind}.{s}"]
+                    if tuple(sec.shape) != tuple(z.shape) or meta_int(sec, "plane_resolution", res, res) != res:
+                        raise NscFormatError(f"section '{kind}.{s}': shape {list(sec.shape)} at plane resolution "
+                                             f"{sec.meta.get('plane_resolution')!r}, model expects {list(z.shape)} at {res}")
+                mask_sym = decode_section(nsc.sections[f"mask.{s}"], dtype=("int32",))
+                if mask_sym.size and (mask_sym.min() < 0 or mask_sym.max() > 1):
+                    raise NscFormatError(f"section 'mask.{s}': values outside {{0, 1}}")
+                mask = mask_sym.astype(bool)
+                sym = decode_section(nsc.sections[f"latents.{s}"], mask=mask, dtype=("int32",))
                 z.copy_(torch.from_numpy(sym.astype(np.float32)))
                 prior.mask_logits.copy_(torch.where(torch.from_numpy(mask), 10.0, -10.0))
         load_dense_sections(dense, nsc)

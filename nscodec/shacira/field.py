@@ -28,9 +28,8 @@ from nerfstudio.field_components.encodings import HashEncoding, SHEncoding
 from torch import Tensor, nn
 
 from nscodec.coding.errors import NscError
+from nscodec.grid.hashing import spatial_hash
 from nscodec.shacira.latents import discretize
-
-_PRIMES = (1, 2654435761, 805459861)  # nerfstudio HashEncoding.hash_fn / Instant-NGP (Teschner et al. 2003)
 
 
 class _InterpolateRows(torch.autograd.Function):
@@ -152,8 +151,7 @@ class ShaciraHashEncoding(HashEncoding):
         Hashed levels: nerfstudio's ``(x·1 ⊕ y·2654435761 ⊕ z·805459861) mod T``; dense levels:
         ``x + y(R+1) + z(R+1)^2``. Plus the level's row offset."""
         v = in_tensor.to(torch.int64)
-        h = v[..., 0] * _PRIMES[0] ^ v[..., 1] * _PRIMES[1] ^ v[..., 2] * _PRIMES[2]
-        h = h % self.hash_table_size
+        h = spatial_hash(v[..., 0], v[..., 1], v[..., 2], self.hash_table_size)
         n = (self.level_res + 1).to(v.device)
         d = v[..., 0] + v[..., 1] * n + v[..., 2] * n * n
         return torch.where(self.level_dense.to(v.device), d, h) + self.level_offsets.to(v.device)
@@ -181,9 +179,8 @@ class ShaciraHashEncoding(HashEncoding):
             parts.append(dx[..., :, None, None] + dy[..., None, :, None] + dz[..., None, None, :])
         if k < self.num_levels:
             ch = c[:, k:]
-            p1, p2 = (_PRIMES[1] + 2**31) % 2**32 - 2**31, _PRIMES[2]  # primes as wrapping int32
-            hx, hy, hz = ch[:, :, 0], ch[:, :, 1] * p1, ch[:, :, 2] * p2
-            parts.append((hx[..., :, None, None] ^ hy[..., None, :, None] ^ hz[..., None, None, :]) & (self.hash_table_size - 1))
+            hx, hy, hz = ch[:, :, 0], ch[:, :, 1], ch[:, :, 2]
+            parts.append(spatial_hash(hx[..., :, None, None], hy[..., None, :, None], hz[..., None, None, :], self.hash_table_size))
         idx = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         idx = (idx + self.level_offsets.to(torch.int32)[None, :, None, None, None]).reshape(x.shape[0], self.num_levels, 8)
         idx = idx.to(torch.int64)  # index_select / index_add_ are ~10x faster with int64 indices on CPU

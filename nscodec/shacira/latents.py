@@ -12,6 +12,8 @@ The integer latents ``Q`` are kept as continuous proxies ``Q̂``. During trainin
   weights (reparameterisation). As ``τ → 0`` the gate becomes deterministic rounding;
 * **straight-through rounding** (Bengio et al. 2013) once the annealing period is over (and for the whole run
   when the annealing fraction is 0 — the paper's "plain STE" ablation, Fig. 10);
+
+the temperature follows the shared schedule :func:`nscodec.coding.quantization.annealed_temperature`;
 * plain ``round`` at evaluation / export: exactly the integers that the ``.nsc`` file stores.
 """
 
@@ -23,8 +25,9 @@ import torch
 from torch import Tensor
 
 from nscodec.coding.errors import NscError
+from nscodec.coding.quantization import quantize
 
-__all__ = ["soft_round", "ste_round", "discretize", "anneal_temperature"]
+__all__ = ["soft_round", "discretize"]
 
 _EPS = 1e-6
 
@@ -59,28 +62,14 @@ def soft_round(q_hat: Tensor, tau: float, hard: bool = False, generator: torch.G
     return lo + w[..., 1]  # w_floor * lo + w_ceil * (lo + 1)
 
 
-class _RoundSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        return torch.round(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        return grad
-
-
-def ste_round(q_hat: Tensor) -> Tensor:
-    """``round(Q̂)`` in the forward pass, identity gradient (straight-through estimator). Shape preserved."""
-    return _RoundSTE.apply(q_hat)
-
-
 def discretize(q_hat: Tensor, mode: str, tau: float = 1.0) -> Tensor:
     """``Q = discretize(Q̂)`` (SHACIRA Eq. 6).
 
     Args:
         q_hat: proxies ``[*]``.
-        mode: ``"anneal"`` (:func:`soft_round` at ``tau``), ``"ste"`` (:func:`ste_round`) or ``"round"``
-            (hard rounding, no gradient: evaluation and export).
+        mode: ``"anneal"`` (:func:`soft_round` at ``tau``), ``"ste"`` (rounding with a straight-through gradient,
+            :func:`nscodec.coding.quantization.quantize`) or ``"round"`` (hard rounding, no gradient: evaluation
+            and export).
         tau: temperature for ``"anneal"``.
 
     Raises:
@@ -88,33 +77,6 @@ def discretize(q_hat: Tensor, mode: str, tau: float = 1.0) -> Tensor:
     """
     if mode == "anneal":
         return soft_round(q_hat, tau)
-    if mode == "ste":
-        return ste_round(q_hat)
-    if mode == "round":
-        return torch.round(q_hat.detach())
+    if mode in ("ste", "round"):
+        return quantize(q_hat, mode)
     raise NscError(f"discretize: unknown mode {mode!r} (expected 'anneal', 'ste' or 'round')")
-
-
-def anneal_temperature(step: int, total_steps: int, fraction: float, tau_start: float = 1.0, tau_end: float = 0.05):
-    """Temperature schedule: exponential decay from ``tau_start`` to ``tau_end`` over the first
-    ``fraction × total_steps`` steps; ``None`` afterwards (= switch to straight-through rounding).
-
-    Args:
-        step: current training step (≥ 0).
-        total_steps: length of the run in steps.
-        fraction: annealing period as a fraction of the run in ``[0, 1]`` (paper Fig. 10; 0 = plain STE).
-
-    Returns:
-        ``τ`` (float) while annealing, else ``None``.
-
-    Raises:
-        NscError: ``fraction`` outside ``[0, 1]`` or non-positive temperatures.
-    """
-    if not 0.0 <= fraction <= 1.0:
-        raise NscError(f"annealing fraction must lie in [0, 1], got {fraction}")
-    if not (tau_start > 0 and tau_end > 0):
-        raise NscError(f"temperatures must be > 0, got {tau_start}, {tau_end}")
-    period = fraction * max(1, total_steps)
-    if step >= period:
-        return None
-    return float(tau_start * (tau_end / tau_start) ** (step / period))

@@ -16,50 +16,41 @@ into the ``.nsc`` with integer CDF tables from the learned densities.
 Levels of detail (Sec. 4.5): each level's latents are one section with ``meta.lod = l``, written coarse to fine
 after the sections every level needs (decoder, MLPs, occupancy), so a file prefix decodes levels ``0..l``;
 rendering at LOD ``l`` sets the features of levels ``> l`` to zero ("masking out the finer resolutions", as the
-paper does; no retraining). ``ShaciraModel.set_lod`` / the viewer slider pick the level.
+paper does; no retraining). :meth:`~nscodec.model_base.NscModel.set_lod` / the viewer slider pick the level.
 
 ``compress=False`` trains the same hash grid with plain fp32 tables (no latents, decoder, prior or rate): the
 uncompressed Instant-NGP baseline of the same configuration; its ``.nsc`` stores fp32 tables and MLPs.
 
-Sampling: the CPU-safe occupancy grid + packed ray marching of :mod:`nscodec.render` (shared with
-``nscodec-tensorf``), with early ray termination.
+Sampling: the occupancy grid + packed ray marching every nscodec model shares (:class:`~nscodec.model_base.NscModel`),
+with early ray termination. The latent decoder runs under :meth:`~nscodec.model_base.NscModel.decoding` whenever
+the evaluation table is built, so the table a receiver decodes is bit-identical to the sender's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
 import numpy as np
 import torch
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.configs.config_utils import to_immutable_dict
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from torch import Tensor, nn
 from torch.nn import Parameter
 
+import nscodec.compat  # noqa: F401  (checkpoint globals for torch.load(weights_only=True))
 from nscodec.coding.container import NscFile, Section
 from nscodec.coding.entropy_models import FactorizedPrior
+from nscodec.coding.errors import NscFormatError
+from nscodec.coding.quantization import annealed_temperature
+from nscodec.coding.sections import dense_section_names, dense_sections, load_dense_sections, load_occupancy_section, occupancy_section
+from nscodec.model_base import NscModel, NscModelConfig
 from nscodec.shacira.field import ShaciraField, ShaciraHashEncoding, fp32_table_bytes
-from nscodec.shacira.latents import anneal_temperature
-from nscodec.tensorf.model import (
-    NscTensoRFModel,
-    NscTensoRFModelConfig,
-    dense_section_names,
-    dense_sections,
-    load_dense_sections,
-    load_occupancy_section,
-    occupancy_section,
-)
 
 
 @dataclass
-class ShaciraModelConfig(NscTensoRFModelConfig):
-    """Config of :class:`ShaciraModel` (CPU-sized defaults for 200² Blender scenes).
-
-    Inherits the occupancy-grid / rendering options of ``nscodec-tensorf``; its plane options
-    (``init_resolution``, ``*_components``, ``upsampling_iters`` ...) are unused.
-    """
+class ShaciraModelConfig(NscModelConfig):
+    """Config of :class:`ShaciraModel` (CPU-sized defaults for 200² Blender scenes)."""
 
     _target: Type = field(default_factory=lambda: ShaciraModel)
     compress: bool = True
@@ -88,7 +79,6 @@ class ShaciraModelConfig(NscTensoRFModelConfig):
     tau_end: float = 0.05
     render_steps: int = 256
     """Sample spacing along rays = scene-box edge / render_steps (world units)."""
-    upsampling_iters: Tuple[int, ...] = ()
     occupancy_resolution: int = 64
     occupancy_warmup: int = 10
     occupancy_update_every: int = 10
@@ -106,8 +96,25 @@ class ShaciraModelConfig(NscTensoRFModelConfig):
     """Storage of MLPs / decoder in the compressed ``.nsc`` (the baseline always stores float32)."""
     eval_num_rays_per_chunk: int = 1 << 13
 
+    #: plane options of the TensoRF base this config once inherited; older files carry them
+    nsc_retired_fields: ClassVar[frozenset] = frozenset(
+        {"init_resolution", "final_resolution", "upsampling_iters", "num_den_components", "num_color_components",
+         "density_init_scale", "appearance_dim", "codec_scheme", "codec_bits"}
+    )
 
-class ShaciraModel(NscTensoRFModel):
+    def nsc_limits(self) -> Dict[str, Tuple[float, float]]:
+        return {**super().nsc_limits(), "num_levels": (1, 32), "min_res": (1, 1 << 16), "max_res": (1, 1 << 16),
+                "log2_hashmap_size": (1, 24), "features_per_level": (1, 16), "latent_dim": (1, 16),
+                "hidden_dim": (1, 1024), "geo_feat_dim": (1, 256), "hidden_dim_color": (1, 1024),
+                "num_layers_color": (1, 16), "render_steps": (1, 1 << 16)}
+
+    def nsc_derived_limits(self) -> List[Tuple[str, float, float]]:
+        rows = self.num_levels * (1 << self.log2_hashmap_size)  # upper bound of ΣT_l
+        return [("hash-table rows × features (num_levels · 2^log2_hashmap_size · max(F, D))",
+                 rows * max(self.features_per_level, self.latent_dim), 1 << 27)]
+
+
+class ShaciraModel(NscModel):
     """SHACIRA on packed samples; see the module docstring.
 
     Outputs ``rgb [R, 3]``, ``accumulation [R, 1]``, ``depth [R, 1]`` (world units); while training also
@@ -115,21 +122,10 @@ class ShaciraModel(NscTensoRFModel):
     """
 
     config: ShaciraModelConfig
-    supports_lod = True  # nscodec.io.load_model may hand us a file prefix (levels of detail)
+    supports_lod: ClassVar[bool] = True
 
     def populate_modules(self) -> None:
         super().populate_modules()
-        cfg = self.config
-        self.prior = FactorizedPrior(cfg.latent_dim) if cfg.compress else None
-        self._step = 0
-        self._max_steps = 1
-        self._eval_table: Optional[Tensor] = None
-        self._lod_bytes: Optional[List[int]] = None
-        self._occupied_fraction = ((-1, 0), 1.0)
-        self._placeholder = Parameter(torch.zeros(0))
-        self._setup_viewer_controls()
-
-    def build_field(self) -> ShaciraField:  # called by NscTensoRFModel.populate_modules
         cfg = self.config
         enc = ShaciraHashEncoding(
             num_levels=cfg.num_levels, min_res=cfg.min_res, max_res=cfg.max_res, log2_hashmap_size=cfg.log2_hashmap_size,
@@ -137,10 +133,14 @@ class ShaciraModel(NscTensoRFModel):
             dense_coarse_levels=cfg.dense_coarse_levels, latent_init_scale=cfg.latent_init_scale,
             decoder_init_scale=cfg.decoder_init_scale,
         )
-        return ShaciraField(
+        self.field = ShaciraField(
             self.scene_box.aabb, enc, hidden_dim=cfg.hidden_dim, geo_feat_dim=cfg.geo_feat_dim,
             hidden_dim_color=cfg.hidden_dim_color, num_layers_color=cfg.num_layers_color,
         )
+        self.prior = FactorizedPrior(cfg.latent_dim) if cfg.compress else None
+        self._eval_table: Optional[Tensor] = None
+        self._occupied_fraction = ((-1, 0), 1.0)
+        self._placeholder = Parameter(torch.zeros(0))
 
     @property
     def encoding(self) -> ShaciraHashEncoding:
@@ -152,67 +152,17 @@ class ShaciraModel(NscTensoRFModel):
         """Number of levels of detail (= hash-grid levels ``L``)."""
         return self.config.num_levels
 
-    @property
-    def lod(self) -> Optional[int]:
-        """Rendering level of detail: levels ``0..lod`` are used, finer ones are zero; None = all."""
-        return self.field.lod
-
-    def set_lod(self, lod: Optional[int]) -> None:
-        """Render at level of detail ``lod`` (``0 ≤ lod < L``, or None for all levels).
-
-        Raises:
-            ValueError: ``lod`` out of range.
-        """
-        if lod is not None and not 0 <= int(lod) < self.num_lods:
-            raise ValueError(f"shacira: level of detail must be in [0, {self.num_lods - 1}], got {lod}")
-        self.field.lod = None if lod is None or int(lod) == self.num_lods - 1 else int(lod)
-
-    def lod_bytes(self) -> List[int]:
-        """Cumulative ``.nsc`` bytes needed for each level of detail (from the decoded file's LOD table, else by
-        exporting the current model once and caching the table)."""
-        if self._lod_bytes is None:
-            import tempfile
-            from pathlib import Path
-
-            from nscodec.io import export_model
-            from nscodec.lod import lod_table
-            from nscodec.coding.container import read_nsc
-
-            with tempfile.TemporaryDirectory(prefix="nscodec-lod-") as tmp:
-                export_model(self, Path(tmp) / "m.nsc")
-                rows = lod_table(read_nsc(Path(tmp) / "m.nsc"))
-            self._lod_bytes = [r["bytes"] for r in rows]
-        return self._lod_bytes
-
-    def _setup_viewer_controls(self) -> None:
-        """A nerfstudio viewer slider picking the LOD, and a read-only text with that LOD's cumulative bytes."""
-        try:
-            from nerfstudio.viewer.viewer_elements import ViewerSlider, ViewerText
-        except Exception:  # viewer extras missing: the model works without the controls
-            return
-        last = self.num_lods - 1
-
-        def on_change(slider) -> None:
-            lod = int(slider.value)
-            self.set_lod(lod)
-            try:
-                size = self.lod_bytes()[min(lod, len(self.lod_bytes()) - 1)]
-                self.viewer_lod_bytes.value = f"level {lod}/{last}: {size:,} bytes"
-            except Exception as err:  # e.g. nothing exportable yet
-                self.viewer_lod_bytes.value = f"level {lod}/{last}: size unavailable ({err})"
-
-        self.viewer_lod = ViewerSlider("SHACIRA level of detail", last, 0, last, step=1, cb_hook=on_change,
-                                       hint="render with hash-grid levels 0..l (finer levels zeroed)")
-        self.viewer_lod_bytes = ViewerText("SHACIRA LOD bytes", f"level {last}/{last}", disabled=True)
+    def on_lod_changed(self) -> None:
+        """Levels ``> lod`` contribute zero features (SHACIRA Sec. 4.5)."""
+        self.field.lod = None if self.lod >= self.num_lods - 1 else self.lod
 
     # -------------------------------------------------------------------------------------------- schedule
-    @property
-    def step_size(self) -> float:
+    def base_step_size(self) -> float:
         extent = float((self.scene_box.aabb[1] - self.scene_box.aabb[0]).mean())
-        step = extent / self.config.render_steps
-        if not self.occupancy_ready or self.occupied_fraction() > self.config.coarse_march_above:
-            step *= self.config.warmup_step_multiplier
-        return step
+        return extent / self.config.render_steps
+
+    def coarse_marching(self) -> bool:
+        return not self.occupancy_ready or self.occupied_fraction() > self.config.coarse_march_above
 
     def occupied_fraction(self) -> float:
         """Occupied fraction of the occupancy grid (a function of saved state, cached per grid update)."""
@@ -224,36 +174,16 @@ class ShaciraModel(NscTensoRFModel):
     def tau(self) -> Optional[float]:
         """Soft-rounding temperature now (None once annealing is over: straight-through rounding)."""
         c = self.config
-        return anneal_temperature(self._step, self._max_steps, c.anneal_fraction, c.tau_start, c.tau_end)
-
-    def planes_trainable(self) -> bool:
-        return False  # no TensoRF planes (disables the inherited upsampling callback)
-
-    def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
-        callbacks = super().get_training_callbacks(attrs)
-        max_steps = attrs.trainer.config.max_num_iterations if attrs.trainer is not None else 1
-
-        def track(step: int) -> None:
-            self._step = step
-            self._max_steps = max(1, max_steps)
-
-        def finalize(step: int) -> None:
-            if step == max_steps - 1:
-                self.round_dense_for_storage()
-
-        return [TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], track, update_every_num_iters=1)] + callbacks + [
-            TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], finalize, update_every_num_iters=1)
-        ]
+        return annealed_temperature(self._step, max(1, self._max_steps or 1), c.anneal_fraction, c.tau_start, c.tau_end)
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         f = self.field
         enc = f.encoding
-        groups = {
+        return {
             "fields": list(f.mlp_base.parameters()) + list(f.mlp_head.parameters()),
             "encodings": [enc.latents] if enc.compress else [enc.table],
             "codec": list(enc.decoder.parameters()) + list(self.prior.parameters()) if enc.compress else [self._placeholder],
         }
-        return groups
 
     # ------------------------------------------------------------------------------------------- tables
     def current_table(self) -> Tensor:
@@ -267,22 +197,34 @@ class ShaciraModel(NscTensoRFModel):
             tau = self.tau()
             return enc.get_table("anneal", tau) if tau is not None else enc.get_table("ste")
         if self._eval_table is None:
-            with torch.no_grad():
-                self._eval_table = enc.get_table("round").detach()
+            self._eval_table = self.rounded_table()
         return self._eval_table
+
+    @torch.no_grad()
+    def rounded_table(self) -> Tensor:
+        """``d_θ(round(Q̂))`` ``[ΣT_l, F]`` (the fp32 table when uncompressed), decoded under :meth:`decoding`."""
+        with self.decoding():
+            return self.encoding.get_table("round").detach()
+
+    def decoded_tensors(self) -> Dict[str, Tensor]:
+        return {"table": self.rounded_table()} if self.encoding.compress else {}
 
     def train(self, mode: bool = True):
         self._eval_table = None
         return super().train(mode)
 
+    def occupancy_density(self, positions: Tensor) -> Tensor:
+        return self.field.density_at(positions, self.rounded_table())
+
     @torch.no_grad()
     def update_occupancy(self) -> float:
-        """Refresh the occupancy grid from the current (rounded-latent) density; returns the occupied fraction.
+        """Refresh the occupancy grid from the current (rounded-latent) density at every level; returns the occupied
+        fraction.
 
         As Instant-NGP's density grid, the threshold is ``min(occupancy_threshold, mean alpha)`` (mean over random
         points of the box), so a field that is still transparent everywhere early in training is never carved
         away entirely (which would leave no samples, hence no gradients)."""
-        table = self.encoding.get_table("round")
+        table = self.rounded_table()
         lod, self.field.lod = self.field.lod, None
         try:
             g = torch.Generator(device="cpu").manual_seed(int(self.occupancy.num_updates))
@@ -343,15 +285,14 @@ class ShaciraModel(NscTensoRFModel):
         return self.config.dense_dtype if self.encoding.compress else "float32"
 
     @torch.no_grad()
-    def round_dense_for_storage(self) -> None:
+    def finalize_for_storage(self) -> None:
         """Round the dense parameters to their storage dtype in place, so the ``.nsc`` is lossless for them and a
-        decoded file renders exactly like this model."""
+        decoded file renders exactly like this model (the latents are rounded at evaluation anyway)."""
         if self._dense_dtype() == "float16":
             for mod in self.dense_modules().values():
                 for p in mod.parameters():
                     p.copy_(p.half().float())
         self._eval_table = None
-        self._lod_bytes = None
 
     def nsc_sections(self) -> List[Section]:
         """Sections: dense MLPs/decoder and occupancy (needed by every LOD), then one section per hash-grid level,
@@ -360,7 +301,6 @@ class ShaciraModel(NscTensoRFModel):
         from nscodec.coding.quantization import to_symbols
         from nscodec.coding.tensor_codec import entropy_section, raw_section
 
-        self.round_dense_for_storage()
         sections = dense_sections(self.dense_modules(), self._dense_dtype())
         sections.append(occupancy_section(self.occupancy))
         enc = self.encoding
@@ -376,14 +316,13 @@ class ShaciraModel(NscTensoRFModel):
 
     def load_nsc_sections(self, nsc: NscFile) -> None:
         """Inverse of :meth:`nsc_sections`; decodes the levels present in ``nsc`` (a file prefix may hold only
-        levels ``0..l``) and then renders at that LOD (finer latents are zero and masked out).
+        levels ``0..l``; finer latents stay zero and are masked out).
 
         Raises:
-            NscFormatError: missing/malformed sections, or not even level 0 present.
+            NscFormatError: missing/malformed sections (shapes are checked before decoding), or not even level 0.
         """
-        from nscodec.coding.errors import NscFormatError
         from nscodec.coding.tensor_codec import decode_section
-        from nscodec.lod import available_lod, lod_table
+        from nscodec.lod import available_lod
 
         top = available_lod(nsc)
         enc = self.encoding
@@ -391,20 +330,20 @@ class ShaciraModel(NscTensoRFModel):
         prefix = "latents" if enc.compress else "table"
         levels = [f"{prefix}.level{l:02d}" for l in range(min(top, enc.num_levels - 1) + 1)]
         nsc.require(dense_section_names(dense) + ["occupancy"] + levels, optional=[f"{prefix}.level{l:02d}" for l in range(enc.num_levels)])
+        param = enc.latents if enc.compress else enc.table
+        wants = [(param.shape[1], n) if enc.compress else (n, param.shape[1]) for n in enc.level_sizes]
+        for lvl, name in enumerate(levels):  # declared shapes first: nothing is decoded for a file that cannot fit
+            if tuple(nsc.sections[name].shape) != wants[lvl]:
+                raise NscFormatError(f"section {name!r}: shape {list(nsc.sections[name].shape)}, model expects {list(wants[lvl])}")
         load_dense_sections(dense, nsc)
         load_occupancy_section(self.occupancy, nsc)
-        param = enc.latents if enc.compress else enc.table
         with torch.no_grad():
             param.zero_()
             for lvl, sl in enumerate(enc.level_slices()[: len(levels)]):
-                arr = decode_section(nsc.sections[levels[lvl]])
-                want = (param.shape[1], enc.level_sizes[lvl]) if enc.compress else (enc.level_sizes[lvl], param.shape[1])
-                if tuple(arr.shape) != want:
-                    raise NscFormatError(f"section {levels[lvl]!r}: shape {tuple(arr.shape)}, model expects {want}")
+                arr = decode_section(nsc.sections[levels[lvl]], dtype=("int32",) if enc.compress else ("float32",))
                 val = torch.from_numpy(np.ascontiguousarray(arr).astype(np.float32))
                 param[sl] = val.t() if enc.compress else val
-        self.set_lod(len(levels) - 1)
-        self._lod_bytes = [r["bytes"] for r in lod_table(nsc)]
+        self.decoded_lod = len(levels) - 1
         self._eval_table = None
 
 

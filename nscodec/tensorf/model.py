@@ -14,30 +14,34 @@ original TensoRF code does it, which is what makes it fast without CUDA:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from dataclasses import dataclass, field
+from typing import ClassVar, Dict, List, Literal, Tuple, Type
 
 import numpy as np
 import torch
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.configs.config_utils import to_immutable_dict
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
-from nerfstudio.model_components.losses import MSELoss, tv_loss
-from nerfstudio.model_components.renderers import RGBRenderer
+from nerfstudio.model_components.losses import tv_loss
 from nerfstudio.utils import misc
 from torch import Tensor
 from torch.nn import Parameter
 
 import nscodec.compat  # noqa: F401  (registers checkpoint globals for torch.load(weights_only=True))
 from nscodec.coding.container import NscFile, Section
-from nscodec.metrics import ImageMetrics
-from nscodec.model_base import NscModel, OccupancyScheduleConfig
-from nscodec.render import OccupancyGrid, render_weight_from_density
+from nscodec.coding.errors import NscFormatError
+from nscodec.coding.sections import dense_section_names, dense_sections, load_dense_sections, load_occupancy_section, occupancy_section
+from nscodec.model_base import NscModel, NscModelConfig
+from nscodec.optim import reset_param_group
+from nscodec.render import render_weight_from_density
 from nscodec.tensorf.field import PackedTensoRFField
+
+#: largest plane resolution a decodable file may declare (3 × 64 components × 1024² float32 = 805 MB)
+MAX_PLANE_RESOLUTION = 1024
 
 
 @dataclass
-class NscTensoRFModelConfig(OccupancyScheduleConfig):
+class NscTensoRFModelConfig(NscModelConfig):
     """Config of :class:`NscTensoRFModel` (CPU-sized defaults for 200² Blender scenes)."""
 
     _target: Type = field(default_factory=lambda: NscTensoRFModel)
@@ -66,9 +70,12 @@ class NscTensoRFModelConfig(OccupancyScheduleConfig):
     + Zstandard; ``fp32`` = raw float32 (the uncompressed reference, also for the dense parts)."""
     codec_bits: int = 8
     """``.nsc`` export: bits per plane/line value (``uniform``) or log2 of the codebook size (``kmeans``)."""
-    background_color: Literal["random", "black", "white"] = "white"
-    enable_collider: bool = False
-    eval_num_rays_per_chunk: int = 1 << 14
+
+    def nsc_limits(self) -> Dict[str, Tuple[float, float]]:
+        res = (1, MAX_PLANE_RESOLUTION)
+        comp = (1, 512)
+        return {**super().nsc_limits(), "init_resolution": res, "final_resolution": res, "num_den_components": comp,
+                "num_color_components": comp, "appearance_dim": comp, "codec_bits": (0, 16)}
 
 
 class NscTensoRFModel(NscModel):
@@ -76,6 +83,9 @@ class NscTensoRFModel(NscModel):
     ``depth [R,1]`` (world units) and, while training, ``num_samples`` (packed samples this batch)."""
 
     config: NscTensoRFModelConfig
+    #: the file is a post-hoc codec of the uncompressed base, chosen at export (``codec_scheme``): training never
+    #: rounds the model in place
+    finalize_at_last_step: ClassVar[bool] = False
 
     def populate_modules(self) -> None:
         super().populate_modules()
@@ -86,11 +96,6 @@ class NscTensoRFModel(NscModel):
             .tolist()
         )
         self.field = self.build_field()
-        self.occupancy = OccupancyGrid(self.scene_box.aabb.reshape(6), cfg.occupancy_resolution)
-        self.renderer_rgb = RGBRenderer(background_color=cfg.background_color)
-        self.rgb_loss = MSELoss()
-        self.image_metrics = ImageMetrics()
-        self.collider = None
 
     def build_field(self) -> PackedTensoRFField:
         """The radiance field; subclasses (``ectensorf``) replace its planes by decoded latents."""
@@ -105,31 +110,16 @@ class NscTensoRFModel(NscModel):
         )
 
     # ----------------------------------------------------------------------------------------------- schedule
-    @property
-    def step_size(self) -> float:
+    def base_step_size(self) -> float:
         """Sample spacing (world units) = step_ratio × voxel size at the field's current resolution."""
         extent = float((self.scene_box.aabb[1] - self.scene_box.aabb[0]).mean())
-        step = self.config.step_ratio * extent / self.field.density_encoding.resolution
-        if not self.occupancy_ready:
-            step *= self.config.warmup_step_multiplier
-        return step
+        return self.config.step_ratio * extent / self.field.density_encoding.resolution
 
-    @property
-    def occupancy_ready(self) -> bool:
-        """True once the occupancy grid was computed from the density at least once (saved in checkpoints)."""
-        return bool(self.occupancy.num_updates.item() > 0)
+    def occupancy_density(self, positions: Tensor) -> Tensor:
+        return self.field.density_at(positions)
 
-    def update_occupancy(self) -> float:
-        """Refresh the occupancy grid from the current density; returns the occupied fraction."""
-        return self.occupancy.update(
-            self.field.density_at, self.step_size, self.config.occupancy_threshold, bound=self.occupancy_bound()
-        )
-
-    def occupancy_bound(self) -> Optional[Tensor]:
-        """``[G, G, G]`` bool: the cells an occupancy update may mark occupied (None: any visible cell)."""
-        return None
-
-    def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
+    def method_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        """Coarse-to-fine plane upsampling (TensoRF Sec. 4.4) at ``upsampling_iters``."""
         cfg = self.config
 
         def upsample(step: int) -> None:
@@ -137,46 +127,13 @@ class NscTensoRFModel(NscModel):
                 return
             self.field.upsample(self.resolutions[cfg.upsampling_iters.index(step) + 1])
             self.update_occupancy()
-            self.reset_encoding_optimizer(attrs)
+            reset_param_group(attrs, "encodings")
 
-        def occupancy(step: int) -> None:
-            if self.occupancy_update_due(step):
-                self.update_occupancy()
-
-        def visibility(step: int) -> None:
-            if attrs.pipeline is not None:
-                self.ensure_visibility(attrs.pipeline.datamanager.train_dataset.cameras)
-
-        return [
-            TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], visibility, update_every_num_iters=1),
-            TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], upsample, iters=tuple(cfg.upsampling_iters)),
-            TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], occupancy, update_every_num_iters=1),
-        ]
+        return [TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], upsample, iters=tuple(cfg.upsampling_iters))]
 
     def planes_trainable(self) -> bool:
         """Whether the VM planes are free parameters (subclasses that decode them return False)."""
         return True
-
-    @staticmethod
-    def reset_encoding_optimizer(
-        attrs: TrainingCallbackAttributes, group: str = "encodings", max_steps: Optional[int] = None, keep_state: bool = False
-    ) -> None:
-        """Re-create the optimizer (and scheduler) of a param group whose tensors were replaced (upsampling).
-
-        ``max_steps``: the new scheduler decays over this many steps instead of its config's ``max_steps``.
-        ``keep_state``: keep the optimizer (same tensors, Adam moments kept) and re-create only the scheduler,
-        which restarts from the configured initial learning rate."""
-        assert attrs.optimizers is not None and attrs.pipeline is not None
-        conf = attrs.optimizers.config[group]
-        if not keep_state:
-            params = attrs.pipeline.get_param_groups()[group]
-            attrs.optimizers.optimizers[group] = conf["optimizer"].setup(params=params)
-        if conf["scheduler"]:
-            sched = conf["scheduler"] if max_steps is None else replace(conf["scheduler"], max_steps=max(1, max_steps))
-            optimizer = attrs.optimizers.optimizers[group]
-            for pg in optimizer.param_groups:  # restart from the configured rate (LambdaLR scales initial_lr)
-                pg["initial_lr"] = pg["lr"] = conf["optimizer"].lr
-            attrs.optimizers.schedulers[group] = sched.setup().get_scheduler(optimizer=optimizer, lr_init=conf["optimizer"].lr)
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         f = self.field
@@ -271,35 +228,54 @@ class NscTensoRFModel(NscModel):
         return sections
 
     def load_nsc_sections(self, nsc: NscFile) -> None:
-        """Inverse of :meth:`nsc_sections`. Raises NscFormatError on missing, extra or malformed sections."""
-        from nscodec.coding.errors import NscFormatError
+        """Inverse of :meth:`nsc_sections`; every declared shape and quantizer parameter is checked against the
+        model's configuration before the planes are allocated.
+
+        Raises:
+            NscFormatError: missing, extra or malformed sections (named, with the bad value).
+        """
         from nscodec.coding.posthoc import uniform_dequantize
+        from nscodec.coding.sections import meta_floats
         from nscodec.coding.tensor_codec import decode_section
 
-        scheme = self.config.codec_scheme
+        cfg = self.config
+        scheme, bits = cfg.codec_scheme, int(cfg.codec_bits)
         dense = self.dense_modules()
         names = list(self.vm_tensors())
         extra = [f"{n}.codebook" for n in names] if scheme == "kmeans" else []
         nsc.require(names + extra + dense_section_names(dense) + ["occupancy"])
+        shapes = {name: self._declared_vm_shape(nsc.sections[name]) for name in names}
+        for stack in ("density", "color"):
+            if shapes[f"{stack}.planes"][2] != shapes[f"{stack}.lines"][2]:
+                raise NscFormatError(f"sections '{stack}.planes' / '{stack}.lines': resolutions {shapes[f'{stack}.planes'][2]} "
+                                     f"and {shapes[f'{stack}.lines'][2]} differ")
         state = {}
-        for name, param in self.vm_tensors().items():
-            sec = nsc.sections[name]
-            shape = tuple(sec.meta.get("shape", ()))
-            if len(shape) != 4 or shape[0] != 3:
-                raise NscFormatError(f"section {name!r}: bad shape {shape}")
+        for name in names:
+            sec, shape = nsc.sections[name], shapes[name]
+            count = int(np.prod(shape))
             if scheme == "uniform":
-                sym = decode_section(sec).reshape(shape[0] * shape[1], *shape[2:])
-                x = uniform_dequantize(sym, np.asarray(sec.meta["lo"]), np.asarray(sec.meta["step"]), axis=0)
+                self._expect_shape(sec, (1, count))
+                channels = shape[0] * shape[1]
+                lo, step = meta_floats(sec, "lo", channels), meta_floats(sec, "step", channels, positive=True)
+                sym = decode_section(sec, dtype=("int32",))
+                if sym.size and (sym.min() < 0 or sym.max() >= 1 << bits):
+                    raise NscFormatError(f"section {name!r}: symbols outside [0, {(1 << bits) - 1}] of {bits}-bit quantization")
+                x = uniform_dequantize(sym.reshape(channels, *shape[2:]), lo, step, axis=0)
+                if not np.isfinite(x).all():
+                    raise NscFormatError(f"section {name!r}: meta.lo / meta.step dequantize to non-finite values")
             elif scheme == "kmeans":
-                codebook = decode_section(nsc.sections[f"{name}.codebook"]).astype(np.float32)
-                idx = decode_section(sec).reshape(-1)
-                if codebook.ndim != 2 or codebook.shape[1] != shape[1] or idx.size * shape[1] != int(np.prod(shape)):
-                    raise NscFormatError(f"section {name!r}: codebook {codebook.shape} does not fit shape {shape}")
+                cb_sec = nsc.sections[f"{name}.codebook"]
+                if len(cb_sec.shape) != 2 or cb_sec.shape[1] != shape[1] or not 1 <= cb_sec.shape[0] <= 1 << 16:
+                    raise NscFormatError(f"section '{name}.codebook': shape {list(cb_sec.shape)}, expected [K ≤ 65536, {shape[1]}]")
+                self._expect_shape(sec, (1, count // shape[1]))
+                codebook = decode_section(cb_sec, dtype=("float16", "float32")).astype(np.float32)
+                idx = decode_section(sec, dtype=("int32",)).reshape(-1)
                 if idx.size and (idx.min() < 0 or idx.max() >= codebook.shape[0]):
-                    raise NscFormatError(f"section {name!r}: index out of codebook range")
+                    raise NscFormatError(f"section {name!r}: index out of codebook range [0, {codebook.shape[0]})")
                 x = np.moveaxis(codebook[idx].reshape(shape[0], *shape[2:], shape[1]), -1, 1)
             else:
-                x = decode_section(sec).astype(np.float32)
+                self._expect_shape(sec, shape)
+                x = decode_section(sec, dtype=("float16",) if scheme == "fp16-zstd" else ("float32",)).astype(np.float32)
             state[name] = torch.from_numpy(np.ascontiguousarray(x.reshape(shape), dtype=np.float32))
         enc_d, enc_c = self.field.density_encoding, self.field.color_encoding
         enc_d.load_state_dict({"plane_coef": state["density.planes"], "line_coef": state["density.lines"]})
@@ -307,143 +283,24 @@ class NscTensoRFModel(NscModel):
         load_dense_sections(dense, nsc)
         load_occupancy_section(self.occupancy, nsc)
 
+    def _declared_vm_shape(self, sec: Section) -> Tuple[int, int, int, int]:
+        """``meta.shape`` of a VM section: ``[3, C, N, N]`` (planes) or ``[3, C, N, 1]`` (lines) with ``C`` the
+        configured components and ``N`` ≤ :data:`MAX_PLANE_RESOLUTION`. Raises NscFormatError otherwise."""
+        cfg = self.config
+        comps = cfg.num_den_components if sec.name.startswith("density") else cfg.num_color_components
+        shape = sec.meta.get("shape")
+        ok = isinstance(shape, list) and len(shape) == 4 and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+        if ok:
+            n = shape[2]
+            last = n if sec.name.endswith("planes") else 1
+            ok = shape[0] == 3 and shape[1] == comps and 1 <= n <= MAX_PLANE_RESOLUTION and shape[3] == last
+        if not ok:
+            kind = "[3, C, N, N]" if sec.name.endswith("planes") else "[3, C, N, 1]"
+            raise NscFormatError(f"section {sec.name!r}: meta.shape {shape!r}, expected {kind} with C = {comps}, "
+                                 f"N ≤ {MAX_PLANE_RESOLUTION}")
+        return tuple(shape)
 
-def dense_section_names(modules: Dict[str, torch.nn.Module]) -> List[str]:
-    """Section names ``<module>.<param>`` for :func:`dense_sections`."""
-    return [f"{m}.{p}" for m, mod in modules.items() for p, _ in mod.named_parameters()]
-
-
-def _quant_channels(module: str, t: torch.Tensor, bits: int, channel_dims: Optional[Dict[str, int]]) -> int:
-    """Channels of ``t`` under :func:`~nscodec.coding.posthoc.pow2_quantize` (0 = not quantized: 1-D or bits=0)."""
-    if bits <= 0 or t.dim() < 2:
-        return 0
-    return int(np.prod(t.shape[: max(1, (channel_dims or {}).get(module, 1))]))
-
-
-@torch.no_grad()
-def quantize_dense_(
-    modules: Dict[str, torch.nn.Module], bits: int = 0, channel_dims: Optional[Dict[str, int]] = None, dtype: str = "float16"
-) -> None:
-    """Round every parameter of ``modules`` in place to what :func:`dense_sections` stores, so that a file written
-    afterwards decodes to exactly these values: ``bits``-bit power-of-two quantization for parameters with ≥ 2 dims
-    when ``bits > 0``, else a ``dtype`` (float16/float32) round trip. Idempotent."""
-    from nscodec.coding.posthoc import pow2_dequantize, pow2_quantize
-
-    for m, mod in modules.items():
-        for _, t in mod.named_parameters():
-            ch = _quant_channels(m, t, bits, channel_dims)
-            if ch:
-                sym, exp = pow2_quantize(t.detach().cpu().numpy(), bits, ch)
-                t.copy_(torch.from_numpy(pow2_dequantize(sym, exp)))
-            else:
-                t.copy_(t.to(getattr(torch, dtype)).float())
-
-
-def dense_sections(
-    modules: Dict[str, torch.nn.Module], dtype: str = "float16", bits: int = 0, channel_dims: Optional[Dict[str, int]] = None
-) -> List[Section]:
-    """Every parameter of ``modules`` as a section named ``<module>.<param>``.
-
-    ``bits = 0``: raw ``dtype``. ``bits > 0``: parameters with ≥ 2 dims are quantized per channel with power-of-two
-    steps (:func:`~nscodec.coding.posthoc.pow2_quantize`; channels = the product of the first
-    ``channel_dims[module]`` dims, default 1, e.g. output rows of a weight matrix) and entropy-coded under their own
-    histogram (table in the section; exponents in ``meta["exp"]``); 1-D parameters (biases) stay raw ``dtype``.
-    Call :func:`quantize_dense_` first for a lossless file.
-    """
-    from nscodec.coding.posthoc import histogram_table, pow2_quantize
-    from nscodec.coding.tensor_codec import entropy_section, raw_section
-
-    sections = []
-    for m, mod in modules.items():
-        for p, t in mod.named_parameters():
-            x = t.detach().cpu().numpy()
-            ch = _quant_channels(m, t, bits, channel_dims)
-            if ch:
-                sym, exp = pow2_quantize(x, bits, ch)
-                meta = {"quantizer": "pow2", "bits": int(bits), "exp": exp.tolist()}
-                sections.append(entropy_section(f"{m}.{p}", sym.reshape(1, -1), histogram_table(sym), meta=meta))
-            else:
-                sections.append(raw_section(f"{m}.{p}", x, dtype))
-    return sections
-
-
-def load_dense_sections(modules: Dict[str, torch.nn.Module], nsc: NscFile) -> None:
-    """Load sections written by :func:`dense_sections` (raw casts or power-of-two quantized symbols, to float32).
-
-    Raises:
-        NscFormatError: a shape that does not match the model, or bad quantizer metadata.
-    """
-    from nscodec.coding.errors import NscError, NscFormatError
-    from nscodec.coding.posthoc import pow2_dequantize
-    from nscodec.coding.tensor_codec import decode_section
-
-    for m, mod in modules.items():
-        for p, t in mod.named_parameters():
-            sec = nsc.sections[f"{m}.{p}"]
-            arr = decode_section(sec)
-            if sec.meta.get("quantizer") == "pow2":
-                try:
-                    arr = pow2_dequantize(arr, np.asarray(sec.meta["exp"], dtype=np.int64).clip(-126, 127))
-                except (KeyError, TypeError, ValueError, NscError) as err:
-                    raise NscFormatError(f"section '{m}.{p}': bad power-of-two quantizer metadata ({err})") from None
-                if arr.size == t.numel():
-                    arr = arr.reshape(t.shape)
-            if tuple(arr.shape) != tuple(t.shape):
-                raise NscFormatError(f"section '{m}.{p}': shape {tuple(arr.shape)}, model expects {tuple(t.shape)}")
-            with torch.no_grad():
-                t.copy_(torch.from_numpy(arr.astype(np.float32)))
-
-
-def occupancy_section(grid: OccupancyGrid, coder: Literal["zlib", "ctx3d"] = "zlib") -> Section:
-    """The occupancy grid as a section (meta: grid box, marching box): ``zlib`` = bit-packed + DEFLATE; ``ctx3d`` =
-    context-adaptive arithmetic coding (:mod:`nscodec.coding.binary_context`, ~0.55× the DEFLATE bytes on lego,
-    ~0.4 s to decode a 128³ grid on CPU).
-
-    Raises:
-        NscError: unknown ``coder``.
-    """
-    from nscodec.coding.errors import NscError
-    from nscodec.coding.tensor_codec import binary_grid_section, zlib_section
-
-    meta = {"resolution": grid.resolution, "grid_aabb": grid.grid_aabb.tolist(), "bbox": grid.bbox.tolist()}
-    occ = grid.occupied.cpu().numpy()
-    if coder == "ctx3d":
-        return binary_grid_section("occupancy", occ.reshape((grid.resolution,) * 3), meta=meta)
-    if coder != "zlib":
-        raise NscError(f"unknown occupancy coder {coder!r} (zlib, ctx3d)")
-    return zlib_section("occupancy", np.packbits(occ.reshape(-1)), meta=meta)
-
-
-def decode_occupancy(sec: Section) -> np.ndarray:
-    """The boolean grid ``[G, G, G]`` of an ``occupancy`` section from :func:`occupancy_section` (either coder).
-
-    Raises:
-        NscFormatError: missing ``resolution`` metadata or a payload that does not hold ``G³`` cells.
-    """
-    from nscodec.coding.errors import NscFormatError
-    from nscodec.coding.tensor_codec import decode_section
-
-    g = int(sec.meta.get("resolution", -1))
-    cells = decode_section(sec)
-    if sec.coder != "ctx3d":  # bit-packed bytes
-        cells = np.unpackbits(cells)[: max(g, 0) ** 3].astype(bool)
-    if g < 1 or cells.size != g**3:
-        raise NscFormatError(f"section {sec.name!r}: {cells.size} cells do not make a {g}³ grid")
-    return cells.reshape(g, g, g)
-
-
-def load_occupancy_section(grid: OccupancyGrid, nsc: NscFile) -> None:
-    """Restore an occupancy grid written by :func:`occupancy_section`.
-
-    Raises:
-        NscFormatError: as :func:`decode_occupancy`, or a grid resolution other than the model's.
-    """
-    from nscodec.coding.errors import NscFormatError
-
-    sec = nsc.sections["occupancy"]
-    if int(sec.meta.get("resolution", -1)) != grid.resolution:
-        raise NscFormatError(f"section 'occupancy': resolution {sec.meta.get('resolution')} does not match the model's {grid.resolution}")
-    occ = decode_occupancy(sec)
-    grid.occupied.copy_(torch.from_numpy(occ))
-    grid.bbox.copy_(torch.tensor(sec.meta["bbox"], dtype=torch.float32))
-    grid.num_updates.fill_(max(1, int(grid.num_updates)))
+    @staticmethod
+    def _expect_shape(sec: Section, shape: Tuple[int, ...]) -> None:
+        if tuple(sec.shape) != tuple(shape):
+            raise NscFormatError(f"section {sec.name!r}: declared shape {list(sec.shape)}, meta.shape needs {list(shape)}")

@@ -8,7 +8,7 @@ per axis). What a vertex stores depends on the grid's ``mode``:
   ``softmax(C_l) D_l`` (Eq. 9) — a straight-through estimator (:func:`straight_through_vq`). Only the b-bit
   indices and the codebook are stored.
 * ``"float"``: the uncompressed feature grid ``Z_l [m_l, k]`` of the same configuration (NGLOD-style baseline;
-  k-means VQ of it is the post-hoc baseline, :func:`kmeans`).
+  k-means VQ of it is the post-hoc baseline, :func:`nscodec.coding.posthoc.kmeans_quantize`).
 * ``"hash"``: fixed (not learned) indices from a spatial hash into a codebook of ``2^hash_bits`` rows
   (Instant-NGP-like, the "random indices" baseline of paper Sec. 5.4 / Table 3); nothing per vertex is stored.
 
@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-GridMode = Literal["vq", "float", "hash"]
+from nscodec.grid.hashing import spatial_hash
 
-_PRIMES = (1, 2654435761, 805459861)
+GridMode = Literal["vq", "float", "hash"]
 
 
 class _StraightThroughVQ(torch.autograd.Function):
@@ -172,8 +172,7 @@ def hash_indices(coords: Tensor, table_size: int, res: int) -> Tensor:
     c = coords.long()
     if (res + 1) ** 3 <= table_size:
         return (c[:, 0] * (res + 1) + c[:, 1]) * (res + 1) + c[:, 2]
-    h = (c[:, 0] * _PRIMES[0]) ^ (c[:, 1] * _PRIMES[1]) ^ (c[:, 2] * _PRIMES[2])
-    return h % table_size
+    return spatial_hash(c[:, 0], c[:, 1], c[:, 2], table_size)
 
 
 class MultiLevelVQGrid(nn.Module):
@@ -354,43 +353,3 @@ def vertex_mask(occupied: Tensor, res: int, dilation: int = 1) -> Tensor:
     cells = F.pad(cells, (1, 1, 1, 1, 1, 1))
     verts = F.max_pool3d(cells, 2, stride=1)
     return (verts[0, 0] > 0).reshape(-1)
-
-
-@torch.no_grad()
-def kmeans(x: Tensor, k: int, iters: int = 30, seed: int = 0) -> tuple:
-    """Lloyd's k-means with k-means++ seeding (the post-hoc kmVQ baseline of VQ-AD Table 2).
-
-    Args:
-        x: ``[N, d]`` float vectors.
-        k: number of clusters (``2^b``).
-
-    Returns:
-        ``(centroids [k, d], assignment [N] int64)``.
-
-    Raises:
-        ValueError: ``N < 1`` or ``k < 1``.
-    """
-    n = x.shape[0]
-    if n < 1 or k < 1:
-        raise ValueError(f"kmeans needs N >= 1 and k >= 1 (got N={n}, k={k})")
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    x = x.float()
-    sub = x[torch.randperm(n, generator=g)[: min(n, 200_000)]]
-    cents = [sub[torch.randint(sub.shape[0], (1,), generator=g)].squeeze(0)]
-    d2 = ((sub - cents[0]) ** 2).sum(-1)
-    for _ in range(1, k):
-        if float(d2.sum()) <= 0:
-            cents.append(sub[torch.randint(sub.shape[0], (1,), generator=g)].squeeze(0))
-        else:
-            cents.append(sub[torch.multinomial(d2, 1, generator=g)].squeeze(0))
-        d2 = torch.minimum(d2, ((sub - cents[-1]) ** 2).sum(-1))
-    c = torch.stack(cents)
-    assign = torch.zeros(n, dtype=torch.long)
-    for _ in range(iters):
-        assign = torch.cat([torch.cdist(x[i : i + (1 << 18)], c).argmin(-1) for i in range(0, n, 1 << 18)])
-        sums = torch.zeros_like(c).index_add_(0, assign, x)
-        counts = torch.bincount(assign, minlength=k).float()
-        nz = counts > 0
-        c[nz] = sums[nz] / counts[nz, None]
-    assign = torch.cat([torch.cdist(x[i : i + (1 << 18)], c).argmin(-1) for i in range(0, n, 1 << 18)])
-    return c, assign

@@ -27,33 +27,28 @@ table (``index_coding="entropy"``) or bit-packed raw as in the paper (``"raw"``)
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Type
+from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
 import numpy as np
 import torch
 from nerfstudio.cameras.rays import RayBundle
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.field_components.activations import trunc_exp
 from nerfstudio.field_components.encodings import NeRFEncoding
-from nerfstudio.model_components.losses import MSELoss
-from nerfstudio.model_components.renderers import RGBRenderer
 from torch import Tensor, nn
 from torch.nn import Parameter
 
 import nscodec.compat  # noqa: F401  (checkpoint globals for torch.load(weights_only=True))
-from nscodec.model_base import NscModel, OccupancyScheduleConfig
 from nscodec.coding.container import NscFile, Section
-from nscodec.metrics import ImageMetrics
-from nscodec.render import OccupancyGrid
-from nscodec.tensorf.model import dense_section_names, dense_sections, load_dense_sections, load_occupancy_section, occupancy_section
-from nscodec.vqad.grid import MultiLevelVQGrid, kmeans, lod_probabilities, vertex_mask
+from nscodec.coding.errors import NscFormatError
+from nscodec.coding.posthoc import kmeans_quantize
+from nscodec.coding.sections import dense_section_names, dense_sections, load_dense_sections, load_occupancy_section, occupancy_section
+from nscodec.model_base import NscModel, NscModelConfig
+from nscodec.vqad.grid import MultiLevelVQGrid, lod_probabilities, vertex_mask
 
 
 @dataclass
-class VQADModelConfig(OccupancyScheduleConfig):
+class VQADModelConfig(NscModelConfig):
     """Config of :class:`VQADModel` (CPU-sized defaults for 200² Blender scenes)."""
 
     _target: Type = field(default_factory=lambda: VQADModel)
@@ -84,22 +79,29 @@ class VQADModelConfig(OccupancyScheduleConfig):
     """While training, samples with smaller alpha get no gradient pass (they barely affect the render)."""
     index_coding: Literal["entropy", "raw"] = "entropy"
     """``.nsc`` index storage: ANS with a per-level histogram table, or bit-packed b-bit integers (paper)."""
-    background_color: Literal["random", "black", "white"] = "white"
-    enable_collider: bool = False
-    eval_num_rays_per_chunk: int = 1 << 14
 
     def resolutions(self) -> List[int]:
         """Cells per axis of every level, coarse to fine."""
         return [self.base_resolution << level for level in range(self.num_levels)]
 
+    def nsc_limits(self) -> Dict[str, Tuple[float, float]]:
+        return {**super().nsc_limits(), "bits": (1, 8), "hash_bits": (1, 24), "base_resolution": (1, 512),
+                "num_levels": (1, 8), "feature_dim": (1, 256), "hidden_dim": (1, 1024), "geo_feat_dim": (1, 256)}
+
+    def nsc_derived_limits(self) -> List[Tuple[str, float, float]]:
+        verts = sum((r + 1) ** 3 for r in self.resolutions())
+        per_vertex = {"vq": 1 << self.bits, "float": self.feature_dim, "hash": 0}.get(self.grid_mode, 1)
+        return [("finest level resolution (base_resolution · 2^(num_levels-1))", self.resolutions()[-1], 512),
+                ("grid vertices × values per vertex", verts * per_vertex, 1 << 28)]
+
 
 class VQADModel(NscModel):
     """VQ-AD radiance field; see the module docstring. Outputs ``rgb [R,3]``, ``accumulation [R,1]``,
-    ``depth [R,1]`` (world units) at the current LOD (``render_lod``; training samples one per batch)."""
+    ``depth [R,1]`` (world units) at the current LOD (:attr:`~nscodec.model_base.NscModel.lod`; training samples one
+    per batch)."""
 
     config: VQADModelConfig
-    supports_lod = True
-    """A prefix of the ``.nsc`` ending on a level boundary decodes (see :mod:`nscodec.lod`)."""
+    supports_lod: ClassVar[bool] = True
 
     def populate_modules(self) -> None:
         super().populate_modules()
@@ -116,62 +118,14 @@ class VQADModel(NscModel):
         self.color_mlp = nn.Sequential(
             nn.Linear(cfg.geo_feat_dim + self.direction_encoding.get_out_dim(), cfg.hidden_dim), nn.ReLU(), nn.Linear(cfg.hidden_dim, 3)
         )
-        self.occupancy = OccupancyGrid(self.scene_box.aabb.reshape(6), cfg.occupancy_resolution)
         self.register_buffer("lod_probs", lod_probabilities(cfg.num_levels).float(), persistent=False)
-        self.renderer_rgb = RGBRenderer(background_color=cfg.background_color)
-        self.rgb_loss = MSELoss()
-        self.image_metrics = ImageMetrics()
-        self.collider = None
-        self.render_lod = cfg.num_levels - 1
-        self.decoded_lod = cfg.num_levels - 1  # highest LOD whose data the model holds (less after a prefix decode)
-        self._lod_bytes: Optional[List[int]] = None
         self._placeholder = Parameter(torch.zeros(1))
-        self.lod_slider = self._make_lod_slider()
 
     # --------------------------------------------------------------------------------------------- LOD
-    def _make_lod_slider(self):
-        """nerfstudio viewer slider choosing the rendered LOD; its hint lists cumulative .nsc bytes per LOD."""
-        try:
-            from nerfstudio.viewer.viewer_elements import ViewerSlider
-        except Exception:  # pragma: no cover - viewer deps missing
-            return None
-        top = self.config.num_levels - 1
-        return ViewerSlider("VQAD LOD (coarse 0 → fine)", top, 0, top, step=1, cb_hook=self._on_lod_slider,
-                            hint="level of detail; the label shows the cumulative .nsc bytes of that LOD prefix")
-
-    def _on_lod_slider(self, element) -> None:
-        self.set_render_lod(int(element.value))
-        try:
-            nbytes = self.lod_bytes()[self.render_lod]
-            label = f"VQAD LOD {self.render_lod} ({nbytes / 1024:.1f} kB)"
-            if getattr(element, "gui_handle", None) is not None:
-                element.gui_handle.label = label
-            from nerfstudio.utils.rich_utils import CONSOLE
-
-            CONSOLE.print(f"[vqad] rendering {label}")
-        except Exception:  # the label is a nicety; rendering the LOD is what matters
-            pass
-
-    def set_render_lod(self, lod: int) -> None:
-        """Render levels ``0..lod`` (clamped to what the model holds). Raises ValueError if ``lod < 0``."""
-        if lod < 0:
-            raise ValueError(f"lod must be >= 0, got {lod}")
-        self.render_lod = min(int(lod), self.decoded_lod)
-
-    def lod_bytes(self) -> List[int]:
-        """Cumulative ``.nsc`` bytes needed to decode each LOD (exported to a temporary file and measured with
-        :func:`nscodec.lod.lod_table` unless this model was decoded from a file)."""
-        if self._lod_bytes is None:
-            from nscodec.io import export_model
-            from nscodec.lod import lod_table
-
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "m.nsc"
-                export_model(self, path)
-                from nscodec.coding.container import read_nsc
-
-                self._lod_bytes = [int(r["bytes"]) for r in lod_table(read_nsc(path))]
-        return self._lod_bytes
+    @property
+    def num_lods(self) -> int:
+        """Levels of detail (= grid levels)."""
+        return self.config.num_levels
 
     def sample_lod(self) -> int:
         """LOD of a training batch: p_l ∝ 2^l (``pyramid``) or the finest."""
@@ -197,7 +151,7 @@ class VQADModel(NscModel):
 
     def density_at(self, positions: Tensor, lod: Optional[int] = None) -> Tensor:
         """``sigma [S]`` at world ``positions [S, 3]`` and LOD ``lod`` (default: the rendered one)."""
-        return self.density_geo(positions, self.render_lod if lod is None else lod)[0]
+        return self.density_geo(positions, self.lod if lod is None else lod)[0]
 
     def density_max_lods(self, positions: Tensor) -> Tensor:
         """``max_l sigma_l [S]`` over all LODs (the occupancy grid must hold every LOD's geometry)."""
@@ -211,41 +165,14 @@ class VQADModel(NscModel):
         return torch.sigmoid(self.color_mlp(torch.cat([geo, self.direction_encoding(directions)], dim=-1)))
 
     # --------------------------------------------------------------------------------------- schedule
-    @property
-    def step_size(self) -> float:
+    def base_step_size(self) -> float:
         """Sample spacing (world units) = step_ratio × cell size of the finest level."""
         extent = float((self.scene_box.aabb[1] - self.scene_box.aabb[0]).mean())
-        step = self.config.step_ratio * extent / self.grid.resolutions[-1]
-        if not bool(self.occupancy.num_updates.item() > 0):
-            step *= self.config.warmup_step_multiplier
-        return step
+        return self.config.step_ratio * extent / self.grid.resolutions[-1]
 
-    def update_occupancy(self) -> float:
-        """Refresh the occupancy grid from the max density over LODs; returns the occupied fraction."""
-        self._lod_bytes = None
-        return self.occupancy.update(self.density_max_lods, self.step_size, self.config.occupancy_threshold)
-
-    def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
-        max_steps = attrs.trainer.config.max_num_iterations if attrs.trainer is not None else None
-
-        def occupancy(step: int) -> None:
-            if self.occupancy_update_due(step):
-                self.update_occupancy()
-
-        def visibility(step: int) -> None:
-            if attrs.pipeline is not None:
-                self.ensure_visibility(attrs.pipeline.datamanager.train_dataset.cameras)
-
-        def finalize(step: int) -> None:
-            self._lod_bytes = None
-            if max_steps is not None and step == max_steps - 1:
-                self.round_stored_to_float16()
-
-        return [
-            TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], visibility, update_every_num_iters=1),
-            TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], occupancy, update_every_num_iters=1),
-            TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], finalize, update_every_num_iters=1),
-        ]
+    def occupancy_density(self, positions: Tensor) -> Tensor:
+        """The occupancy grid holds every LOD's geometry: max density over the levels of detail."""
+        return self.density_max_lods(positions)
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         """``grid``: per-vertex tables (logits C or float features; sparse gradients → SparseAdam),
@@ -258,7 +185,7 @@ class VQADModel(NscModel):
 
     # -------------------------------------------------------------------------------------- rendering
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
-        lod = self.sample_lod() if self.training else min(self.render_lod, self.decoded_lod)
+        lod = self.sample_lod() if self.training else self.lod
         alpha_min = self.config.alpha_threshold
         out = self.render_packed(ray_bundle, lambda p: self.density_geo(p, lod), self.rgb_from_geo,
                                  density_only=lambda p: self.density_at(p, lod), sample_mask=lambda sigma, alpha: alpha > alpha_min)
@@ -275,7 +202,7 @@ class VQADModel(NscModel):
         return {"density_mlp": self.density_mlp, "color_mlp": self.color_mlp}
 
     @torch.no_grad()
-    def round_stored_to_float16(self) -> None:
+    def finalize_for_storage(self) -> None:
         """Round every float16-stored tensor (MLPs, codebooks, float features) to float16 values in place, so the
         ``.nsc`` is lossless for them and a decoded file renders bit-identically."""
         params = [p for m in self.dense_modules().values() for p in m.parameters()] + list(self.grid.codebooks)
@@ -296,7 +223,6 @@ class VQADModel(NscModel):
         from nscodec.coding.tensor_codec import entropy_section, raw_section
 
         cfg = self.config
-        self.round_stored_to_float16()
         sections = dense_sections(self.dense_modules()) + [occupancy_section(self.occupancy)]
         for level, mask in enumerate(self.level_masks()):
             meta = {"lod": level, "resolution": self.grid.resolutions[level], "count": int(mask.sum())}
@@ -315,8 +241,12 @@ class VQADModel(NscModel):
 
     def load_nsc_sections(self, nsc: NscFile) -> None:
         """Inverse of :meth:`nsc_sections` for every LOD present in ``nsc`` (a whole file or a prefix); renders
-        the finest LOD present. Raises NscFormatError on missing or malformed sections."""
-        from nscodec.coding.errors import NscFormatError
+        the finest LOD present. Declared shapes and counts are checked against the model before decoding.
+
+        Raises:
+            NscFormatError: missing or malformed sections (named, with the bad value).
+        """
+        from nscodec.coding.sections import meta_int
         from nscodec.coding.tensor_codec import decode_section
         from nscodec.lod import available_lod
 
@@ -333,37 +263,41 @@ class VQADModel(NscModel):
             for level in range(lod + 1):
                 mask = masks[level]
                 n = int(mask.sum())
+                for part in per_level:
+                    sec = nsc.sections[f"level{level}.{part}"]
+                    meta_int(sec, "count", n, n)  # the stored vertices follow from the decoded occupancy grid
                 if cfg.grid_mode in ("vq", "hash"):
-                    cb = decode_section(nsc.sections[f"level{level}.codebook"])
-                    if tuple(cb.shape) != tuple(self.grid.codebooks[level].shape):
-                        raise NscFormatError(f"section 'level{level}.codebook': shape {tuple(cb.shape)}, expected {tuple(self.grid.codebooks[level].shape)}")
-                    cb = torch.from_numpy(cb.astype(np.float32))
+                    cb_sec = nsc.sections[f"level{level}.codebook"]
+                    want = tuple(self.grid.codebooks[level].shape)
+                    if tuple(cb_sec.shape) != want:
+                        raise NscFormatError(f"section 'level{level}.codebook': shape {list(cb_sec.shape)}, expected {list(want)}")
+                    cb = torch.from_numpy(decode_section(cb_sec, dtype=("float16",)).astype(np.float32))
                 if cfg.grid_mode == "vq":
                     sec = nsc.sections[f"level{level}.indices"]
-                    raw = decode_section(sec)
-                    sym = unpack_bits(raw, cfg.bits, n) if sec.meta.get("packed") else raw.reshape(-1)
-                    if sym.size != n or (n and (sym.min() < 0 or sym.max() >= 1 << cfg.bits)):
-                        raise NscFormatError(f"section 'level{level}.indices': {sym.size} indices for {n} stored vertices or out of range")
+                    if sec.meta.get("packed"):
+                        if tuple(sec.shape) != ((n * cfg.bits + 7) // 8,):
+                            raise NscFormatError(f"section 'level{level}.indices': shape {list(sec.shape)} does not hold {n} {cfg.bits}-bit indices")
+                        sym = unpack_bits(decode_section(sec, dtype=("uint8",)), cfg.bits, n)
+                    else:
+                        if tuple(sec.shape) != (1, n):
+                            raise NscFormatError(f"section 'level{level}.indices': shape {list(sec.shape)}, expected [1, {n}]")
+                        sym = decode_section(sec, dtype=("int32",)).reshape(-1)
+                    if n and (sym.min() < 0 or sym.max() >= 1 << cfg.bits):
+                        raise NscFormatError(f"section 'level{level}.indices': indices outside [0, {(1 << cfg.bits) - 1}]")
                     idx = torch.zeros(self.grid.num_vertices(level), dtype=torch.long)
                     idx[mask] = torch.from_numpy(sym.astype(np.int64))
                     self.grid.set_indices(level, idx, cb)
                 elif cfg.grid_mode == "float":
-                    feats = decode_section(nsc.sections[f"level{level}.features"])
-                    if tuple(feats.shape) != (n, cfg.feature_dim):
-                        raise NscFormatError(f"section 'level{level}.features': shape {tuple(feats.shape)}, expected {(n, cfg.feature_dim)}")
+                    sec = nsc.sections[f"level{level}.features"]
+                    if tuple(sec.shape) != (n, cfg.feature_dim):
+                        raise NscFormatError(f"section 'level{level}.features': shape {list(sec.shape)}, expected {[n, cfg.feature_dim]}")
+                    feats = decode_section(sec, dtype=("float16",))
                     table = self.grid.tables[level]
                     table.zero_()
                     table[mask] = torch.from_numpy(feats.astype(np.float32))
                 else:
                     self.grid.codebooks[level].copy_(cb)
         self.decoded_lod = lod
-        self.render_lod = lod
-        try:
-            from nscodec.lod import lod_table
-
-            self._lod_bytes = [int(r["bytes"]) for r in lod_table(nsc)]
-        except Exception:
-            self._lod_bytes = None
 
     def size_report(self) -> Dict[str, Any]:
         """Per-level byte accounting of the export: stored vertices, codebook bytes (float16), entropy-coded
@@ -411,8 +345,9 @@ def unpack_bits(packed: np.ndarray, bits: int, n: int) -> np.ndarray:
 @torch.no_grad()
 def posthoc_kmeans_model(float_model: VQADModel, bits: int, iters: int = 30, seed: int = 0) -> VQADModel:
     """The post-hoc kmVQ baseline (VQ-AD Sec. 5.2, Table 2): k-means the stored features of every level of a
-    trained ``grid_mode="float"`` model into ``2^bits`` codewords and return the equivalent ``vq`` model
-    (same MLPs and occupancy; exportable, evaluable).
+    trained ``grid_mode="float"`` model into ``2^bits`` codewords (:func:`~nscodec.coding.posthoc.kmeans_quantize`,
+    the k-means of every post-hoc baseline) and return the equivalent ``vq`` model (same MLPs and occupancy),
+    finalized: it renders exactly like its file.
 
     Raises:
         ValueError: ``float_model`` is not a float grid.
@@ -425,9 +360,15 @@ def posthoc_kmeans_model(float_model: VQADModel, bits: int, iters: int = 30, see
     vq.color_mlp.load_state_dict(float_model.color_mlp.state_dict())
     vq.occupancy.load_state_dict(float_model.occupancy.state_dict())
     for level, mask in enumerate(float_model.level_masks()):
-        feats = float_model.grid.tables[level].detach().cpu()[mask]
-        cents, assign = kmeans(feats, 1 << bits, iters=iters, seed=seed + level)
+        feats = float_model.grid.tables[level].detach().cpu()[mask].numpy()
+        k = 1 << bits
+        cents = np.zeros((k, feats.shape[1]), np.float32)
+        assign = np.zeros(feats.shape[0], np.int64)
+        if feats.shape[0]:  # fewer stored vertices than codewords: the spare codewords stay zero
+            cb, assign = kmeans_quantize(feats, min(k, feats.shape[0]), iters=iters, seed=seed + level)
+            cents[: cb.shape[0]] = cb
         idx = torch.zeros(vq.grid.num_vertices(level), dtype=torch.long)
-        idx[mask] = assign
-        vq.grid.set_indices(level, idx, cents.half().float())
+        idx[mask] = torch.from_numpy(assign.astype(np.int64))
+        vq.grid.set_indices(level, idx, torch.from_numpy(cents).half().float())
+    vq.finalize()  # the MLPs at their stored precision: the returned model renders exactly like its file
     return vq.eval()

@@ -1,0 +1,285 @@
+"""Datasets for every nscodec method and tool: nerfstudio's dataparsers and ``InputDataset``, with the checks a
+broken capture needs, so a bad dataset stops with one error that names the file, frame or split.
+
+* :class:`NscDataManagerConfig` / :class:`NscDataManager` — nerfstudio's ``VanillaDataManager`` (what every
+  nscodec method trains with) that checks each split before parsing it (:func:`check_split`: the split exists and
+  has frames, every pose is finite, every image file exists) and after (finite cameras), and loads images through
+  :class:`NscInputDataset` (an unreadable, truncated or wrongly sized image names its file);
+* :func:`load_split` — the same for evaluation (``nscodec eval``) and :func:`load_views` for CodecNeRF pretraining;
+* :func:`dataset_fingerprint` — what a ``.nsc`` records of its training data, so evaluating it on another scene
+  warns (:func:`warn_if_other_dataset`).
+
+Everything here goes through nerfstudio's parsers: scene scale, orientation, alpha blending and downscaling are
+nerfstudio's. Nothing in site-packages is changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type
+
+import numpy as np
+import torch
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
+from nerfstudio.data.datasets.base_dataset import InputDataset
+from torch import Tensor
+
+from nscodec.coding.errors import NscError
+
+__all__ = [
+    "NscDataError",
+    "NscDataManagerConfig",
+    "NscDataManager",
+    "NscInputDataset",
+    "check_split",
+    "load_split",
+    "load_views",
+    "SceneViews",
+    "dataset_fingerprint",
+    "warn_if_other_dataset",
+]
+
+
+class NscDataError(NscError):
+    """A dataset nscodec cannot train or evaluate on: a missing split or image, an empty split, a non-finite pose,
+    an unreadable or wrongly sized image. The message names the file and frame."""
+
+
+# ------------------------------------------------------------------------------------------------ split checks
+def _layout(data: Path, parser: str) -> Tuple[Optional[Path], str]:
+    """``(transforms file, kind)`` for a dataparser name: Blender ``transforms_<split>.json`` or nerfstudio /
+    instant-ngp ``transforms.json`` (``data`` may be that file itself); ``(None, "")`` for other parsers."""
+    if parser.startswith("Blender") or parser == "blender":
+        return None, "blender"
+    if parser.startswith(("Nerfstudio", "InstantNGP")) or parser in ("nerfstudio", "instant-ngp"):
+        return (data if data.suffix == ".json" else data / "transforms.json"), "transforms"
+    return None, ""
+
+
+def check_split(data: Path | str, split: str, parser: str = "blender") -> None:
+    """Check a split before nerfstudio parses it: the transforms file exists and is JSON, the split has frames,
+    every frame's ``transform_matrix`` is a 4×4 of finite numbers, and every image file exists.
+
+    Args:
+        data: the dataset directory (or, for nerfstudio data, its ``transforms.json``).
+        split: ``train`` / ``val`` / ``test``.
+        parser: the dataparser (config class name or ``blender`` / ``nerfstudio`` / ``instant-ngp``); other parsers
+            are left to nerfstudio's own checks and :meth:`NscDataManager` 's camera check.
+
+    Raises:
+        NscDataError: naming the file, the split and the frame.
+    """
+    data = Path(data)
+    if not data.exists():
+        raise NscDataError(f"data directory not found: {data}")
+    path, kind = _layout(data, parser)
+    if kind == "blender":
+        path = data / f"transforms_{split}.json"
+    if not kind:
+        return
+    if not path.is_file():
+        raise NscDataError(f"split {split!r} not found: {path} does not exist")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise NscDataError(f"{path} is not readable JSON ({type(err).__name__}: {err})") from None
+    frames = meta.get("frames") if isinstance(meta, dict) else None
+    if not isinstance(frames, list) or not frames:
+        raise NscDataError(f"{path}: no frames (an empty {split!r} split)" if kind == "blender" else f"{path}: no frames")
+    base = path.parent
+    for i, fr in enumerate(frames):
+        name = fr.get("file_path", f"#{i}") if isinstance(fr, dict) else f"#{i}"
+        where = f"{path.name}, frame {i} ({name})"
+        m = fr.get("transform_matrix") if isinstance(fr, dict) else None
+        ok = isinstance(m, list) and len(m) == 4 and all(isinstance(r, list) and len(r) == 4 for r in m)
+        ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) for r in m for x in r)
+        if not ok:
+            raise NscDataError(f"{where}: transform_matrix must be a 4x4 list of numbers")
+        if not all(math.isfinite(x) for r in m for x in r):
+            raise NscDataError(f"{where}: camera pose has non-finite values (NaN or inf)")
+        if not isinstance(name, str):
+            raise NscDataError(f"{where}: file_path must be a string")
+        img = base / name.replace("./", "", 1) if name.startswith("./") else base / name
+        if kind == "blender" and not img.suffix:
+            img = img.with_name(img.name + ".png")
+        if not img.is_file() and not (kind == "transforms" and _downscaled_exists(img)):
+            raise NscDataError(f"{where}: image file {img} does not exist")
+
+
+def _downscaled_exists(img: Path) -> bool:
+    """nerfstudio data may hold only ``images_<k>/`` copies of an image."""
+    return any((img.parent.parent / f"{img.parent.name}_{k}" / img.name).is_file() for k in (2, 4, 8))
+
+
+def check_cameras(outputs: Any, split: str) -> None:
+    """After parsing: the split has cameras and every camera pose and intrinsic is finite.
+
+    Raises:
+        NscDataError: naming the frame's image file.
+    """
+    cams = outputs.cameras
+    if len(outputs.image_filenames) == 0 or cams.camera_to_worlds.shape[0] == 0:
+        raise NscDataError(f"the {split!r} split has no images")
+    values = torch.cat([cams.camera_to_worlds.reshape(len(cams), -1), cams.fx.reshape(len(cams), -1),
+                        cams.fy.reshape(len(cams), -1), cams.cx.reshape(len(cams), -1), cams.cy.reshape(len(cams), -1)], dim=1)
+    bad = (~torch.isfinite(values)).any(dim=1).nonzero().reshape(-1)
+    if bad.numel():
+        i = int(bad[0])
+        raise NscDataError(f"{split!r} frame {i} ({outputs.image_filenames[i]}): camera pose or intrinsics are not finite")
+
+
+# ---------------------------------------------------------------------------------------------- image loading
+class NscInputDataset(InputDataset):
+    """nerfstudio's ``InputDataset`` whose image loading names the file when an image is missing, unreadable,
+    truncated or not the size its camera says."""
+
+    def get_numpy_image(self, image_idx: int) -> np.ndarray:
+        fname = self._dataparser_outputs.image_filenames[image_idx]
+        try:
+            image = super().get_numpy_image(image_idx)
+        except (OSError, ValueError, SyntaxError) as err:  # PIL: missing, unreadable, truncated, bad header
+            raise NscDataError(f"image {fname} cannot be read ({type(err).__name__}: {err})") from None
+        cam = self.cameras
+        want = (int(cam.height[image_idx]), int(cam.width[image_idx]))
+        if tuple(image.shape[:2]) != want:
+            raise NscDataError(
+                f"image {fname} is {image.shape[1]}x{image.shape[0]} (after scale {self.scale_factor:g}); its camera "
+                f"says {want[1]}x{want[0]}: all images of a split must match their cameras"
+            )
+        return image
+
+
+@dataclass
+class NscDataManagerConfig(VanillaDataManagerConfig):
+    """nerfstudio's ``VanillaDataManagerConfig`` with the dataset checks of :class:`NscDataManager`."""
+
+    _target: Type = field(default_factory=lambda: NscDataManager)
+
+
+class NscDataManager(VanillaDataManager[NscInputDataset]):
+    """``VanillaDataManager`` that checks every split it loads (:func:`check_split` before parsing,
+    :func:`check_cameras` after) and reads images through :class:`NscInputDataset`.
+
+    Raises:
+        NscDataError: a bad dataset (one message naming what is wrong).
+    """
+
+    def __init__(self, config: NscDataManagerConfig, *args, **kwargs):
+        data = Path(config.data if config.data is not None else config.dataparser.data)
+        parser = type(config.dataparser).__name__
+        test_mode = kwargs.get("test_mode", args[1] if len(args) > 1 else "val")
+        check_split(data, "train", parser)
+        if test_mode != "inference":
+            check_split(data, "test" if test_mode == "test" else "val", parser)
+        super().__init__(config, *args, **kwargs)
+        check_cameras(self.train_dataparser_outputs, "train")
+
+    def create_eval_dataset(self) -> NscInputDataset:
+        dataset = super().create_eval_dataset()
+        check_cameras(dataset._dataparser_outputs, self.test_split)
+        return dataset
+
+
+# ---------------------------------------------------------------------------------------- evaluation splits
+def load_split(data: Path | str, split: str, scale_factor: float = 1.0, dataparser: str = "blender"):
+    """``(cameras, dataset)`` of ``split`` via nerfstudio's dataparser, checked (:func:`check_split`,
+    :func:`check_cameras`; images through :class:`NscInputDataset`).
+
+    Raises:
+        NscDataError: unknown dataparser, missing data directory or split, empty split, bad pose or image.
+    """
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    data = Path(data)
+    parsers = {"blender": BlenderDataParserConfig, "BlenderDataParserConfig": BlenderDataParserConfig,
+               "nerfstudio": NerfstudioDataParserConfig, "NerfstudioDataParserConfig": NerfstudioDataParserConfig}
+    if dataparser not in parsers:
+        raise NscDataError(f"unknown dataparser {dataparser!r} (use 'blender' or 'nerfstudio')")
+    check_split(data, split, dataparser)
+    parser = parsers[dataparser](data=data).setup()
+    outputs = parser.get_dataparser_outputs(split=split)
+    check_cameras(outputs, split)
+    dataset = NscInputDataset(outputs, scale_factor=scale_factor)
+    return dataset.cameras, dataset
+
+
+@dataclass
+class SceneViews:
+    """One split of a scene as tensors: ``images [N, H, W, 3]`` (RGB in [0, 1], alpha composited on the
+    background), ``c2w [N, 3, 4]`` (OpenGL, as nerfstudio), intrinsics ``fx, fy, cx, cy [N]`` in pixels of
+    ``width × height``."""
+
+    name: str
+    images: Tensor
+    c2w: Tensor
+    fx: Tensor
+    fy: Tensor
+    cx: Tensor
+    cy: Tensor
+    width: int
+    height: int
+
+
+def load_views(scene: Path | str, split: str = "train", image_size: Optional[int] = None,
+               background: Literal["white", "black"] = "white") -> SceneViews:
+    """A Blender-format split as :class:`SceneViews` (via :func:`load_split`), optionally resized to
+    ``image_size²`` (area filter; intrinsics scaled with it).
+
+    Raises:
+        NscDataError: as :func:`load_split`.
+    """
+    import torch.nn.functional as F
+
+    cams, ds = load_split(Path(scene), split)
+    bg = torch.tensor([1.0, 1.0, 1.0] if background == "white" else [0.0, 0.0, 0.0])
+    imgs = []
+    for i in range(len(ds)):
+        img = ds.get_numpy_image(i).astype(np.float32) / 255.0
+        rgb = img[..., :3] * img[..., 3:] + bg.numpy() * (1.0 - img[..., 3:]) if img.shape[-1] == 4 else img[..., :3]
+        imgs.append(torch.from_numpy(np.ascontiguousarray(rgb)))
+    images = torch.stack(imgs)
+    h, w = images.shape[1:3]
+    sx = sy = 1.0
+    if image_size is not None and (h, w) != (image_size, image_size):
+        images = F.interpolate(images.permute(0, 3, 1, 2), size=(image_size, image_size), mode="area").permute(0, 2, 3, 1)
+        sx, sy = image_size / w, image_size / h
+        h = w = image_size
+    flat = lambda t, s: t.reshape(-1).float() * s  # noqa: E731
+    return SceneViews(Path(scene).name, images.contiguous(), cams.camera_to_worlds.float(), flat(cams.fx, sx),
+                      flat(cams.fy, sy), flat(cams.cx, sx), flat(cams.cy, sy), int(w), int(h))
+
+
+# ------------------------------------------------------------------------------------------------ provenance
+def dataset_fingerprint(data: Path | str) -> Optional[str]:
+    """SHA-256 (hex, 16 digits) of a dataset's camera files (``transforms*.json``, sorted by name): the same scene
+    copied elsewhere keeps it, another scene does not. None when there are no such files."""
+    data = Path(data)
+    files = [data] if data.is_file() else sorted(data.glob("transforms*.json")) if data.is_dir() else []
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def warn_if_other_dataset(recorded: Dict[str, Any], data: Path | str) -> Optional[str]:
+    """Warn (and return the warning) when ``data`` is not the dataset a file records (``meta.train``: its
+    ``data`` path and ``fingerprint``); None when it is, or when the file records no fingerprint."""
+    want = recorded.get("fingerprint") if isinstance(recorded, dict) else None
+    if not want:
+        return None
+    got = dataset_fingerprint(data)
+    if got == want:
+        return None
+    msg = (f"warning: evaluating on {data}, which is not the dataset this file was trained on "
+           f"({recorded.get('data')!r}; camera files differ: fingerprint {got} vs {want})")
+    import sys
+
+    print(f"nscodec: {msg}", file=sys.stderr)
+    return msg
