@@ -13,7 +13,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
 
 
 
@@ -27,10 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def train_in_process(
-    data: Path, workdir: Path, steps: int, rays: int, progress: bool = True, trainer_config: Any = None, **model_overrides: Any
+    data: Path, workdir: Path, steps: int, rays: int, progress: bool = True, trainer_config: Any = None,
+    on_step: Optional[Callable[[Any, int], None]] = None, **model_overrides: Any
 ):
     """Train in-process with nerfstudio's Trainer (default method ``nscodec-tensorf``, or ``trainer_config``);
-    returns ``(config_yml, trainer, seconds)``."""
+    ``on_step(trainer, step)`` runs after every training step's callbacks. Returns ``(config_yml, trainer, seconds)``."""
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
     from tqdm import tqdm
 
@@ -51,12 +52,17 @@ def train_in_process(
         setattr(config.pipeline.model, k, v)
     config.set_timestamp()
     config.save_config()
+    from nerfstudio.scripts.train import _set_random_seed
+
+    _set_random_seed(config.machine.seed)  # as `ns-train` does: python, numpy and torch RNGs (image order, rays)
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     bar = tqdm(total=steps, desc=f"train {config.method_name}", unit="it", disable=not progress)
 
     def tick(step: int) -> None:
         bar.update(1)
+        if on_step is not None:
+            on_step(trainer, step)
 
     trainer.callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], tick, update_every_num_iters=1))
     t0 = time.perf_counter()

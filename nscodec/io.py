@@ -296,22 +296,24 @@ def load_model(
         NscFormatError: malformed file, unknown codec, bad config, missing/extra/malformed sections.
     """
     nsc = read_model_file(path, lod)
-    model = build_model(nsc)
-    if not nsc.complete and not model.supports_lod:
-        raise NscFormatError(
-            f".nsc file is truncated ({nsc.available_bytes} of {nsc.total_bytes} bytes) and codec {nsc.method!r} "
-            "has no levels of detail to decode from a prefix"
-        )
-    with model.decoding():
-        try:
-            model.load_nsc_sections(nsc)
-        except (NscError, FileNotFoundError):
-            raise
-        except Exception as err:  # a check is missing somewhere: still one clear error, marked as such
-            raise UnvalidatedDecodeError(
-                f".nsc decode of codec {nsc.method!r} failed on an unchecked value: {type(err).__name__}: {err}"
-            ) from err
-    model.on_decoded(nsc)
+    # building and decoding initialise modules: opening a file leaves the caller's random stream as it was
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(nsc)
+        if not nsc.complete and not model.supports_lod:
+            raise NscFormatError(
+                f".nsc file is truncated ({nsc.available_bytes} of {nsc.total_bytes} bytes) and codec {nsc.method!r} "
+                "has no levels of detail to decode from a prefix"
+            )
+        with model.decoding():
+            try:
+                model.load_nsc_sections(nsc)
+            except (NscError, FileNotFoundError):
+                raise
+            except Exception as err:  # a check is missing somewhere: still one clear error, marked as such
+                raise UnvalidatedDecodeError(
+                    f".nsc decode of codec {nsc.method!r} failed on an unchecked value: {type(err).__name__}: {err}"
+                ) from err
+        model.on_decoded(nsc)
     return model.to(device).eval(), nsc
 
 

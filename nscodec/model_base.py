@@ -154,16 +154,22 @@ class NscModel(Model, metaclass=abc.ABCMeta):
         self._max_steps: Optional[int] = None
         self._lod_bytes: Optional[List[int]] = None
         self._lod_bytes_from_file = False
+        self._stored_sections: Optional[List[Section]] = None  # a round-trip finalize's sections: the file itself
         self.decoded_lod = self.num_lods - 1
         """Highest level of detail whose data the model holds (less after decoding a file prefix)."""
         self._lod = self.num_lods - 1
+        self.export_meta: Optional[Dict[str, Any]] = None
+        """Metadata ``ns-export compressed`` records for this model (set by :class:`nscodec.pipeline.NscPipeline`);
+        :meth:`lod_bytes` measures a file with it, so its byte counts are those of the exported file."""
         self.viewer_lod = self.viewer_lod_bytes = None
         if self.supports_lod and self.num_lods > 1:
             self._make_lod_controls()
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        state_dict.setdefault(prefix + "nsc_finalized", torch.zeros((), dtype=torch.bool))  # older checkpoints
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        key = prefix + "nsc_finalized"
+        if key in missing_keys:  # a checkpoint from before the flag: not finalized (the buffer keeps its False)
+            missing_keys.remove(key)
 
     # ------------------------------------------------------------------------------- contract: the subclass
     @abc.abstractmethod
@@ -188,11 +194,14 @@ class NscModel(Model, metaclass=abc.ABCMeta):
     def finalize_for_storage(self) -> None:
         """Round the model in place to exactly what its file stores, so a file written afterwards decodes to this
         very model (idempotent). Default: a round trip through the codec (encode, decode into ``self``), right for a
-        post-hoc codec; methods that quantize in training override it with their in-place rounding."""
+        post-hoc codec; its sections are kept and are the file (re-encoding a decoded post-hoc model need not give back
+        the same bits). Methods that quantize in training override it with their in-place rounding."""
         from nscodec.coding.container import encode_nsc, read_nsc
         from nscodec.io import codec_name_of
 
-        self.load_nsc_sections(read_nsc(encode_nsc(codec_name_of(self), {}, self.nsc_sections())))
+        sections = self.nsc_sections()
+        self.load_nsc_sections(read_nsc(encode_nsc(codec_name_of(self), {}, sections)))
+        self._stored_sections = sections
 
     def export_blocker(self) -> Optional[str]:
         """Why the model cannot be exported (finalized) yet, e.g. still in a pretraining stage; None when it can."""
@@ -234,6 +243,7 @@ class NscModel(Model, metaclass=abc.ABCMeta):
         blocker = self.export_blocker()
         if blocker is not None:
             raise NscError(blocker)
+        self._stored_sections = None
         self.finalize_for_storage()
         self.nsc_finalized.fill_(True)
 
@@ -262,6 +272,8 @@ class NscModel(Model, metaclass=abc.ABCMeta):
             NscError: the model cannot be exported yet, or its sections cannot be encoded.
         """
         model = self.finalized_copy()
+        if model._stored_sections is not None:
+            return list(model._stored_sections)
         with _preserved_rng(self), torch.no_grad():
             return model.nsc_sections()
 
@@ -321,7 +333,7 @@ class NscModel(Model, metaclass=abc.ABCMeta):
             from nscodec.lod import lod_table
 
             with tempfile.TemporaryDirectory(prefix="nscodec-lod-") as tmp:
-                export_model(self, Path(tmp) / "m.nsc")
+                export_model(self, Path(tmp) / "m.nsc", meta=self.export_meta)
                 self._lod_bytes = [int(r["bytes"]) for r in lod_table(read_nsc(Path(tmp) / "m.nsc"))]
         return self._lod_bytes
 
@@ -409,6 +421,7 @@ class NscModel(Model, metaclass=abc.ABCMeta):
             self._step, self._max_steps = step, max_steps
             if self.finalized:
                 self.nsc_finalized.fill_(False)  # this step changes the model
+                self._stored_sections = None
             if not self._lod_bytes_from_file:
                 self._lod_bytes = None
             if attrs.pipeline is not None:

@@ -51,6 +51,14 @@ class NscPipeline(VanillaPipeline):
 
     nsc_path: Optional[Path] = None
 
+    def __init__(self, config: NscPipelineConfig, *args, **kwargs) -> None:
+        super().__init__(config, *args, **kwargs)
+        from nscodec.export import training_meta
+        from nscodec.model_base import NscModel
+
+        if isinstance(self._model, NscModel):  # what `ns-export compressed` will record: the model's own byte counts match
+            self._model.export_meta = training_meta(self.config)
+
     def _stored_model(self):
         """The model as its file decodes (a finalized copy, or the model itself), or None when it cannot be stored
         yet (e.g. an ``ectensorf`` run still in stage 1; a console note says why)."""

@@ -1,4 +1,5 @@
-"""nscodec-tensorf end to end on lego_tiny: train (nerfstudio Trainer) → checkpoint → ns-export compressed →
+"""nscodec-tensorf end to end with the ns-* tools, on a generated scene: train (nerfstudio Trainer) → checkpoint →
+ns-export compressed →
 decode → evaluate. Export and decode run under ../shared/tools/offline: no network, nothing downloads."""
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ def _run(cmd, offline=True, **kw):
 
 
 @pytest.fixture(scope="module")
-def trained(lego_tiny, tmp_path_factory):
+def trained(scene, tmp_path_factory):
     from nscodec.demo import train_in_process
 
     work = tmp_path_factory.mktemp("tensorf")
     torch.manual_seed(0)
     config_yml, trainer, _ = train_in_process(
-        lego_tiny, work, steps=120, rays=1024, progress=False,
+        scene, work, steps=120, rays=1024, progress=False,
         init_resolution=32, final_resolution=48, upsampling_iters=(40, 80), occupancy_warmup=30, occupancy_update_every=30,
     )
     return config_yml, trainer, work
@@ -52,7 +53,7 @@ def test_checkpoint_loads_with_torch_weights_only(trained):
         assert torch.equal(ref[k].cpu(), got[k].cpu()), k
 
 
-def test_export_decode_evaluate(trained, lego_tiny):
+def test_export_decode_evaluate(trained, scene):
     from nscodec.evaluate import evaluate_model
     from nscodec.io import load_model
 
@@ -74,13 +75,13 @@ def test_export_decode_evaluate(trained, lego_tiny):
     fp32 = sum(p.numel() * 4 for p in trainer.pipeline.model.parameters())
     assert size < fp32 / 3, (size, fp32)
 
-    base = evaluate_model(trainer.pipeline.model, lego_tiny, "test", progress=False)
-    dec = evaluate_model(model, lego_tiny, "test", progress=False)
+    base = evaluate_model(trainer.pipeline.model, scene, "test", progress=False)
+    dec = evaluate_model(model, scene, "test", progress=False)
     # a trained model must beat a blank white render by a wide margin, and 8-bit coding must cost little
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig  # noqa: F401
     from nscodec.evaluate import load_split
 
-    _, ds = load_split(lego_tiny, "test")
+    _, ds = load_split(scene, "test")
     white_mse = sum(
         float(((trainer.pipeline.model.renderer_rgb.blend_background(ds.get_image_float32(i)) - 1.0) ** 2).mean()) for i in range(len(ds))
     ) / len(ds)
@@ -89,7 +90,7 @@ def test_export_decode_evaluate(trained, lego_tiny):
     assert abs(dec["psnr"] - base["psnr"]) < 0.5, (dec["psnr"], base["psnr"])
 
     # the CLI path, offline: decode + evaluate, JSON out, bytes = file size
-    r3 = _run([str(BIN / "nscodec"), "eval", str(nsc), "--data", str(lego_tiny), "--every", "5"])
+    r3 = _run([str(BIN / "nscodec"), "eval", str(nsc), "--data", str(scene), "--every", "2"])
     assert r3.returncode == 0, r3.stderr[-3000:]
     res = json.loads(r3.stdout[r3.stdout.index("{"):])
     assert res["bytes"] == size and res["num_views"] == 2
@@ -136,14 +137,14 @@ def test_ns_eval_offline_on_cpu(trained):
     assert res["compressed_bytes"] == size == os.path.getsize(path)
 
 
-def test_ns_eval_opens_nsc_file(trained, lego_tiny):
+def test_ns_eval_opens_nsc_file(trained, scene):
     """`ns-eval --load-config scene.nsc` decodes the file; compressed_bytes is its size; PSNR equals nscodec eval."""
     from nscodec.evaluate import evaluate_nsc
     from nscodec.io import export_model
 
     _, trainer, work = trained
     nsc = work / "for_ns_eval.nsc"
-    size = export_model(trainer.pipeline.model, nsc, meta={"train": {"data": str(lego_tiny), "method_name": "nscodec-tensorf"}}, overwrite=True)
+    size = export_model(trainer.pipeline.model, nsc, meta={"train": {"data": str(scene), "method_name": "nscodec-tensorf"}}, overwrite=True)
     out = work / "ns_eval_nsc.json"
     r = _run([str(BIN / "ns-eval"), "--load-config", str(nsc), "--output-path", str(out)])
     assert r.returncode == 0, r.stderr[-3000:]
@@ -165,7 +166,7 @@ def test_nsc_eval_setup_missing_data_is_one_clear_error(trained, tmp_path):
 
 
 @pytest.mark.parametrize("source", ["config", "nsc"])
-def test_ns_viewer_loads_checkpoint_offline(trained, tmp_path, source, lego_tiny):
+def test_ns_viewer_loads_checkpoint_offline(trained, tmp_path, source, scene):
     """`ns-viewer` loads our checkpoint — or a .nsc file directly — on CPU with no network and starts serving
     (stopped after start-up)."""
     import time
@@ -176,7 +177,7 @@ def test_ns_viewer_loads_checkpoint_offline(trained, tmp_path, source, lego_tiny
         from nscodec.io import export_model
 
         target, ready = tmp_path / "view.nsc", "Done decoding"
-        export_model(trainer.pipeline.model, target, meta={"train": {"data": str(lego_tiny), "method_name": "nscodec-tensorf"}})
+        export_model(trainer.pipeline.model, target, meta={"train": {"data": str(scene), "method_name": "nscodec-tensorf"}})
     log = tmp_path / "viewer.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen(
