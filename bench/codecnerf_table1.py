@@ -167,7 +167,8 @@ def main() -> None:
     if args.pretrain_only or (not args.report_only and not Path(args.codec).exists()):
         meta = do_pretrain(args)
         print(json.dumps({k: v for k, v in meta.items() if k not in ("history", "scenes")}, indent=2))
-        record("codecnerf_pretrain", [], command, {"pretrain": {k: v for k, v in meta.items() if k != "scenes"}})
+        name = "codecnerf_pretrain" if args.name == "codecnerf_table1" else f"{args.name}_pretrain"
+        record(name, [], command, {"pretrain": {k: v for k, v in meta.items() if k != "scenes"}})
         if args.pretrain_only:
             return
     pre = json.loads((WORK / "pretrain.json").read_text()) if (WORK / "pretrain.json").exists() else {}

@@ -62,7 +62,8 @@ def _layout(data: Path, parser: str) -> Tuple[Optional[Path], str]:
 
 def check_split(data: Path | str, split: str, parser: str = "blender") -> None:
     """Check a split before nerfstudio parses it: the transforms file exists and is JSON, the split has frames,
-    every frame's ``transform_matrix`` is a 4×4 of finite numbers, and every image file exists.
+    every frame's ``transform_matrix`` is a 4×4 of finite numbers, every image file exists and has a readable
+    header (Blender: all of one size; the first one, which nerfstudio's parser decodes, is decoded whole).
 
     Args:
         data: the dataset directory (or, for nerfstudio data, its ``transforms.json``).
@@ -91,6 +92,7 @@ def check_split(data: Path | str, split: str, parser: str = "blender") -> None:
     if not isinstance(frames, list) or not frames:
         raise NscDataError(f"{path}: no frames (an empty {split!r} split)" if kind == "blender" else f"{path}: no frames")
     base = path.parent
+    first_size = None
     for i, fr in enumerate(frames):
         name = fr.get("file_path", f"#{i}") if isinstance(fr, dict) else f"#{i}"
         where = f"{path.name}, frame {i} ({name})"
@@ -106,8 +108,29 @@ def check_split(data: Path | str, split: str, parser: str = "blender") -> None:
         img = base / name.replace("./", "", 1) if name.startswith("./") else base / name
         if kind == "blender" and not img.suffix:
             img = img.with_name(img.name + ".png")
-        if not img.is_file() and not (kind == "transforms" and _downscaled_exists(img)):
+        if not img.is_file():
+            if kind == "transforms" and _downscaled_exists(img):
+                continue
             raise NscDataError(f"{where}: image file {img} does not exist")
+        size = _image_size(img, where, decode=i == 0)  # nerfstudio's Blender parser decodes the first image itself
+        if kind == "blender":
+            first_size = first_size or size
+            if size != first_size:
+                raise NscDataError(f"{where}: image {img} is {size[0]}x{size[1]}, the split's first image is "
+                                   f"{first_size[0]}x{first_size[1]} (all images of a split must have one size)")
+
+
+def _image_size(img: Path, where: str, decode: bool) -> Tuple[int, int]:
+    """``(width, height)`` from the image header (the whole image when ``decode``). Raises NscDataError."""
+    from PIL import Image
+
+    try:
+        with Image.open(img) as im:
+            if decode:
+                im.load()
+            return im.size
+    except (OSError, ValueError, SyntaxError) as err:  # not an image, truncated, bad header
+        raise NscDataError(f"{where}: image {img} cannot be read ({type(err).__name__}: {err})") from None
 
 
 def _downscaled_exists(img: Path) -> bool:

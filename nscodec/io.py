@@ -317,6 +317,34 @@ def load_model(
     return model.to(device).eval(), nsc
 
 
+#: types of the ``meta.train`` record (where a file was trained, :func:`nscodec.export.training_meta`)
+_TRAIN_FIELDS = {"data": str, "dataparser": str, "camera_res_scale_factor": float, "fingerprint": str,
+                 "method_name": str, "step": int}
+
+
+def train_record(nsc: NscFile) -> Dict[str, Any]:
+    """The file's ``meta.train`` record (dataset path, dataparser, camera scale, fingerprint, method, step), each
+    present value checked for its type ({} when the file has none).
+
+    Raises:
+        NscFormatError: a value of the wrong type, or a camera scale that is not a positive finite number.
+    """
+    import math
+
+    train = nsc.meta.get("train", {}) if isinstance(nsc.meta, dict) else {}
+    if not isinstance(train, dict):
+        raise NscFormatError(f".nsc meta.train must be an object, got {type(train).__name__}")
+    for key, typ in _TRAIN_FIELDS.items():
+        if key not in train:
+            continue
+        v = train[key]
+        ok = isinstance(v, typ) and not isinstance(v, bool) if typ is not float else (
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 < v <= 64)
+        if not ok:
+            raise NscFormatError(f".nsc meta.train.{key} = {v!r} is not a valid {typ.__name__}")
+    return train
+
+
 class UnvalidatedDecodeError(NscFormatError):
     """A malformed file that no explicit check caught (the decoder failed inside). Users see one clear message;
     the fuzz bench (``bench/fuzz_nsc.py``) counts these apart, as checks to add."""

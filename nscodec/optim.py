@@ -2,8 +2,8 @@
 
 :class:`FusedAdamOptimizerConfig` is nerfstudio's ``AdamOptimizerConfig`` with torch's fused Adam kernel (one
 pass over each parameter for the whole update, on CPU and CUDA) instead of the per-op ``foreach`` path. On the
-TensoRF base its dense VM planes (~5 M parameters) are updated every step, and there the update took 15.8 ms of a
-163 ms CPU step unfused against 3.8 ms fused (2 cores; ``docs/benchmarks.md``). The update rule is the same Adam
+TensoRF base its dense VM planes (~5 M parameters) are updated every step, and there the fused update is several
+times cheaper (measured in ``docs/benchmarks.md``). The update rule is the same Adam
 (Kingma & Ba 2015); results differ from the unfused path only by float rounding (tested).
 """
 

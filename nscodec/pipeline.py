@@ -142,12 +142,12 @@ def nsc_eval_setup(
     """
     from nerfstudio.configs.method_configs import all_methods
 
-    from nscodec.io import load_model
+    from nscodec.io import load_model, train_record
 
     path = Path(path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, nsc = load_model(path, device=device)
-    train = nsc.meta.get("train", {}) if isinstance(nsc.meta, dict) else {}
+    train = train_record(nsc)
     method = train.get("method_name") or nsc.method
     if method not in all_methods:
         raise NscError(f"{path}: method {method!r} is not registered with nerfstudio (is its plugin installed?)")

@@ -47,10 +47,9 @@ def shacira_trainer_config(
     )
 
 
-#: CPU preset: plain straight-through rounding. Measured on lego 200² at 600 steps (bench/shacira_rd.py, docs/
-#: benchmarks.md), annealed soft rounding over half the run cost 1.4 dB against STE at equal bytes; at this short
-#: budget the Gumbel gates' noise outweighs the paper's benefit (Fig. 10, measured there over long runs). Annealing
-#: stays one flag away (``--pipeline.model.anneal-fraction 0.5``) and is the ``shacira-paper`` default.
+#: CPU preset: plain straight-through rounding. At the CPU budget annealed soft rounding measured worse than STE at
+#: equal bytes (docs/benchmarks.md, "SHACIRA"); the paper's benefit (Fig. 10) is over long runs. Annealing stays one
+#: flag away (``--pipeline.model.anneal-fraction 0.5``) and is the ``shacira-paper`` default.
 shacira = MethodSpecification(
     config=shacira_trainer_config(anneal_fraction=0.0),
     description="SHACIRA: hash grid from entropy-coded integer latents (STE rounding on CPU), LOD streaming; CPU-sized.",

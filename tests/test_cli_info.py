@@ -80,3 +80,23 @@ def test_cli_subprocess_has_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("nscodec: error: ") and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def _fresh(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+def test_info_does_not_import_torch(nsc_path):
+    r = _fresh(f"import sys\nfrom nscodec.cli import main\nrc = main(['info', {str(nsc_path)!r}])\n"
+               "print('RESULT', rc, 'torch' in sys.modules)")
+    assert "RESULT 0 False" in r.stdout, r.stdout + r.stderr
+
+
+def test_export_to_an_existing_target_fails_before_importing_nerfstudio(tmp_path):
+    (tmp_path / "config.yml").write_text("x")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "scene.nsc").write_bytes(b"x")
+    r = _fresh("import sys\nfrom nscodec.cli import main\n"
+               f"rc = main(['export', '--load-config', {str(tmp_path / 'config.yml')!r}, '--output-dir', {str(tmp_path / 'out')!r}])\n"
+               "print('RESULT', rc, 'nerfstudio' in sys.modules or 'torch' in sys.modules)")
+    assert "RESULT 2 False" in r.stdout and "already exists" in r.stderr, r.stdout + r.stderr

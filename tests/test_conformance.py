@@ -277,6 +277,65 @@ def _deep(data: bytes) -> bytes:
     return _pack(None, payload, raw[:-1] + b',"x":' + b"[" * 2000 + b"]" * 2000 + b"}")
 
 
+def _payload_edit(pred, fn):
+    """Replace the payload of the first section matching ``pred`` by ``fn(payload)``, with its length, CRC and the
+    later offsets recomputed: a file whose every checksum holds."""
+    import zlib
+
+    def mutate(data: bytes):
+        header, payload = _split(data)
+        sec = _section(header, pred)
+        if sec is None:
+            return None
+        parts, pos = [], 0
+        for s in header["sections"]:
+            body = payload[s["offset"]:s["offset"] + s["nbytes"]]
+            if s is sec:
+                body = fn(body)
+                s.update(nbytes=len(body), crc32=zlib.crc32(body))
+            s["offset"] = pos
+            pos += len(body)
+            parts.append(body)
+        return _pack(header, b"".join(parts))
+    return mutate
+
+
+def _meta_everywhere(key, value):
+    """Set ``meta[key] = value`` on every section that has ``key`` (False when none has it)."""
+    def fn(header):
+        hit = [s for s in header["sections"] if key in s["meta"]]
+        for s in hit:
+            s["meta"][key] = value
+        return bool(hit) or False
+    return fn
+
+
+def _first_entropy_int64(header):
+    sec = _section(header, lambda s: s["coder"] == "ans")
+    if sec is None:
+        return False
+    sec["dtype"] = "int64"
+
+
+def _reshape(header):
+    sec = _section(header, lambda s: s["coder"] == "raw" and len(s["shape"]) >= 1)
+    sec["shape"] = sec["shape"] + [1]
+
+
+def _rename(header):
+    header["sections"][-1]["name"] = "renamed"
+
+
+def _preamble(offset, fmt, delta):
+    def mutate(data: bytes):
+        b = bytearray(data)
+        struct.pack_into(fmt, b, offset, struct.unpack_from(fmt, b, offset)[0] + delta)
+        return bytes(b)
+    return mutate
+
+
+#: crafted and corrupt files that every decoder must refuse with one checked NscFormatError. The second group is the
+#: fixed corpus of cases bench/fuzz_nsc.py found or that a validator once missed (decoded silently or failed inside).
 BAD_FILES = {
     "payload bit flip": lambda d: d[:-5] + bytes([d[-5] ^ 0x10]) + d[-4:],
     "trailing bytes": lambda d: d + b"\x00",
@@ -291,7 +350,36 @@ BAD_FILES = {
     "occupancy box missing": _edit(_occupancy_meta(bbox=None)),
     "occupancy box at 1e300": _edit(_occupancy_meta(bbox=[0, 0, 0, 1e300, 1, 1])),
     "header nested 2000 deep": _deep,
+    # --- the fuzz corpus
+    "minor version flipped (under the header CRC)": _preamble(6, "<H", 4095),
+    "declared length one short": _preamble(8, "<Q", -1),
+    "section reshaped to the same element count": _edit(_reshape),
+    "entropy section declared int64": _edit(_first_entropy_int64),
+    "section renamed": _edit(_rename),
+    "unknown config field": _edit(lambda h: h["config"]["model"].update(nscodec_fuzz_unknown=1)),
+    "float for an int config field": _edit(lambda h: h["config"]["model"].update(occupancy_resolution=32.5)),
+    "meta resolution 2**64": _edit(_meta_everywhere("resolution", 2**64)),
+    "meta count off by one": _edit(_meta_everywhere("count", -1)),
+    "power-of-two exponent out of range": _edit(_meta_everywhere("exp", [400])),
+    "plane resolution 10**6": _edit(_meta_everywhere("plane_resolution", 10**6)),
+    "zlib stream with trailing bytes": _payload_edit(lambda s: s["coder"] == "zlib", lambda b: b + b"\x00\x00"),
+    "ctx3d stream with a trailing word": _payload_edit(lambda s: s["coder"] == "ctx3d", lambda b: b + b"\x00" * 4),
+    "ans stream with a trailing word": _payload_edit(lambda s: s["coder"] == "ans", lambda b: b + b"\x00" * 4),
 }
+
+
+def test_train_metadata_of_the_wrong_type_is_refused_where_it_is_read(trained):
+    """``meta`` is free-form, but what ns-viewer / nscodec eval read from ``meta.train`` is checked there."""
+    from nscodec.coding.container import read_nsc
+    from nscodec.io import train_record
+
+    _, _, _, path = trained
+    assert train_record(read_nsc(path))["data"]
+    for key, value in (("data", -1e300), ("camera_res_scale_factor", None), ("camera_res_scale_factor", 0.0),
+                       ("fingerprint", 1)):
+        bad = _edit(lambda h: h["meta"]["train"].update({key: value}))(path.read_bytes())
+        with pytest.raises(NscFormatError, match=f"meta.train.{key}"):
+            train_record(read_nsc(bad))
 
 
 @pytest.mark.parametrize("case", sorted(BAD_FILES))

@@ -313,3 +313,87 @@ def test_corrupt_entropy_payload_raises_format_error():
         decode_section(Section("lat", sec.payload, sec.dtype, sec.shape, "lzma"))
     with pytest.raises(NscFormatError, match="do not match shape"):
         decode_section(Section("w", b"\x00" * 7, "float32", (2,), "raw"))
+
+
+def test_a_write_killed_midway_leaves_no_temp_after_the_next_write(tmp_path):
+    """kill -9 between writing the temp file and renaming it: the target was never written, and the next write of
+    the same target removes the dead writer's temp (a live writer's temp is left alone)."""
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "scene.nsc"
+    code = (
+        "import os, time, sys\n"
+        "from nscodec.coding import container\n"
+        "from nscodec.coding.container import Section, write_nsc\n"
+        "container.os.replace = lambda a, b: (print('written', flush=True), time.sleep(60))\n"
+        f"write_nsc({str(target)!r}, 'm', {{}}, [Section('a', b'x' * 100000, 'uint8', (100000,), 'raw')])\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "written"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stale = list(tmp_path.glob(".scene.nsc.*.nsc-partial"))
+    assert len(stale) == 1 and not target.exists()
+    live = tmp_path / f".scene.nsc.{os.getppid()}.nsc-partial"  # a writer that is still running
+    live.write_bytes(b"in progress")
+    write_nsc(target, "m", {}, _sections())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, live.name])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_respect_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        write_nsc(tmp_path / "a.nsc", "m", {}, _sections())
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.nsc").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_header_nesting_and_huge_shapes_are_refused(nsc_bytes):
+    header, payload = _parts(nsc_bytes)
+    raw = json.dumps(header).encode()
+    deep = raw[:-1] + b',"x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    with pytest.raises(NscFormatError, match="nests"):
+        read_nsc(_repack(None, payload, header_raw=deep))
+    h = json.loads(json.dumps(header))
+    h["sections"][0]["shape"] = [2**64]
+    with pytest.raises(NscFormatError, match="shape must be a list"):
+        read_nsc(_repack(h, payload))
+    h["sections"][0]["shape"] = [1 << 20, 1 << 20]
+    with pytest.raises(NscFormatError, match="elements"):
+        read_nsc(_repack(h, payload))
+
+
+def test_version_and_lengths_are_under_the_header_checksum(nsc_bytes):
+    assert read_nsc(nsc_bytes).version == (1, 1)
+    for offset, fmt, delta in ((6, "<H", 4096), (6, "<H", -1), (16, "<I", 0)):
+        bad = bytearray(nsc_bytes)
+        struct.pack_into(fmt, bad, offset, struct.unpack_from(fmt, bad, offset)[0] + delta)
+        if bytes(bad) == nsc_bytes:
+            continue
+        with pytest.raises(NscFormatError):
+            read_nsc(bytes(bad))
+    # a file of the original layout (1.0: the CRC covers the header only) still reads
+    header, payload = _parts(nsc_bytes)
+    assert read_nsc(_repack(header, payload, minor=0)).version == (1, 0)
+
+
+def test_dtype_must_be_one_the_coder_produces(nsc_bytes):
+    header, payload = _parts(nsc_bytes)
+    h = json.loads(json.dumps(header))
+    h["sections"][0]["coder"] = "ans"
+    with pytest.raises(NscFormatError, match="not one coder 'ans' produces"):
+        read_nsc(_repack(h, payload))
+
+
+def test_zlib_stream_with_trailing_bytes_is_refused():
+    sec = zlib_section("z", np.arange(100, dtype=np.int32))
+    assert np.array_equal(decode_section(sec), np.arange(100))
+    bad = Section("z", sec.payload + b"\x00", sec.dtype, sec.shape, "zlib")
+    with pytest.raises(NscFormatError, match="after the end of the zlib stream"):
+        decode_section(bad)
+    with pytest.raises(NscFormatError, match="dtype 'int32', expected 'float16'"):
+        decode_section(sec, dtype=("float16",))

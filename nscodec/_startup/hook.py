@@ -4,8 +4,8 @@ without editing site-packages.
 nerfstudio 1.1.5's ``ns-export`` builds its subcommand union (``nerfstudio.scripts.exporter.Commands``) at
 module import and offers no plugin hook. The wheel installs ``nscodec_startup.pth``, which Python's ``site``
 module executes at interpreter start; it imports this module, which registers a :class:`sys.meta_path` finder
-for exactly one module name, ``nerfstudio.scripts.exporter``. When (and only when) that module is imported, the
-finder:
+for four module names (the exporter, train, eval and viewer scripts). When ``nerfstudio.scripts.exporter`` is
+imported, the finder:
 
 1. makes ``import open3d`` at the exporter's top level safe: open3d 0.20 needs the system library
    ``libusb-1.0``; if open3d cannot be loaded, a stand-in module is bound whose first attribute access raises

@@ -393,7 +393,11 @@ class CodecNeRFModel(NscModel):
                 for k, p in self.renderer.named_parameters():
                     load_section_into(p, nsc, f"mlp.{k}", f32)
             else:
-                ref = nsc.sections["codec_ref"].meta
+                ref_sec = nsc.sections["codec_ref"]
+                if tuple(ref_sec.shape) != (0,) or ref_sec.nbytes or ref_sec.dtype != "uint8" or ref_sec.coder != "raw":
+                    raise NscFormatError(f"section 'codec_ref': a reference holds no data (raw uint8 [0]), got "
+                                         f"{ref_sec.coder} {ref_sec.dtype} {list(ref_sec.shape)}")
+                ref = ref_sec.meta
                 if ref.get("sha256") != self.codec_info.get("sha256"):
                     raise NscFormatError(
                         f"codec model mismatch: the .nsc needs codec model sha256 {str(ref.get('sha256'))[:16]}…, loaded "

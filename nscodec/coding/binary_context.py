@@ -17,7 +17,8 @@ Payload layout (little-endian)::
     T      zlib(512 × u16: P(1 | context) · 65536, in [1, 65535])
     ...    range-coder stream (u32 words)
 
-On the lego 128³ grid this is about 0.55× the DEFLATE-packed bits (docs/benchmarks.md).
+On occupancy grids of real objects this takes markedly fewer bytes than DEFLATE-packed bits (measured in
+docs/benchmarks.md, "occupancy coding").
 """
 
 from __future__ import annotations

@@ -228,31 +228,30 @@ def binary_grid_section(name: str, grid: Any, meta: Optional[Dict[str, Any]] = N
     return Section(name, encode_binary_grid(g), "bool", tuple(g.shape), "ctx3d", dict(meta or {}))
 
 
-def _expected_raw(section: Section, data: bytes) -> np.ndarray:
+def _raw_dtype(section: Section) -> np.dtype:
+    """The declared dtype of a raw/zlib/zstd section (one of :data:`RAW_DTYPES`)."""
     try:
         dt = np.dtype(section.dtype)
     except TypeError:
         dt = None
     if dt is None or dt.name not in RAW_DTYPES:
         raise NscFormatError(f"section {section.name!r}: unsupported dtype {section.dtype!r}")
-    count = int(np.prod(section.shape, dtype=np.int64))
-    if len(data) != count * dt.itemsize:
-        raise NscFormatError(
-            f"section {section.name!r}: {len(data)} bytes do not match shape {list(section.shape)} of {dt.name} "
-            f"({count * dt.itemsize} bytes)"
-        )
-    return np.frombuffer(data, dtype=dt.newbyteorder("<")).astype(dt).reshape(section.shape)
+    return dt
 
 
 def _expected_size(section: Section) -> int:
     """Decoded byte size of a raw/zlib/zstd section from its declared dtype and shape (validated first)."""
-    try:
-        dt = np.dtype(section.dtype)
-    except TypeError:
-        dt = None
-    if dt is None or dt.name not in RAW_DTYPES:
-        raise NscFormatError(f"section {section.name!r}: unsupported dtype {section.dtype!r}")
-    return int(np.prod(section.shape, dtype=np.int64)) * dt.itemsize
+    return int(np.prod(section.shape, dtype=np.int64)) * _raw_dtype(section).itemsize
+
+
+def _expected_raw(section: Section, data: bytes) -> np.ndarray:
+    dt = _raw_dtype(section)
+    size = _expected_size(section)
+    if len(data) != size:
+        raise NscFormatError(
+            f"section {section.name!r}: {len(data)} bytes do not match shape {list(section.shape)} of {dt.name} ({size} bytes)"
+        )
+    return np.frombuffer(data, dtype=dt.newbyteorder("<")).astype(dt).reshape(section.shape)
 
 
 def _inflate(section: Section) -> bytes:

@@ -36,7 +36,7 @@ class _InterpolateRows(torch.autograd.Function):
     """``out[n, l] = Σ_k wt[n, l, k] · table[idx[n, l, k]]`` with a scatter-add backward for the table.
 
     ``table [R, F]``, ``idx [N, L, 8]`` int, ``wt [N, L, 8]`` → ``[N, L, F]``. The backward's ``index_add_`` is
-    ~3× faster on CPU than autograd's embedding backward; no gradient flows to ``wt`` (positions are data).
+    faster on CPU than autograd's embedding backward; no gradient flows to ``wt`` (positions are data).
     """
 
     @staticmethod
@@ -183,7 +183,7 @@ class ShaciraHashEncoding(HashEncoding):
             parts.append(spatial_hash(hx[..., :, None, None], hy[..., None, :, None], hz[..., None, None, :], self.hash_table_size))
         idx = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         idx = (idx + self.level_offsets.to(torch.int32)[None, :, None, None, None]).reshape(x.shape[0], self.num_levels, 8)
-        idx = idx.to(torch.int64)  # index_select / index_add_ are ~10x faster with int64 indices on CPU
+        idx = idx.to(torch.int64)  # index_select / index_add_ are much faster with int64 indices on CPU
         w = torch.stack([1.0 - off, off], dim=-1)  # [N, L, 3, 2]
         wt = (w[..., 0, :, None, None] * w[..., 1, None, :, None] * w[..., 2, None, None, :]).reshape(idx.shape)
         return idx, wt

@@ -263,9 +263,12 @@ class VQADModel(NscModel):
             for level in range(lod + 1):
                 mask = masks[level]
                 n = int(mask.sum())
+                res = self.grid.resolutions[level]
                 for part in per_level:
                     sec = nsc.sections[f"level{level}.{part}"]
                     meta_int(sec, "count", n, n)  # the stored vertices follow from the decoded occupancy grid
+                    meta_int(sec, "resolution", res, res)
+                    meta_int(sec, "lod", level, level)
                 if cfg.grid_mode in ("vq", "hash"):
                     cb_sec = nsc.sections[f"level{level}.codebook"]
                     want = tuple(self.grid.codebooks[level].shape)
