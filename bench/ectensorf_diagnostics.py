@@ -71,7 +71,8 @@ def _relax(kind: str) -> Callable[[], None]:
         orig = em.ECTensoRFModel.decode_planes
 
         def decode_planes(self):
-            f = (self._step - self._stage2_start()) / max(1, self._stage2_steps)
+            start = self._stage2_start()
+            f = (self._step - start) / max(1, (self._max_steps or start + 1) - start)
             if not self.training or f >= FRACTION:
                 return orig(self)
             out = {}
@@ -139,7 +140,7 @@ def latent_stats(config_yml: str) -> Dict[str, Dict[str, float]]:
 
     _, pipeline, _, _ = eval_setup(Path(config_yml), test_mode="inference", update_config_callback=here)
     model = pipeline.model
-    model.quantize_dense()  # folds learned steps: the latents are then the file's symbols (before rounding)
+    model.finalize()  # folds learned steps: the latents are then the file's symbols (before rounding)
     stats = {}
     for s in ("density", "color"):
         mask = getattr(model.codec, f"prior_{s}").deterministic_mask() > 0

@@ -62,7 +62,7 @@ def evaluate_file(args, path: Path, lod=None) -> dict:
     model, nsc = load_model(path, lod=lod)
     ev = evaluate_model(model, Path(args.data), "test", args.scale, every=args.every, progress=False)
     return {"psnr": ev["psnr"], "ssim": ev["ssim"], "bytes": nsc.available_bytes, "test_views": ev["num_views"],
-            "resolution": f"{ev['width']}x{ev['height']}", "render_seconds": ev["render_seconds"], "lod": model.render_lod}
+            "resolution": f"{ev['width']}x{ev['height']}", "render_seconds": ev["render_seconds"], "lod": model.lod}
 
 
 def load_trained(config: str):

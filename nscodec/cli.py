@@ -197,6 +197,14 @@ def _add_demo(subparsers: "argparse._SubParsersAction") -> None:
     p.set_defaults(func=demo_command)
 
 
+def _add_render(subparsers: "argparse._SubParsersAction") -> None:
+    from nscodec.video import add_arguments, render_command  # import-light: nerfstudio is imported when it runs
+
+    p = subparsers.add_parser("render", help="render a .nsc to a video or frames (an orbit, or a camera-path JSON)")
+    add_arguments(p)
+    p.set_defaults(func=render_command)
+
+
 #: subcommand name -> function registering its sub-parser (extend to add commands)
 COMMANDS: Dict[str, Callable[["argparse._SubParsersAction"], None]] = {
     "info": _add_info,
@@ -204,6 +212,7 @@ COMMANDS: Dict[str, Callable[["argparse._SubParsersAction"], None]] = {
     "eval": _add_eval,
     "make-scene": _add_make_scene,
     "demo": _add_demo,
+    "render": _add_render,
     "codecnerf-pretrain": lambda sub: __import__("nscodec.codecnerf.cli", fromlist=["add_subparser"]).add_subparser(sub),
 }
 

@@ -221,7 +221,8 @@ def export_model(
     """Compress ``model`` into the ``.nsc`` file ``path`` (atomic write). Returns the file size in bytes.
 
     The sections come from :meth:`~nscodec.model_base.NscModel.encode`: a finalized copy of the model unless it is
-    finalized already; ``model`` (parameters, buffers, training mode) and the global RNG are left as they were.
+    finalized already; ``model`` (parameters, buffers, training mode) and the global RNG are left as they were. When
+    the model knows its training cameras (``viewer_cameras``), the file carries them (``viewer.cameras``).
 
     Raises:
         NscError: the model has no codec, cannot be exported yet, or its config is not JSON-storable.
@@ -240,6 +241,10 @@ def export_model(
         "num_train_data": int(model.num_train_data),
     }
     sections = model.encode()
+    if getattr(model, "viewer_cameras", None) is not None:  # first: level 0, before any level-of-detail section
+        from nscodec.cameras import cameras_section
+
+        sections.insert(0, cameras_section(model.viewer_cameras, model.scene_box))
     full_meta = {"nscodec_version": __version__, **(meta or {})}
     return write_nsc(path, codec, config, sections, meta=full_meta, overwrite=overwrite)
 
@@ -295,7 +300,10 @@ def load_model(
         FileNotFoundError: no such file.
         NscFormatError: malformed file, unknown codec, bad config, missing/extra/malformed sections.
     """
+    from nscodec.cameras import split_viewer_sections
+
     nsc = read_model_file(path, lod)
+    codec_part, _ = split_viewer_sections(nsc)  # the viewer's cameras are the container's, not the codec's
     # building and decoding initialise modules: opening a file leaves the caller's random stream as it was
     with torch.random.fork_rng(devices=[]):
         model = build_model(nsc)
@@ -306,7 +314,7 @@ def load_model(
             )
         with model.decoding():
             try:
-                model.load_nsc_sections(nsc)
+                model.load_nsc_sections(codec_part)
             except (NscError, FileNotFoundError):
                 raise
             except Exception as err:  # a check is missing somewhere: still one clear error, marked as such

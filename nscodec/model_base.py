@@ -161,6 +161,11 @@ class NscModel(Model, metaclass=abc.ABCMeta):
         self.export_meta: Optional[Dict[str, Any]] = None
         """Metadata ``ns-export compressed`` records for this model (set by :class:`nscodec.pipeline.NscPipeline`);
         :meth:`lod_bytes` measures a file with it, so its byte counts are those of the exported file."""
+        self.viewer_cameras = None
+        """Training cameras (nerfstudio ``Cameras``) written to the file's ``viewer.cameras`` section so it opens
+        without its dataset (:mod:`nscodec.cameras`); set by the pipeline, or from the decoded file."""
+        self.viewer_default_view = 0
+        """Index into :attr:`viewer_cameras` of the view a viewer opens on (a decoded file's ``default_view``)."""
         self.viewer_lod = self.viewer_lod_bytes = None
         if self.supports_lod and self.num_lods > 1:
             self._make_lod_controls()
@@ -233,6 +238,11 @@ class NscModel(Model, metaclass=abc.ABCMeta):
         """True when the model holds exactly what its file stores (saved in checkpoints)."""
         return bool(self.nsc_finalized)
 
+    @property
+    def decoded_from_file(self) -> bool:
+        """True for a model built by :func:`nscodec.io.load_model` (its level table and cameras are the file's)."""
+        return self._lod_bytes_from_file
+
     @torch.no_grad()
     def finalize(self) -> None:
         """:meth:`finalize_for_storage` in place and mark the model finalized.
@@ -284,9 +294,15 @@ class NscModel(Model, metaclass=abc.ABCMeta):
 
     def on_decoded(self, nsc: NscFile) -> None:
         """Called by :func:`nscodec.io.load_model` after :meth:`load_nsc_sections`: the model is the file (finalized),
-        its level table comes from the file, and it renders the finest level it decoded."""
+        its level table and viewer cameras come from the file, and it renders the finest level it decoded.
+
+        Raises:
+            NscFormatError: a malformed ``viewer.cameras`` section."""
+        from nscodec.cameras import CAMERAS_SECTION, decode_cameras
         from nscodec.lod import lod_table
 
+        if CAMERAS_SECTION in nsc.sections:
+            self.viewer_cameras, self.viewer_default_view = decode_cameras(nsc.sections[CAMERAS_SECTION])
         self.nsc_finalized.fill_(True)
         self._lod_bytes = [int(r["bytes"]) for r in lod_table(nsc)]
         self._lod_bytes_from_file = True

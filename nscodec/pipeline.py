@@ -19,9 +19,10 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple, Type
+from typing import Any, Callable, Dict, Literal, Optional, Tuple, Type
 
 import torch
+from nerfstudio.models.base_model import ModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 
 from nscodec.coding.errors import NscError
@@ -56,8 +57,12 @@ class NscPipeline(VanillaPipeline):
         from nscodec.export import training_meta
         from nscodec.model_base import NscModel
 
-        if isinstance(self._model, NscModel):  # what `ns-export compressed` will record: the model's own byte counts match
+        if isinstance(self._model, NscModel) and not self._model.decoded_from_file:
+            # what `ns-export compressed` will record, so the model's own byte counts match the exported file's
             self._model.export_meta = training_meta(self.config)
+            train = getattr(self.datamanager, "train_dataset", None)
+            if train is not None and len(train):
+                self._model.viewer_cameras = train.cameras.to("cpu")
 
     def _stored_model(self):
         """The model as its file decodes (a finalized copy, or the model itself), or None when it cannot be stored
@@ -122,11 +127,14 @@ def nsc_eval_setup(
     test_mode: str = "test",
     update_config_callback: Optional[Callable[[Any], Any]] = None,
     data: Optional[Path | str] = None,
+    source: Literal["dataset", "cameras", "any"] = "dataset",
 ) -> Tuple[Any, NscPipeline, Path, int]:
     """``eval_setup`` for a ``.nsc`` file: ``(trainer_config, pipeline, path, step)``, pipeline in eval mode.
 
-    The trainer config is the registered method's (``meta.train.method_name``, else the codec name) with the
-    dataset and camera scale the file records; its model is replaced by the decoded one.
+    The trainer config is the registered method's (``meta.train.method_name``, else the codec name); its model is
+    the decoded one (built once). Its datamanager reads either the dataset (the one the file records, ``data``, or
+    ``$NSCODEC_DATA``) or, with no dataset at all, the training cameras stored in the file
+    (:class:`nscodec.cameras.CamerasDataManager`: enough to view and render, no images to evaluate against).
 
     Args:
         path: the ``.nsc`` file.
@@ -134,14 +142,17 @@ def nsc_eval_setup(
         test_mode: nerfstudio datamanager mode ("test", "val" or "inference").
         update_config_callback: applied to the trainer config before the pipeline is built.
         data: dataset directory; default ``$NSCODEC_DATA``, else the path recorded in the file.
+        source: ``"dataset"`` (needs images: ``ns-eval``), ``"cameras"`` (the file's cameras even when the dataset is
+            there: ``ns-viewer``), ``"any"`` (the dataset when found, else the file's cameras: ``ns-render``).
 
     Raises:
         FileNotFoundError / NscFormatError: the file is missing or malformed.
-        NscError: the recorded method is not registered, or the dataset is not found (the message says how
-            to point at it).
+        NscError: the recorded method is not registered, or the source asked for is not there (the message says how
+            to point at the dataset).
     """
     from nerfstudio.configs.method_configs import all_methods
 
+    from nscodec.cameras import CamerasDataManagerConfig
     from nscodec.io import load_model, train_record
 
     path = Path(path)
@@ -153,16 +164,23 @@ def nsc_eval_setup(
         raise NscError(f"{path}: method {method!r} is not registered with nerfstudio (is its plugin installed?)")
     config = copy.deepcopy(all_methods[method])
     data = data or os.environ.get(DATA_ENV) or train.get("data")
-    if not data or not Path(data).exists():
-        raise NscError(
-            f"{path}: dataset {data!r} not found; ns-viewer/ns-eval need the scene's cameras and images — "
-            f"set {DATA_ENV}=/path/to/scene (or pass data=...)"
-        )
-    dm = config.pipeline.datamanager
-    dm.data = Path(data)
-    dm.dataparser.data = Path(data)
-    if "camera_res_scale_factor" in train and hasattr(dm, "camera_res_scale_factor"):
-        dm.camera_res_scale_factor = float(train["camera_res_scale_factor"])
+    have_data = bool(data) and Path(data).exists()
+    have_cameras = model.viewer_cameras is not None
+    use_cameras = have_cameras and (source == "cameras" or (source == "any" and not have_data))
+    if not use_cameras and not have_data:
+        why = ("it stores no viewer cameras (written before they travelled in the file)" if not have_cameras
+               else "evaluating needs the images")
+        raise NscError(f"{path}: dataset {data!r} not found and {why}; set {DATA_ENV}=/path/to/scene (or pass data=...)")
+    if use_cameras:
+        config.pipeline.datamanager = CamerasDataManagerConfig(cameras=model.viewer_cameras, scene_box=model.scene_box,
+                                                               source=path)
+        config.data = None
+    else:
+        dm = config.pipeline.datamanager
+        dm.data = Path(data)
+        dm.dataparser.data = Path(data)
+        if "camera_res_scale_factor" in train and hasattr(dm, "camera_res_scale_factor"):
+            dm.camera_res_scale_factor = float(train["camera_res_scale_factor"])
     config.pipeline.model = copy.deepcopy(model.config)
     if eval_num_rays_per_chunk:
         config.pipeline.model.eval_num_rays_per_chunk = eval_num_rays_per_chunk
@@ -175,20 +193,46 @@ def nsc_eval_setup(
         config = update_config_callback(config)
     if not isinstance(config.pipeline, NscPipelineConfig):
         config.pipeline = NscPipelineConfig(**{f: getattr(config.pipeline, f) for f in ("datamanager", "model")})
-    pipeline = config.pipeline.setup(device=device, test_mode=test_mode)
-    pipeline._model = model.to(device)
+    model_config = config.pipeline.model
+    config.pipeline.model = _Prebuilt(model=model.to(device))  # the pipeline takes the decoded model as it is
+    try:
+        pipeline = config.pipeline.setup(device=device, test_mode=test_mode)
+    finally:
+        config.pipeline.model = model_config
     pipeline.nsc_path = path
     pipeline.eval()
     from nerfstudio.utils.rich_utils import CONSOLE
 
-    CONSOLE.print(f":white_check_mark: Done decoding {path} ({nsc.total_bytes} bytes, codec {nsc.method})")
+    where = "its own cameras, no dataset" if use_cameras else f"dataset {data}"
+    CONSOLE.print(f":white_check_mark: Done decoding {path} ({nsc.total_bytes:,} bytes, codec {nsc.method}; {where})")
     return config, pipeline, path, int(train.get("step", 0))
 
 
-def eval_setup_any(config_path: Path, *args, **kwargs):
-    """nerfstudio's ``eval_setup`` for ``config.yml`` paths, :func:`nsc_eval_setup` for ``.nsc`` files."""
+@dataclass
+class _Prebuilt(ModelConfig):
+    """A model config whose ``setup`` returns an already built model (the decoded one)."""
+
+    model: Any = None
+
+    def setup(self, **kwargs) -> Any:
+        return self.model
+
+
+def eval_setup_any(config_path: Path, *args, source: Literal["dataset", "cameras", "any"] = "dataset", **kwargs):
+    """nerfstudio's ``eval_setup`` for ``config.yml`` paths, :func:`nsc_eval_setup` for ``.nsc`` files (``source``:
+    where a file's pipeline takes its cameras from, see there)."""
     if is_nsc_path(config_path):
-        return nsc_eval_setup(config_path, *args, **kwargs)
+        return nsc_eval_setup(config_path, *args, source=source, **kwargs)
     from nerfstudio.utils.eval_utils import eval_setup
 
     return eval_setup(config_path, *args, **kwargs)
+
+
+def eval_setup_view(config_path: Path, *args, **kwargs):
+    """:func:`eval_setup_any` for viewing: a ``.nsc`` opens on its own cameras (no dataset read)."""
+    return eval_setup_any(config_path, *args, source="cameras", **kwargs)
+
+
+def eval_setup_render(config_path: Path, *args, **kwargs):
+    """:func:`eval_setup_any` for rendering: a ``.nsc`` uses its dataset when found, else its own cameras."""
+    return eval_setup_any(config_path, *args, source="any", **kwargs)

@@ -173,11 +173,11 @@ def test_ns_viewer_loads_checkpoint_offline(trained, tmp_path, source, scene):
 
     config_yml, trainer, _ = trained
     target, ready = config_yml, "Done loading checkpoint"
-    if source == "nsc":
+    if source == "nsc":  # the file alone: the dataset it records does not exist on this "machine"
         from nscodec.io import export_model
 
         target, ready = tmp_path / "view.nsc", "Done decoding"
-        export_model(trainer.pipeline.model, target, meta={"train": {"data": str(scene), "method_name": "nscodec-tensorf"}})
+        export_model(trainer.pipeline.model, target, meta={"train": {"data": str(tmp_path / "gone"), "method_name": "nscodec-tensorf"}})
     log = tmp_path / "viewer.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen(
@@ -258,3 +258,105 @@ def test_export_bad_config_is_one_clear_error(case, tmp_path, trained):
     with pytest.raises(NscError, match=msg):
         export_from_config(path, tmp_path / "x.nsc")
     assert not (tmp_path / "x.nsc").exists()
+
+
+# ------------------------------------------------------------------------------------- a file you can ship
+def _shipped(trainer, tmp_path, monkeypatch) -> Path:
+    """The exported file copied into an empty directory; the dataset it records is gone, NSCODEC_DATA unset."""
+    import shutil
+
+    from nscodec.export import training_meta
+    from nscodec.io import export_model
+
+    src = tmp_path / "sender" / "scene.nsc"
+    src.parent.mkdir()
+    meta = training_meta(trainer.pipeline.config)
+    meta["train"]["data"] = str(tmp_path / "sender" / "no-such-dataset")
+    export_model(trainer.pipeline.model, src, meta=meta)
+    dst = tmp_path / "receiver" / "scene.nsc"
+    dst.parent.mkdir()
+    shutil.copy(src, dst)
+    shutil.rmtree(src.parent)
+    monkeypatch.delenv("NSCODEC_DATA", raising=False)
+    monkeypatch.chdir(dst.parent)
+    return dst
+
+
+def test_nsc_opens_without_dataset(trained, tmp_path, monkeypatch):
+    """The viewer's pipeline builds from the file alone (its own training cameras, no images, no network) and
+    renders the default view exactly as the sender's model does."""
+    from nscodec.cameras import CamerasDataManager
+    from nscodec.pipeline import eval_setup_view
+
+    _, trainer, _ = trained
+    path = _shipped(trainer, tmp_path, monkeypatch)
+    _, pipeline, _, _ = eval_setup_view(path, test_mode="test")
+    assert isinstance(pipeline.datamanager, CamerasDataManager)
+    model = pipeline.model
+    cams = pipeline.datamanager.train_dataset.cameras
+    assert len(cams) == len(trainer.pipeline.datamanager.train_dataset)
+    view = model.viewer_default_view
+    with torch.no_grad():
+        got = model.get_outputs_for_camera(cams[view : view + 1])["rgb"]
+        ref = trainer.pipeline.model.finalized_copy().eval().get_outputs_for_camera(cams[view : view + 1])["rgb"]
+    assert torch.equal(got, ref)
+    assert got.std() > 0.01, "the default view should see the scene, not an empty background"
+    ref_c2w = trainer.pipeline.datamanager.train_dataset.cameras.camera_to_worlds
+    assert torch.allclose(cams.camera_to_worlds, ref_c2w.float(), atol=1e-6)
+    # evaluation needs the images: one clear error saying how to point at them
+    from nscodec.coding.errors import NscError
+    from nscodec.pipeline import nsc_eval_setup
+
+    with pytest.raises(NscError, match="NSCODEC_DATA"):
+        nsc_eval_setup(path)
+
+
+def test_view_only_viewer_hides_training_controls_and_opens_at_a_training_view(trained, tmp_path, monkeypatch):
+    from nerfstudio.configs.base_config import ViewerConfig
+
+    from nscodec.pipeline import eval_setup_view
+    from nscodec.viewer import NscViewerState, viser_pose
+
+    _, trainer, _ = trained
+    path = _shipped(trainer, tmp_path, monkeypatch)
+    config, pipeline, _, _ = eval_setup_view(path, test_mode="test")
+    state = NscViewerState(ViewerConfig(websocket_port=7195, num_rays_per_chunk=1 << 12), log_filename=tmp_path / "v.log",
+                           datapath=path, pipeline=pipeline)
+    try:
+        assert not state.pause_train.visible and not state.resume_train.visible
+        assert "scene.nsc" in state.stats_markdown.content and "nscodec-tensorf" in state.stats_markdown.content
+        assert "Step" not in state.make_stats_markdown(0, "64x64px")
+        wxyz, pos = viser_pose(pipeline.model.viewer_cameras.camera_to_worlds[pipeline.model.viewer_default_view])
+        assert abs(sum(w * w for w in wxyz) - 1) < 1e-6 and any(abs(x) > 1 for x in pos)
+    finally:
+        state.viser_server.stop()
+
+
+def test_nscodec_render_writes_a_video_and_frames_from_the_file_alone(trained, tmp_path, monkeypatch):
+    _, trainer, _ = trained
+    path = _shipped(trainer, tmp_path, monkeypatch)
+    r = _run([str(BIN / "nscodec"), "render", str(path), "--output", "orbit.mp4", "--seconds", "1", "--fps", "4",
+              "--resolution-scale", "0.5"], cwd=path.parent)
+    assert r.returncode == 0, r.stderr[-3000:]
+    video = path.parent / "orbit.mp4"
+    assert video.is_file() and video.stat().st_size > 1000 and video.read_bytes()[4:8] == b"ftyp"
+    r = _run([str(BIN / "nscodec"), "render", str(path), "--output", "frames", "--seconds", "0.5", "--fps", "4",
+              "--resolution-scale", "0.5"], cwd=path.parent)
+    assert r.returncode == 0, r.stderr[-3000:]
+    frames = sorted((path.parent / "frames").glob("*.png"))
+    assert len(frames) == 2
+    from PIL import Image
+    import numpy as np
+
+    a, b = (np.asarray(Image.open(f)) for f in frames)
+    assert a.shape[:2] == (24, 24) and not np.array_equal(a, b)  # the orbit moves
+
+
+def test_ns_render_opens_a_nsc_file(trained, tmp_path, monkeypatch):
+    """nerfstudio's own `ns-render` (interpolate between the file's cameras) on a .nsc, without its dataset."""
+    _, trainer, _ = trained
+    path = _shipped(trainer, tmp_path, monkeypatch)
+    r = _run([str(BIN / "ns-render"), "interpolate", "--load-config", str(path), "--output-path", "interp.mp4",
+              "--interpolation-steps", "1", "--frame-rate", "8", "--downscale-factor", "4"], cwd=path.parent)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (path.parent / "interp.mp4").stat().st_size > 1000

@@ -14,10 +14,13 @@ imported, the finder:
 2. after the module ran, appends our ``compressed`` subcommand to ``Commands`` (see
    :func:`nscodec.export.register_with_exporter`).
 
-The same finder patches ``nerfstudio.scripts.eval`` and ``nerfstudio.scripts.viewer.run_viewer`` after they
-run: their module-level name ``eval_setup`` is rebound to :func:`nscodec.pipeline.eval_setup_any`, which hands
-``config.yml`` paths to nerfstudio's own ``eval_setup`` unchanged and decodes ``.nsc`` files
-(``ns-eval --load-config scene.nsc``, ``ns-viewer --load-config scene.nsc``).
+The same finder patches ``nerfstudio.scripts.eval``, ``nerfstudio.scripts.viewer.run_viewer`` and
+``nerfstudio.scripts.render`` after they run: their module-level name ``eval_setup`` is rebound to a function of
+:mod:`nscodec.pipeline` that hands ``config.yml`` paths to nerfstudio's own ``eval_setup`` unchanged and decodes
+``.nsc`` files (``ns-eval``/``ns-viewer``/``ns-render … --load-config scene.nsc``; viewing and rendering need only
+the file, :mod:`nscodec.cameras`). ``ns-viewer``'s ``ViewerState`` becomes :class:`nscodec.viewer.NscViewerState`
+(view-only for decoded files), and ``ns-render`` gets the ffmpeg binary of ``imageio-ffmpeg`` when the system has
+none.
 
 In every patched script (and ``nerfstudio.scripts.train``) the console entry point ``entrypoint`` is wrapped so
 that an nscodec error — a bad dataset, a malformed ``.nsc``, a missing file the user named — ends the command with
@@ -37,13 +40,28 @@ import sys
 import types
 
 _EXPORTER = "nerfstudio.scripts.exporter"
-#: modules whose ``eval_setup`` is rebound to :func:`nscodec.pipeline.eval_setup_any` (accepts ``.nsc`` files)
-_EVAL_SETUP_USERS = ("nerfstudio.scripts.eval", "nerfstudio.scripts.viewer.run_viewer")
+_VIEWER = "nerfstudio.scripts.viewer.run_viewer"
+_RENDER = "nerfstudio.scripts.render"
+#: modules whose ``eval_setup`` is rebound to accept ``.nsc`` files, and to which function of nscodec.pipeline:
+#: ns-eval needs the dataset's images; ns-viewer opens a file on its own cameras; ns-render uses the dataset when
+#: found, else the file's cameras
+_EVAL_SETUP_USERS = {"nerfstudio.scripts.eval": "eval_setup_any", _VIEWER: "eval_setup_view", _RENDER: "eval_setup_render"}
 _TRAIN = "nerfstudio.scripts.train"
-_TARGETS = (_EXPORTER, _TRAIN) + _EVAL_SETUP_USERS
+_TARGETS = (_EXPORTER, _TRAIN) + tuple(_EVAL_SETUP_USERS)
 #: console-script name of each target, for the one-line error
-_TOOL = {_EXPORTER: "ns-export", _TRAIN: "ns-train", "nerfstudio.scripts.eval": "ns-eval",
-         "nerfstudio.scripts.viewer.run_viewer": "ns-viewer"}
+_TOOL = {_EXPORTER: "ns-export", _TRAIN: "ns-train", "nerfstudio.scripts.eval": "ns-eval", _VIEWER: "ns-viewer",
+         _RENDER: "ns-render"}
+
+
+def _bundled_ffmpeg() -> None:
+    """Give ns-render an ffmpeg on a fresh machine (:func:`nscodec.compat.ffmpeg.ensure_ffmpeg`)."""
+    try:
+        from nscodec.compat.ffmpeg import ensure_ffmpeg
+
+        if ensure_ffmpeg() is None:
+            sys.stderr.write("nscodec: no ffmpeg for videos: pip install imageio-ffmpeg (or apt-get install ffmpeg)\n")
+    except Exception as err:  # never break stock ns-render because of us
+        sys.stderr.write(f"nscodec: no ffmpeg for videos ({type(err).__name__}: {err})\n")
 
 
 def _one_line_errors(module) -> None:
@@ -113,11 +131,20 @@ class _PatchingLoader(importlib.abc.Loader):
             self._inner.exec_module(module)
             _one_line_errors(module)
             try:
-                from nscodec.pipeline import eval_setup_any
-            except Exception as err:  # never break stock ns-eval / ns-viewer because of us
+                import nscodec.pipeline as pipeline
+            except Exception as err:  # never break stock ns-eval / ns-viewer / ns-render because of us
                 sys.stderr.write(f"nscodec: .nsc files cannot be opened here ({type(err).__name__}: {err})\n")
                 return
-            module.eval_setup = eval_setup_any
+            module.eval_setup = getattr(pipeline, _EVAL_SETUP_USERS[module.__name__])
+            if module.__name__ == _VIEWER:
+                try:
+                    from nscodec.viewer import NscViewerState
+                except Exception as err:  # never break stock ns-viewer because of us
+                    sys.stderr.write(f"nscodec: view-only viewer unavailable ({type(err).__name__}: {err})\n")
+                else:
+                    module.ViewerState = NscViewerState  # view-only for decoded files, nerfstudio's own otherwise
+            if module.__name__ == _RENDER:
+                _bundled_ffmpeg()
             return
         _install_open3d_shim()
         self._inner.exec_module(module)

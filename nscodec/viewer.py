@@ -1,0 +1,76 @@
+"""A view-only ``ns-viewer`` session for decoded ``.nsc`` files.
+
+The start-up hook (:mod:`nscodec._startup.hook`) binds :class:`NscViewerState` as the ``ViewerState`` of
+``nerfstudio.scripts.viewer.run_viewer`` (nerfstudio's ``nerfstudio.viewer.viewer.Viewer``) (``ns-viewer`` only; the viewer of a training run is nerfstudio's own).
+For a pipeline decoded from a file (``pipeline.nsc_path``) it:
+
+* hides what only training has: the Pause/Resume Training buttons, the "Train Speed" and "Train Util" controls;
+* replaces the "Step" line by the file's name, method, bytes on disk and decode source;
+* opens every browser tab at the file's default view — a training camera that looks at the scene
+  (:func:`nscodec.cameras.default_view`) — instead of nerfstudio's default pose (often inside the scene).
+
+The model's own controls (e.g. the level-of-detail slider with each level's bytes, :class:`nscodec.model_base.NscModel`)
+appear under "Custom Elements" as for any nerfstudio model. For any other pipeline this class is nerfstudio's
+``Viewer`` unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO, Viewer
+
+__all__ = ["NscViewerState", "viser_pose"]
+
+
+def viser_pose(c2w) -> tuple:
+    """``(wxyz, position)`` of a viser camera showing the nerfstudio camera-to-world ``c2w [3, 4]`` (OpenGL axes;
+    viser looks down +z, hence the half turn about x — the inverse of nerfstudio's ``get_camera_state``)."""
+    import viser.transforms as vtf
+
+    c2w = np.asarray(c2w, dtype=np.float64)
+    rot = vtf.SO3.from_matrix(c2w[:3, :3]) @ vtf.SO3.from_x_radians(np.pi)
+    return tuple(rot.wxyz), tuple(c2w[:3, 3] * VISER_NERFSTUDIO_SCALE_RATIO)
+
+
+class NscViewerState(Viewer):
+    """nerfstudio's ``Viewer``; view-only for a decoded ``.nsc`` (module docstring)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        path = getattr(self.pipeline, "nsc_path", None)
+        if path is None:
+            return
+        for button in (self.pause_train, self.resume_train):
+            button.visible = False
+        for element in (self.control_panel._train_speed, self.control_panel._train_util):
+            element.set_visible(False)
+        model = self.pipeline.model
+        from nscodec.io import codec_name_of
+
+        source = "its own cameras" if type(self.pipeline.datamanager).__name__ == "CamerasDataManager" else "its dataset"
+        self.stats_markdown.content = (f"**{os.path.basename(path)}** · {codec_name_of(model)} · "
+                                       f"{os.path.getsize(path):,} bytes  \nview only (decoded file, {source})")
+        cams = getattr(model, "viewer_cameras", None)
+        if cams is not None:
+            c2w = cams.camera_to_worlds[getattr(model, "viewer_default_view", 0)].cpu().numpy()
+        else:  # no stored cameras: the first dataset camera
+            c2w = self.pipeline.datamanager.train_dataset.cameras.camera_to_worlds[0].cpu().numpy()
+        wxyz, position = viser_pose(c2w)
+
+        def open_at_default_view(client) -> None:
+            with client.atomic():
+                client.camera.position = position
+                client.camera.wxyz = wxyz
+
+        self.viser_server.on_client_connect(open_at_default_view)
+
+    def make_stats_markdown(self, step, res) -> str:
+        """nerfstudio's "Step / Resolution" line, kept to the resolution for a decoded file (no training steps)."""
+        if getattr(self.pipeline, "nsc_path", None) is None or not hasattr(self, "stats_markdown"):
+            return super().make_stats_markdown(step, res)
+        head = self.stats_markdown.content.split("  \n")[:2]
+        if res is None:
+            return "  \n".join(head)
+        return "  \n".join(head + [f"Resolution: {res}"])
