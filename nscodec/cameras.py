@@ -46,8 +46,11 @@ __all__ = [
 ]
 
 CAMERAS_SECTION = "viewer.cameras"
-#: training cameras stored at most (evenly spaced over the split); a viewer draws a subset anyway
-MAX_STORED_CAMERAS = 100
+#: training cameras stored at most (evenly spaced over the split): enough for the viewer's frustums, a default view
+#: and ns-render's interpolated paths, at ~1.5 KB
+MAX_STORED_CAMERAS = 24
+#: cameras a file may hold at most (what a reader accepts)
+MAX_FILE_CAMERAS = 1024
 _MAX_SIDE = 1 << 15
 
 
@@ -64,7 +67,7 @@ def default_view(cameras: Cameras, scene_box: SceneBox) -> int:
 def cameras_section(cameras: Cameras, scene_box: SceneBox) -> Section:
     """The ``viewer.cameras`` section of up to :data:`MAX_STORED_CAMERAS` of ``cameras`` (evenly spaced): float32
     ``[N, 16]`` rows = ``camera_to_worlds`` (12, row-major) + fx, fy, cx, cy (pixels), DEFLATE-coded; meta: ``width``,
-    ``height``, ``camera_type`` lists and ``default_view``.
+    ``height``, ``camera_type`` (one int when all cameras agree, else a list) and ``default_view``.
 
     Raises:
         NscError: no cameras, or non-finite values.
@@ -80,13 +83,12 @@ def cameras_section(cameras: Cameras, scene_box: SceneBox) -> Section:
                       cams.cx.reshape(-1, 1), cams.cy.reshape(-1, 1)], dim=1).float().cpu().numpy()
     if not np.isfinite(rows).all():
         raise NscError("viewer cameras: non-finite pose or intrinsics")
-    meta = {
-        "width": [int(w) for w in cams.width.reshape(-1)],
-        "height": [int(h) for h in cams.height.reshape(-1)],
-        "camera_type": [int(t) for t in cams.camera_type.reshape(-1)],
-        "default_view": default_view(cams, scene_box),
-        "convention": "nerfstudio camera_to_worlds (OpenGL), fx fy cx cy in pixels",
-    }
+    def ints(t: Tensor):  # one int when every camera has the same value (the usual case), else a list
+        v = [int(x) for x in t.reshape(-1)]
+        return v[0] if len(set(v)) == 1 else v
+
+    meta = {"width": ints(cams.width), "height": ints(cams.height), "camera_type": ints(cams.camera_type),
+            "default_view": default_view(cams, scene_box)}
     return zlib_section(CAMERAS_SECTION, rows, "float32", meta=meta)
 
 
@@ -94,15 +96,15 @@ def decode_cameras(sec: Section) -> Tuple[Cameras, int]:
     """``(cameras, default view index)`` of a ``viewer.cameras`` section.
 
     Raises:
-        NscFormatError: a shape other than ``[N ≤ 100, 16]``, non-finite values, image sizes outside
+        NscFormatError: a shape other than ``[N ≤ 1024, 16]``, non-finite values, image sizes outside
             ``[1, 32768]``, unknown camera types, or a default view out of range.
     """
     from nscodec.coding.sections import meta_int
     from nscodec.coding.tensor_codec import decode_section
 
     shape = tuple(sec.shape)
-    if len(shape) != 2 or shape[1] != 16 or not 1 <= shape[0] <= MAX_STORED_CAMERAS:
-        raise NscFormatError(f"section {sec.name!r}: shape {list(shape)}, expected [N ≤ {MAX_STORED_CAMERAS}, 16]")
+    if len(shape) != 2 or shape[1] != 16 or not 1 <= shape[0] <= MAX_FILE_CAMERAS:
+        raise NscFormatError(f"section {sec.name!r}: shape {list(shape)}, expected [N ≤ {MAX_FILE_CAMERAS}, 16]")
     n = shape[0]
     rows = decode_section(sec, dtype=("float32",))
     if not np.isfinite(rows).all() or np.abs(rows).max() > 1e7:
@@ -111,8 +113,9 @@ def decode_cameras(sec: Section) -> Tuple[Cameras, int]:
     ints = {}
     for key, lo, hi in (("width", 1, _MAX_SIDE), ("height", 1, _MAX_SIDE), ("camera_type", min(valid_types), max(valid_types))):
         v = sec.meta.get(key)
+        v = [v] * n if isinstance(v, int) and not isinstance(v, bool) else v
         if not (isinstance(v, list) and len(v) == n and all(isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi for x in v)):
-            raise NscFormatError(f"section {sec.name!r}: meta.{key} must be {n} ints in [{lo}, {hi}]")
+            raise NscFormatError(f"section {sec.name!r}: meta.{key} must be an int or {n} ints in [{lo}, {hi}]")
         ints[key] = torch.tensor(v, dtype=torch.long)[:, None]
     if not set(ints["camera_type"].reshape(-1).tolist()) <= valid_types:
         raise NscFormatError(f"section {sec.name!r}: unknown camera type in {sorted(set(ints['camera_type'].reshape(-1).tolist()))}")

@@ -7,7 +7,8 @@ For a pipeline decoded from a file (``pipeline.nsc_path``) it:
 * hides what only training has: the Pause/Resume Training buttons, the "Train Speed" and "Train Util" controls;
 * replaces the "Step" line by the file's name, method, bytes on disk and decode source;
 * opens every browser tab at the file's default view — a training camera that looks at the scene
-  (:func:`nscodec.cameras.default_view`) — instead of nerfstudio's default pose (often inside the scene).
+  (:func:`nscodec.cameras.default_view`) — instead of nerfstudio's default pose (often inside the scene), with the
+  training-camera frustums hidden (their images are placeholders; "Show Train Cams" shows them).
 
 The model's own controls (e.g. the level-of-detail slider with each level's bytes, :class:`nscodec.model_base.NscModel`)
 appear under "Custom Elements" as for any nerfstudio model. For any other pipeline this class is nerfstudio's
@@ -65,6 +66,15 @@ class NscViewerState(Viewer):
                 client.camera.wxyz = wxyz
 
         self.viser_server.on_client_connect(open_at_default_view)
+
+    def init_scene(self, *args, **kwargs) -> None:
+        """nerfstudio's scene set-up; for a decoded file the training-camera frustums start hidden ("Show Train Cams"
+        brings them back): their images are placeholders, and the frustum of the view the session opens at would
+        sit in front of the scene."""
+        super().init_scene(*args, **kwargs)
+        if getattr(self.pipeline, "nsc_path", None) is not None and self.hide_images.visible:
+            self.set_camera_visibility(False)
+            self.toggle_cameravis_button()
 
     def make_stats_markdown(self, step, res) -> str:
         """nerfstudio's "Step / Resolution" line, kept to the resolution for a decoded file (no training steps)."""
