@@ -211,8 +211,9 @@ def write_doc(args, rows, command) -> None:
     lines += ["", *summary(rows), "",
               "Notes: one run per variant, seeds not varied; 10 of 200 test views (rendering a 200² view takes 3–9 s on one "
               "core); train seconds include nerfstudio setup and were measured while other jobs ran outside the CPU lock "
-              "(load ≈ 2.5 on 2 cores), so they are upper bounds. 800 steps (~16 epochs of lego 200²) is far from the paper's 600 "
-              "epochs; whether the learned-vs-k-means gap widens with longer training was not measured. Dense per-level grids (16³…128³ cells) restricted to "
+              "(load ≈ 2.5 on 2 cores), so they are upper bounds. "
+              f"{args.steps} steps × {args.rays:,} rays is {args.steps * args.rays / (100 * 200 ** 2):.2f} epoch of lego 200² "
+              "(steps × rays / (100 views × 200²)), far from the paper's 600 epochs; whether the learned-vs-k-means gap widens with longer training was not measured. Dense per-level grids (16³…128³ cells) restricted to "
               "occupied space in the file stand in for NGLOD's octree; levels are summed; grid/MLP deviations in "
               "`nscodec/vqad/model.py`."]
     update_doc_section(args.name, "\n".join(lines))

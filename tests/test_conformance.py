@@ -107,6 +107,23 @@ def trained(request, ctx, scene, tmp_path_factory):
     return _TRAINED[codec]
 
 
+def test_the_file_carries_the_training_cameras(trained):
+    from nscodec.cameras import CAMERAS_SECTION, MAX_STORED_CAMERAS, decode_cameras
+    from nscodec.coding.container import read_nsc
+    from nscodec.lod import lod_table
+
+    _, _, trainer, path = trained
+    nsc = read_nsc(path)
+    assert nsc.index[0].name == CAMERAS_SECTION  # level 0: a prefix that decodes anything also opens in a viewer
+    cams, view = decode_cameras(nsc.sections[CAMERAS_SECTION])
+    train = trainer.pipeline.datamanager.train_dataset.cameras
+    assert len(cams) == min(len(train), MAX_STORED_CAMERAS)
+    assert torch.allclose(cams.camera_to_worlds, train.camera_to_worlds[: len(cams)].float(), atol=1e-6)
+    centre_dir = torch.nn.functional.normalize(-cams.camera_to_worlds[view, :, 3], dim=0)  # scene centred at 0
+    assert float((centre_dir * -cams.camera_to_worlds[view, :, 2]).sum()) > 0.9  # it looks at the scene
+    assert lod_table(nsc)[-1]["bytes"] == path.stat().st_size
+
+
 def test_trained_model_is_finalized_and_its_file_decodes_bit_identically(trained):
     from nscodec.io import load_model
 
@@ -365,6 +382,9 @@ BAD_FILES = {
     "zlib stream with trailing bytes": _payload_edit(lambda s: s["coder"] == "zlib", lambda b: b + b"\x00\x00"),
     "ctx3d stream with a trailing word": _payload_edit(lambda s: s["coder"] == "ctx3d", lambda b: b + b"\x00" * 4),
     "ans stream with a trailing word": _payload_edit(lambda s: s["coder"] == "ans", lambda b: b + b"\x00" * 4),
+    "viewer default view out of range": _edit(_meta_everywhere("default_view", 10**6)),
+    "viewer image sizes of the wrong count": _edit(_meta_everywhere("width", [48, 48])),
+    "viewer cameras as float16": _edit(lambda h: _section(h, lambda s: s["name"] == "viewer.cameras").update(dtype="float16", shape=[1, 16])),
 }
 
 
