@@ -294,7 +294,8 @@ class NscModel(Model, metaclass=abc.ABCMeta):
 
     def on_decoded(self, nsc: NscFile) -> None:
         """Called by :func:`nscodec.io.load_model` after :meth:`load_nsc_sections`: the model is the file (finalized),
-        its level table and viewer cameras come from the file, and it renders the finest level it decoded.
+        its level table, viewer cameras and sections (what exporting it again writes) come from the file, and it renders
+        the finest level it decoded.
 
         Raises:
             NscFormatError: a malformed ``viewer.cameras`` section."""
@@ -304,6 +305,9 @@ class NscModel(Model, metaclass=abc.ABCMeta):
         if CAMERAS_SECTION in nsc.sections:
             self.viewer_cameras, self.viewer_default_view = decode_cameras(nsc.sections[CAMERAS_SECTION])
         self.nsc_finalized.fill_(True)
+        # the file's sections are this model's: exporting it again writes them as they are (re-encoding would need
+        # what a file does not carry, e.g. the trained entropy models behind its CDF tables)
+        self._stored_sections = [sec for name, sec in nsc.sections.items() if name != CAMERAS_SECTION]
         self._lod_bytes = [int(r["bytes"]) for r in lod_table(nsc)]
         self._lod_bytes_from_file = True
         self.set_lod(self.decoded_lod)

@@ -140,6 +140,18 @@ def test_trained_model_is_finalized_and_its_file_decodes_bit_identically(trained
     assert (a < 0.98).any(), "rays aimed at the scene should hit something"
 
 
+def test_a_decoded_model_exports_the_same_file(trained, tmp_path):
+    """Re-exporting a decoded file gives back its bytes (a decoded model does not carry the trained entropy models,
+    so re-encoding it could only be worse)."""
+    from nscodec.coding.container import read_nsc
+    from nscodec.io import export_model, load_model
+
+    _, _, _, path = trained
+    model, nsc = load_model(path)
+    export_model(model, tmp_path / "again.nsc", meta=nsc.meta)
+    assert (tmp_path / "again.nsc").read_bytes() == path.read_bytes()
+
+
 def test_the_checkpoint_reloads_the_model_it_saved(trained):
     """What `ns-export compressed` / `ns-eval` / `ns-viewer` load (nerfstudio's eval_setup on the run's checkpoint)
     is the trained model: finalized as it was, rendering the same bits."""

@@ -11,11 +11,15 @@ range-coded with constriction's ``Bernoulli`` model (``constriction.stream.queue
 
 Payload layout (little-endian)::
 
-    u8     layout version (1)
+    u8     layout version (2; 1 = the same without W)
     3×u32  X, Y, Z
     u32    T = byte length of the DEFLATE-compressed probability table
+    u32    W = number of u32 words of the range-coder stream (layout 2)
     T      zlib(512 × u16: P(1 | context) · 65536, in [1, 65535])
-    ...    range-coder stream (u32 words)
+    4·W    range-coder stream (u32 words)
+
+A range decoder cannot tell where its stream ends, so trailing bytes are caught by ``W`` (layout 2), or, for
+layout-1 payloads, by re-encoding the decoded grid and comparing the words.
 
 On occupancy grids of real objects this takes markedly fewer bytes than DEFLATE-packed bits (measured in
 docs/benchmarks.md, "occupancy coding").
@@ -37,8 +41,9 @@ CONTEXT_OFFSETS: Tuple[Tuple[int, int, int], ...] = (
     (1, 0, 0), (0, 1, 0), (1, 0, 1), (1, 0, -1), (0, 1, 1), (0, 1, -1), (1, 1, 0), (2, 0, 0), (0, 2, 0),
 )
 NUM_CONTEXTS = 1 << len(CONTEXT_OFFSETS)
-_HEAD = struct.Struct("<BIIII")
-_LAYOUT = 1
+_HEAD = struct.Struct("<BIIII")  # layout 1
+_HEAD2 = struct.Struct("<BIIIII")  # layout 2: + the stream's word count
+_LAYOUT = 2
 _PAD = 2  # max |offset|
 
 
@@ -95,7 +100,7 @@ def encode_binary_grid(grid: np.ndarray) -> bytes:
     table = np.clip(np.rint(p * 65536), 1, 65535).astype("<u2")
     stream = _range_code(g, table.astype(np.float64) / 65536.0, ctx)
     tz = zlib.compress(table.tobytes(), 9)
-    return _HEAD.pack(_LAYOUT, *g.shape, len(tz)) + tz + stream
+    return _HEAD2.pack(_LAYOUT, *g.shape, len(tz), len(stream) // 4) + tz + stream
 
 
 def _range_code(g: np.ndarray, probs: np.ndarray, ctx: Optional[np.ndarray] = None) -> bytes:
@@ -127,22 +132,28 @@ def decode_binary_grid(payload: bytes, expected_shape: Optional[Tuple[int, int, 
 
     if len(payload) < _HEAD.size:
         raise NscFormatError(f"binary-grid payload of {len(payload)} bytes is shorter than its {_HEAD.size}-byte header")
-    layout, X, Y, Z, tlen = _HEAD.unpack_from(payload)
-    if layout != _LAYOUT:
-        raise NscFormatError(f"binary-grid payload layout {layout} is not supported (expected {_LAYOUT})")
+    layout = payload[0]
+    if layout not in (1, 2):
+        raise NscFormatError(f"binary-grid payload layout {layout} is not supported (expected 1 or {_LAYOUT})")
+    head = _HEAD if layout == 1 else _HEAD2
+    if len(payload) < head.size:
+        raise NscFormatError(f"binary-grid payload of {len(payload)} bytes is shorter than its {head.size}-byte header")
+    layout, X, Y, Z, tlen, *words = head.unpack_from(payload)
     if min(X, Y, Z) < 1 or X * Y * Z > MAX_GRID_CELLS:
         raise NscFormatError(f"binary-grid payload: bad grid size {X}x{Y}x{Z} (at most {MAX_GRID_CELLS} cells)")
     if expected_shape is not None and (X, Y, Z) != tuple(expected_shape):
         raise NscFormatError(f"binary-grid payload holds a {X}x{Y}x{Z} grid, declared {list(expected_shape)}")
     d = zlib.decompressobj()
     try:
-        table_raw = d.decompress(payload[_HEAD.size : _HEAD.size + tlen], 2 * NUM_CONTEXTS + 1)
+        table_raw = d.decompress(payload[head.size : head.size + tlen], 2 * NUM_CONTEXTS + 1)
     except zlib.error as err:
         raise NscFormatError(f"binary-grid payload: corrupt probability table ({err})") from None
     if len(table_raw) != 2 * NUM_CONTEXTS or not d.eof or d.unused_data or d.unconsumed_tail:
         raise NscFormatError("binary-grid payload: bad probability table")
     table = np.frombuffer(table_raw, dtype="<u2")
-    rest = payload[_HEAD.size + tlen :]
+    rest = payload[head.size + tlen :]
+    if words and len(rest) != 4 * words[0]:
+        raise NscFormatError(f"binary-grid payload: {len(rest)} stream bytes, the header declares {4 * words[0]}")
     if table.size != NUM_CONTEXTS or (table == 0).any() or len(rest) % 4:
         raise NscFormatError("binary-grid payload: bad probability table or truncated stream")
     probs = table.astype(np.float64) / 65536.0
@@ -157,8 +168,8 @@ def decode_binary_grid(payload: bytes, expected_shape: Optional[Tuple[int, int, 
     except Exception as err:  # constriction raises on an exhausted/invalid stream
         raise NscFormatError(f"binary-grid payload: corrupt range-coder stream ({err})") from None
     grid = P[_PAD:, _PAD:, 1 : Z + 1]
-    # a range decoder cannot tell where its stream ends; re-encoding the decoded grid under the file's table must
-    # give back exactly the stored words (cheap: encoding is vectorised), so trailing words are an error
-    if _range_code(grid, probs) != rest:
+    # layout 1 has no word count: re-encoding the decoded grid under the file's table must give back exactly the
+    # stored words, so trailing words are an error there too
+    if not words and _range_code(grid, probs) != rest:
         raise NscFormatError("binary-grid payload: the range-coder stream has trailing or inconsistent words")
     return grid.astype(bool)

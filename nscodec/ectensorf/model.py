@@ -46,7 +46,7 @@ from torch.nn import Parameter
 from nscodec.coding.container import NscFile, Section
 from nscodec.coding.entropy_models import MaskedFactorizedPrior
 from nscodec.coding.errors import NscError, NscFormatError
-from nscodec.coding.quantization import annealed_temperature
+from nscodec.coding.quantization import annealed_temperature, quantize
 from nscodec.coding.sections import (
     dense_section_names,
     dense_sections,
@@ -295,8 +295,9 @@ class ECTensoRFModel(NscTensoRFModel):
     def _stage2_start(self) -> int:
         return 0 if self.config.init_from is not None else self.config.stage1_steps
 
-    def decode_planes(self) -> Dict[str, Tensor]:
-        """Decode ``{stack: planes [3, C, N, N]}`` plus ``"rate_bits"`` (scalar, bits).
+    def decode_planes(self, rate: bool = True) -> Dict[str, Tensor]:
+        """Decode ``{stack: planes [3, C, N, N]}`` plus, with ``rate``, ``"rate_bits"`` (scalar, bits; evaluation
+        rendering skips it: the file's bytes are measured, not estimated).
 
         The symbols are ``Y / Δ`` (latents over their channel's quantization step, :meth:`latent_steps`); the
         decoder reads ``Δ ⊙ Ŷ``. Training: one Gumbel-softmax mask sample per step (deterministic when ``use_mask``
@@ -315,12 +316,15 @@ class ECTensoRFModel(NscTensoRFModel):
             if self.training:  # one mask sample; STE values, rate from the noisy-latent likelihood
                 z_hat, rate, _ = prior(sym, tau=self.tau(), mode="mixed", stochastic=self.config.use_mask)
                 bits = bits + rate
-            else:
-                z_hat, rate, _ = prior(sym, mode="round", stochastic=False)
-                bits = bits + rate.detach()
+            elif rate:
+                z_hat, bits_s, _ = prior(sym, mode="round", stochastic=False)
+                bits = bits + bits_s.detach()
+            else:  # what the file holds: rounded symbols where the mask is open
+                z_hat = quantize(sym, "round") * prior.deterministic_mask()
             planes_in = z_hat.view(3, c_lat, *z.shape[1:]) * step
             out[s] = getattr(self.codec, f"decoder_{s}")(planes_in, self.plane_resolution)
-        out["rate_bits"] = bits
+        if rate or self.training:
+            out["rate_bits"] = bits
         return out
 
     def latent_steps(self, stack: str) -> Tensor:
@@ -351,7 +355,7 @@ class ECTensoRFModel(NscTensoRFModel):
         else:
             if self._decoded_cache is None:
                 with torch.no_grad(), self.decoding():
-                    self._decoded_cache = (self.decode_planes(),)
+                    self._decoded_cache = (self.decode_planes(rate=False),)
             dec = self._decoded_cache[0]
         for s in STACKS:
             getattr(self.field, f"{s}_encoding").plane_coef = dec[s]
