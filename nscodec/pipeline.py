@@ -236,3 +236,26 @@ def eval_setup_view(config_path: Path, *args, **kwargs):
 def eval_setup_render(config_path: Path, *args, **kwargs):
     """:func:`eval_setup_any` for rendering: a ``.nsc`` uses its dataset when found, else its own cameras."""
     return eval_setup_any(config_path, *args, source="any", **kwargs)
+
+
+def add_data_option(module: Any) -> None:
+    """Give ``ns-eval`` (``nerfstudio.scripts.eval.ComputePSNR``) a ``--data`` option: the dataset a ``.nsc`` file is
+    evaluated on when it is not where the file says (the same as ``NSCODEC_DATA``). Called by the start-up hook."""
+    base = module.ComputePSNR
+    if getattr(base, "_nscodec_data_option", False):
+        return
+
+    @dataclass
+    class ComputePSNR(base):  # type: ignore[valid-type, misc]
+        __doc__ = base.__doc__
+        data: Optional[Path] = None
+        """Dataset of a .nsc file (default: the one it records, or $NSCODEC_DATA); ignored for a config.yml."""
+
+        def main(self) -> None:
+            if self.data is not None:
+                os.environ[DATA_ENV] = str(self.data)
+            super().main()
+
+    ComputePSNR._nscodec_data_option = True
+    ComputePSNR.__module__ = base.__module__
+    module.ComputePSNR = ComputePSNR

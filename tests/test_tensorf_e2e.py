@@ -360,3 +360,16 @@ def test_ns_render_opens_a_nsc_file(trained, tmp_path, monkeypatch):
               "--interpolation-steps", "1", "--frame-rate", "8", "--downscale-factor", "4"], cwd=path.parent)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (path.parent / "interp.mp4").stat().st_size > 1000
+
+
+def test_ns_eval_of_a_shipped_file_takes_the_dataset_from_data(trained, scene, tmp_path, monkeypatch):
+    """`ns-eval --load-config scene.nsc --data DIR`: the file alone plus the receiver's copy of the images."""
+    _, trainer, _ = trained
+    path = _shipped(trainer, tmp_path, monkeypatch)
+    out = path.parent / "eval.json"
+    r = _run([str(BIN / "ns-eval"), "--load-config", str(path), "--data", str(scene), "--output-path", str(out)], cwd=path.parent)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())["results"]
+    assert res["compressed_bytes"] == path.stat().st_size and res["psnr"] > 15
+    r = _run([str(BIN / "ns-eval"), "--load-config", str(path), "--output-path", str(out)], cwd=path.parent)
+    assert r.returncode == 2 and "ns-eval: error:" in r.stderr and "NSCODEC_DATA" in r.stderr and "Traceback" not in r.stderr

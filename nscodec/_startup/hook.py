@@ -145,6 +145,8 @@ class _PatchingLoader(importlib.abc.Loader):
                     module.ViewerState = NscViewerState  # view-only for decoded files, nerfstudio's own otherwise
             if module.__name__ == _RENDER:
                 _bundled_ffmpeg()
+            if module.__name__ == "nerfstudio.scripts.eval":
+                pipeline.add_data_option(module)  # `ns-eval --load-config scene.nsc --data /path/to/scene`
             return
         _install_open3d_shim()
         self._inner.exec_module(module)
