@@ -47,6 +47,14 @@ for s in $steps; do
     shacira) $BIN/python bench/shacira_rd.py --steps 600 --threads 1 --runs ste --name shacira_refactor ;;
     vqad) $BIN/python bench/vqad_bench.py --variants vq --name vqad_refactor ;;
     tensorf) one_run nscodec-tensorf --max-num-iterations 1800 --pipeline.model.codec-scheme fp16-zstd ;;
+    tensorf-base)  # the ectensorf RD sweep's base: half-voxel steps, upsampling at 20/40/60/80% of 1,200 steps
+      method_dir=nscodec-tensorf-sweepbase
+      OUT_SAVE=$OUT; OUT=$OUT/$method_dir
+      one_run nscodec-tensorf --max-num-iterations 1800 --pipeline.model.codec-scheme fp16-zstd \
+          --pipeline.model.upsampling-iters 240 480 720 960 --pipeline.model.step-ratio 0.5
+      mv bench/results/lego_points/nscodec-tensorf.json bench/results/lego_points/nscodec-tensorf-sweepbase.json
+      cp bench/results/lego_points/nscodec-tensorf-default.json bench/results/lego_points/nscodec-tensorf.json 2>/dev/null || true
+      OUT=$OUT_SAVE ;;
     ectensorf) one_run ectensorf ;;
     codecnerf)
       $BIN/python bench/codecnerf_table1.py --pretrain-only --corpus-scenes 48 --pretrain-minutes 15 --threads 1 --codec "$OUT/codec.cnm" --name codecnerf_refactor
