@@ -182,12 +182,11 @@ def validate_config(cfg: Any) -> None:
     Raises:
         NscFormatError: naming the field, the bad value and the allowed range.
     """
-    limits = cfg.nsc_limits() if hasattr(cfg, "nsc_limits") else {}
-    for name, (lo, hi) in limits.items():
+    for name, (lo, hi) in cfg.nsc_limits().items():
         v = getattr(cfg, name)
         if not (isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi):
             raise NscFormatError(f"config.model.{name} = {v!r} is outside the decodable range [{lo:g}, {hi:g}]")
-    for what, value, hi in cfg.nsc_derived_limits() if hasattr(cfg, "nsc_derived_limits") else []:
+    for what, value, hi in cfg.nsc_derived_limits():
         if value > hi:
             raise NscFormatError(f"config.model: {what} = {value:,} exceeds the decodable limit {hi:,}")
 
