@@ -32,7 +32,7 @@ def main() -> None:
 
     rows = []
     for f in args.files:
-        path = Path(f)
+        path = Path(f).resolve()
         load_model(path)[0].decoded_tensors()  # warm-up: imports, first-use initialisation
         total, build, networks = [], [], []
         for _ in range(args.repeats):

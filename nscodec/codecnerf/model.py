@@ -36,7 +36,7 @@ import nscodec.compat  # noqa: F401
 from nscodec.codecnerf.encoder import prepare_views
 from nscodec.codecnerf.network import CodecArch, CodecNeRFNet, load_codec_model, resolve_codec_model_path
 from nscodec.codecnerf.peft import PlaneDeltas, add_lora, lora_parameters
-from nscodec.codecnerf.triplane import normalize_points, sample_triplanes, tv_loss_planes
+from nscodec.codecnerf.triplane import lattice_plane_features, normalize_points, sample_triplanes, tv_loss_planes
 from nscodec.coding.container import NscFile, Section
 from nscodec.coding.entropy_models import FactorizedPrior
 from nscodec.coding.errors import NscError, NscFormatError
@@ -122,6 +122,9 @@ class CodecNeRFModel(NscModel):
             if cfg.mode == "peft_ec":
                 self.prior = FactorizedPrior(3 * cfg.rank)
         self._levels_cache: Optional[List[Tensor]] = None
+        self.lattice_occupancy = True
+        """Occupancy updates evaluate the corner lattice plane by plane (:meth:`lattice_density`); files record it
+        (``occupancy_eval``), and files without the record recompute their grid point by point, as they were written."""
 
     @property
     def aabb(self) -> Tensor:
@@ -217,6 +220,24 @@ class CodecNeRFModel(NscModel):
     def occupancy_density(self, positions: Tensor) -> Tensor:
         return self.density_at(positions)
 
+    def lattice_density(self, axes: Tensor, chunk: int = 1 << 18) -> Tensor:
+        """``sigma [n, n, n]`` on the lattice ``axes [3, n]`` (world units per axis), each plane sampled once on its
+        own 2-D lattice (:func:`~nscodec.codecnerf.triplane.lattice_plane_features`), then the density MLP on every
+        point, in x slabs of at most ``chunk`` points."""
+        aabb = self.aabb
+        axes_n = (axes - aabb[0][:, None]) / (aabb[1] - aabb[0])[:, None] * 2.0 - 1.0
+        xy, yz, xz = lattice_plane_features(self.levels(), axes_n)  # [F, n, n] each
+        n = axes.shape[1]
+        slab = max(1, chunk // (n * n))
+        out = []
+        for x0 in range(0, n, slab):
+            xs = slice(x0, min(n, x0 + slab))
+            feats = xy[:, xs, :, None] + yz[:, None, :, :] + xz[:, xs, None, :]  # [F, nx, n, n], the planes in order
+            gx, gy, gz = torch.meshgrid(axes_n[0, xs], axes_n[1], axes_n[2], indexing="ij")
+            pn = torch.stack([gx, gy, gz], dim=-1).reshape(-1, 3)
+            out.append(self.renderer.density(feats.reshape(feats.shape[0], -1).t(), pn))
+        return torch.cat(out).reshape(n, n, n)
+
     def first_occupancy_update(self) -> int:
         """PEFT modes: right after encoding (step 0); scratch: ``occupancy_warmup``."""
         return self.config.occupancy_warmup if self.config.mode == "scratch" else 0
@@ -229,7 +250,8 @@ class CodecNeRFModel(NscModel):
         self.eval()
         try:
             with self.decoding():
-                return self.occupancy.update(self.density_at, self.base_step_size(), self.config.occupancy_threshold)
+                return self.occupancy.update(self.density_at, self.base_step_size(), self.config.occupancy_threshold,
+                                             lattice_density_fn=self.lattice_density if self.lattice_occupancy else None)
         finally:
             self.train(was)
 
@@ -327,7 +349,8 @@ class CodecNeRFModel(NscModel):
         self.eval()
         try:
             with self.decoding():
-                grid.update(self.density_at, self.base_step_size(), self.config.occupancy_threshold)
+                grid.update(self.density_at, self.base_step_size(), self.config.occupancy_threshold,
+                            lattice_density_fn=self.lattice_density if self.lattice_occupancy else None)
         finally:
             self.train(was)
         return bool(torch.equal(grid.occupied, self.occupancy.occupied) and torch.equal(grid.bbox, self.occupancy.bbox))
@@ -347,7 +370,8 @@ class CodecNeRFModel(NscModel):
         sections: List[Section] = []
         if cfg.mode == "scratch":
             for s, p in enumerate(self.planes):
-                sections.append(raw_section(f"planes.{s}", p.detach().cpu().numpy(), "float32"))
+                meta = {"occupancy_eval": "lattice"} if (s == 0 and self.lattice_occupancy) else {}
+                sections.append(raw_section(f"planes.{s}", p.detach().cpu().numpy(), "float32", meta=meta))
             for k, p in self.renderer.named_parameters():
                 sections.append(raw_section(f"mlp.{k}", p.detach().cpu().numpy(), "float32"))
         else:
@@ -355,6 +379,8 @@ class CodecNeRFModel(NscModel):
             if blocker is not None:
                 raise NscError(blocker)
             ref = {"format": "nscodec-codecnerf-model", "sha256": cfg.codec_model_sha256, "version": int(self.codec_info.get("version", 1))}
+            if self.lattice_occupancy:
+                ref["occupancy_eval"] = "lattice"
             sections.append(raw_section("codec_ref", np.zeros(0, dtype=np.uint8), meta=ref))
             idx = self.indices.cpu().numpy()
             sections.append(raw_section("vq.indices", idx.astype(np.uint8 if self.arch.codebook_size <= 256 else np.uint16)))
@@ -385,6 +411,8 @@ class CodecNeRFModel(NscModel):
 
         nsc.require(self.section_names(), optional=["occupancy"])
         cfg = self.config
+        first = nsc.sections["planes.0" if cfg.mode == "scratch" else "codec_ref"]
+        self.lattice_occupancy = first.meta.get("occupancy_eval") == "lattice"  # older files: point by point
         f32 = ("float32",)
         with torch.no_grad():
             if cfg.mode == "scratch":

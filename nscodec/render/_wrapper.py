@@ -91,7 +91,7 @@ class OccupancyGrid(torch.nn.Module):
     @torch.no_grad()
     def update(
         self, density_fn, step_size: float, threshold: float = 1e-4, chunk: int = 1 << 18, min_neighbors: int = 2,
-        bound: Tensor | None = None,
+        bound: Tensor | None = None, lattice_density_fn=None,
     ) -> float:
         """Re-evaluate occupancy from ``density_fn(points [N, 3]) -> sigma [N]``; returns the occupied fraction.
 
@@ -103,6 +103,10 @@ class OccupancyGrid(torch.nn.Module):
 
         ``bound``: optional ``[G, G, G]`` bool; cells outside it stay empty whatever the density (the update can
         only carve inside it). ectensorf passes its stage-1 grid here in stage 2.
+
+        ``lattice_density_fn``: optional ``axes [3, G+1] (world coordinates per axis) → sigma [G+1, G+1, G+1]``, a
+        field's own evaluation of the whole corner lattice (e.g. a triplane's, which samples each plane on a 2-D
+        lattice instead of every 3-D point); used instead of ``density_fn`` when given.
         """
         g = self.resolution
 
@@ -110,7 +114,12 @@ class OccupancyGrid(torch.nn.Module):
             sigma = torch.cat([density_fn(pts[i : i + chunk]).reshape(-1) for i in range(0, pts.shape[0], chunk)])
             return (1.0 - torch.exp(-sigma * step_size)).reshape(n, n, n)
 
-        corners = alpha_grid(self._lattice(g + 1, 0.0), g + 1)
+        if lattice_density_fn is not None:
+            cell = (self.grid_aabb[3:] - self.grid_aabb[:3]) / g
+            axes = self.grid_aabb[:3, None] + torch.arange(g + 1, device=cell.device, dtype=torch.float32)[None] * cell[:, None]
+            corners = 1.0 - torch.exp(-lattice_density_fn(axes).reshape(g + 1, g + 1, g + 1) * step_size)
+        else:
+            corners = alpha_grid(self._lattice(g + 1, 0.0), g + 1)
         occ = torch.nn.functional.max_pool3d(corners[None, None], kernel_size=2, stride=1)[0, 0] > threshold
         occ &= self.visible
         if bound is not None:
