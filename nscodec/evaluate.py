@@ -85,9 +85,9 @@ def evaluate_nsc(
         NscError: no dataset recorded and none given; FileNotFoundError / NscFormatError from decoding.
     """
     from nscodec.data import warn_if_other_dataset
-    from nscodec.io import codec_config_class, load_model, read_model_file, train_record
+    from nscodec.io import load_model, preload, read_model_file, train_record
 
-    codec_config_class(read_model_file(path, lod=0 if lod is not None else None).method)  # imports, before the clock
+    preload(read_model_file(path, lod=0 if lod is not None else None).method)  # imports, before the clock
     t0 = time.perf_counter()
     model, nsc = load_model(path, lod=lod)
     decode_s = time.perf_counter() - t0
