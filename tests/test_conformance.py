@@ -339,6 +339,16 @@ def _meta_everywhere(key, value):
     return fn
 
 
+def _finest_lod(value):
+    """Set ``meta.lod = value`` on the last section that has a level (False when none has one)."""
+    def fn(header):
+        hit = [s for s in header["sections"] if "lod" in s["meta"]]
+        if hit:
+            hit[-1]["meta"]["lod"] = value
+        return bool(hit) or False
+    return fn
+
+
 def _first_entropy_int64(header):
     sec = _section(header, lambda s: s["coder"] == "ans")
     if sec is None:
@@ -389,6 +399,7 @@ BAD_FILES = {
     "float for an int config field": _edit(lambda h: h["config"]["model"].update(occupancy_resolution=32.5)),
     "meta resolution 2**64": _edit(_meta_everywhere("resolution", 2**64)),
     "meta count off by one": _edit(_meta_everywhere("count", -1)),
+    "finest level's meta.lod 2**31": _edit(_finest_lod(2**31)),
     "power-of-two exponent out of range": _edit(_meta_everywhere("exp", [400])),
     "plane resolution 10**6": _edit(_meta_everywhere("plane_resolution", 10**6)),
     "zlib stream with trailing bytes": _payload_edit(lambda s: s["coder"] == "zlib", lambda b: b + b"\x00\x00"),

@@ -43,7 +43,7 @@ from nscodec.coding.container import NscFile, Section
 from nscodec.coding.entropy_models import FactorizedPrior
 from nscodec.coding.errors import NscFormatError
 from nscodec.coding.quantization import annealed_temperature
-from nscodec.coding.sections import dense_section_names, dense_sections, load_dense_sections, load_occupancy_section, occupancy_section
+from nscodec.coding.sections import meta_int, dense_section_names, dense_sections, load_dense_sections, load_occupancy_section, occupancy_section
 from nscodec.model_base import NscModel, NscModelConfig
 from nscodec.shacira.field import ShaciraField, ShaciraHashEncoding, fp32_table_bytes
 
@@ -333,6 +333,8 @@ class ShaciraModel(NscModel):
         param = enc.latents if enc.compress else enc.table
         wants = [(param.shape[1], n) if enc.compress else (n, param.shape[1]) for n in enc.level_sizes]
         for lvl, name in enumerate(levels):  # declared shapes first: nothing is decoded for a file that cannot fit
+            meta_int(nsc.sections[name], "lod", lvl, lvl)
+            meta_int(nsc.sections[name], "rows", enc.level_sizes[lvl], enc.level_sizes[lvl])
             if tuple(nsc.sections[name].shape) != wants[lvl]:
                 raise NscFormatError(f"section {name!r}: shape {list(nsc.sections[name].shape)}, model expects {list(wants[lvl])}")
         load_dense_sections(dense, nsc)
