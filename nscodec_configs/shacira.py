@@ -19,14 +19,17 @@ from nscodec_configs.method_configs import nscodec_trainer_config
 def shacira_trainer_config(
     method_name: str = "shacira",
     max_steps: int = 1200,
-    rays: int = 1024,
+    rays: int = 4096,
     field_lr: float = 1e-2,
     latent_lr: float = 1e-1,
     codec_lr: float = 5e-3,
     **model_kwargs,
 ) -> TrainerConfig:
-    """TrainerConfig of SHACIRA. Param groups: ``fields`` (MLPs), ``encodings`` (latents ``Q̂``, or the fp32 table
-    of the baseline, which then uses ``field_lr`` as Instant-NGP does), ``codec`` (decoder ``θ`` + densities)."""
+    """TrainerConfig of SHACIRA (``rays`` per batch as nerfstudio's instant-ngp: with the fused grid kernels the
+    step's fixed costs — the rate over every latent, the optimizer — are shared by 4× the rays of the 1,024 used
+    before, docs/benchmarks.md "Training throughput"). Param groups: ``fields`` (MLPs), ``encodings`` (latents
+    ``Q̂``, or the fp32 table of the baseline, which then uses ``field_lr`` as Instant-NGP does), ``codec``
+    (decoder ``θ`` + densities)."""
     model = ShaciraModelConfig(**model_kwargs)
     table_lr = latent_lr if model.compress else field_lr
 

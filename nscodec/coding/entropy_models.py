@@ -23,8 +23,10 @@ Models:
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -59,6 +61,49 @@ class _LowerBoundFn(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         pass_through = (x >= ctx.bound) | (grad < 0)
         return grad * pass_through.to(grad.dtype), None
+
+
+@functools.lru_cache(maxsize=1)
+def _rate_kernel_source() -> Path:
+    return Path(__file__).resolve().parent / "csrc" / "factorized_rate.cpp"
+
+
+def _rate_kernel():
+    """The compiled factorized-rate kernel, or None where the torch path runs (:func:`nscodec._cpp.load_kernel`)."""
+    from nscodec._cpp import load_kernel
+
+    return load_kernel("nscodec_factorized_rate", _rate_kernel_source(), simd=True)
+
+
+class _FactorizedRate(torch.autograd.Function):
+    """Rate in bits of ``v [C, N]`` under a factorized density given ``H_k = softplus(matrix_k)``, biases ``b_k`` and
+    ``a_k = tanh(factor_k)`` (the fused twin of ``rate_bits(likelihood(v))``). When a gradient is needed the kernel
+    forms the rate and its gradients in one pass (for an upstream gradient of 1) and the backward scales them."""
+
+    @staticmethod
+    def forward(ctx, kernel, bound: float, layers: int, v: torch.Tensor, *params: torch.Tensor):  # type: ignore[override]
+        v = v.contiguous()
+        params = tuple(p.contiguous() for p in params)
+        H, b, a = list(params[:layers]), list(params[layers:2 * layers]), list(params[2 * layers:])
+        ctx.meta = (kernel, bound, layers)
+        if not any(ctx.needs_input_grad[3:]):
+            return kernel.factorized_rate_forward(v, H, b, a, bound).to(v.dtype)
+        bits, *grads = kernel.factorized_rate_backward(v, H, b, a, bound, 1.0)
+        ctx.save_for_backward(v, *params, *grads)
+        return bits.to(v.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        kernel, bound, layers = ctx.meta
+        saved = ctx.saved_tensors
+        n_params = 3 * layers - 1
+        v, params, grads = saved[0], saved[1:1 + n_params], saved[1 + n_params:]
+        g = float(grad)
+        if g < 0:  # the lower bound passes gradients by their sign: recompute for this one
+            H, b, a = list(params[:layers]), list(params[layers:2 * layers]), list(params[2 * layers:])
+            grads = kernel.factorized_rate_backward(v, H, b, a, bound, g)[1:]
+            return (None, None, None, *grads)
+        return (None, None, None, *(t * g for t in grads))
 
 
 class _StraightThroughBinarize(torch.autograd.Function):
@@ -231,6 +276,25 @@ class FactorizedPrior(nn.Module):
             return quantize(y, "ste"), self.likelihood(quantize(y, "noise"))
         y_hat = quantize(y, mode)
         return y_hat, self.likelihood(y_hat)
+
+    def rate(self, y_hat: torch.Tensor) -> torch.Tensor:
+        """Rate ``-Σ log2 P(y_hat)`` in bits (scalar tensor) of quantized or noisy latents ``[C, *]``.
+
+        Equals ``rate_bits(likelihood(y_hat))`` (same density, lower bound and gradients); on CPU float32 it runs the
+        fused kernel ``nscodec/coding/csrc/factorized_rate.cpp`` (one pass per latent instead of ~40 tensor ops),
+        elsewhere that torch path. Differentiable w.r.t. ``y_hat`` and the density parameters.
+
+        Raises:
+            NscError: ``y_hat`` not a float tensor shaped ``[C, *]``.
+        """
+        self._check_latents(y_hat, "y_hat")
+        kernel = _rate_kernel() if (y_hat.device.type == "cpu" and y_hat.dtype == torch.float32) else None
+        if kernel is None or len(self.filters) + 1 > 8 or max(self.filters) > 16:
+            return self.rate_bits(self.likelihood(y_hat))
+        H = [F.softplus(m) for m in self.matrices]
+        a = [torch.tanh(f) for f in self.factors]
+        return _FactorizedRate.apply(kernel, self.likelihood_bound, len(H), y_hat.reshape(self.channels, -1), *H,
+                                     *self.biases, *a)
 
     @staticmethod
     def rate_bits(likelihood: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,22 @@
-"""Multi-resolution grid encodings shared by the grid methods (SHACIRA's hash grid, VQ-AD's vertex grid).
+"""The grid core shared by the grid methods: multi-resolution hash levels (SHACIRA, Instant-NGP) and dense vertex
+levels (VQ-AD), with trilinear interpolation and its table gradient.
 
-:mod:`.hashing` holds the spatial hash both use (Instant-NGP, Müller et al. 2022, Eq. 4).
+Layout as gsplat's: :mod:`._torch_impl` is the plain-torch reference, ``csrc/grid_encode.cpp`` the fused CPU
+kernels, :mod:`._wrapper` the public functions that dispatch between them (``NSCODEC_GRID_KERNEL``);
+``tests/test_grid_twins.py`` compares the two. :mod:`.hashing` holds the spatial hash (Instant-NGP, Eq. 4).
 """
 
+from nscodec.grid._torch_impl import HashLevels
+from nscodec.grid._wrapper import (
+    dense_corners,
+    dense_level_forward,
+    dense_level_vertex_grads,
+    hash_encode,
+    implementation,
+)
 from nscodec.grid.hashing import HASH_PRIMES, spatial_hash
 
-__all__ = ["HASH_PRIMES", "spatial_hash"]
+__all__ = [
+    "HASH_PRIMES", "HashLevels", "dense_corners", "dense_level_forward", "dense_level_vertex_grads", "hash_encode",
+    "implementation", "spatial_hash",
+]

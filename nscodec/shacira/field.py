@@ -11,10 +11,9 @@ Hashing and interpolation are nerfstudio's :class:`~nerfstudio.field_components.
 path (we subclass it: same primes, same corner weights, same ``[0, 1]^3`` input convention), with two changes:
 the table is an argument (so it can be ``d_θ(Q)``), and coarse levels whose ``(R_l+1)^3`` vertices fit in ``T``
 are indexed densely (no collisions, ``T_l`` rows only) as in Instant-NGP — ``dense_coarse_levels=False``
-reproduces nerfstudio's "hash every level into ``T`` rows" exactly. Our vectorised evaluation of the 8 corners is
-tested against nerfstudio's ``pytorch_fwd`` (``tests/test_shacira.py``). On CUDA with tiny-cuda-nn present, the
-uncompressed baseline could use tcnn's HashGrid; the compressed path needs the table as a tensor, so it always
-runs this torch code (tcnn's grid owns its parameters).
+reproduces nerfstudio's "hash every level into ``T`` rows" exactly. The lookup is the shared grid core
+(:func:`nscodec.grid.hash_encode`: a fused C++ kernel on CPU, its torch twin elsewhere), tested against
+nerfstudio's ``pytorch_fwd`` (``tests/test_shacira.py``) and kernel against twin (``tests/test_grid_twins.py``).
 """
 
 from __future__ import annotations
@@ -28,35 +27,9 @@ from nerfstudio.field_components.encodings import HashEncoding, SHEncoding
 from torch import Tensor, nn
 
 from nscodec.coding.errors import NscError
+from nscodec.grid import HashLevels, hash_encode
 from nscodec.grid.hashing import spatial_hash
 from nscodec.shacira.latents import discretize
-
-
-class _InterpolateRows(torch.autograd.Function):
-    """``out[n, l] = Σ_k wt[n, l, k] · table[idx[n, l, k]]`` with a scatter-add backward for the table.
-
-    ``table [R, F]``, ``idx [N, L, 8]`` int, ``wt [N, L, 8]`` → ``[N, L, F]``. The backward's ``index_add_`` is
-    faster on CPU than autograd's embedding backward; no gradient flows to ``wt`` (positions are data).
-    """
-
-    @staticmethod
-    def forward(ctx, table: Tensor, idx: Tensor, wt: Tensor) -> Tensor:  # type: ignore[override]
-        n, l, k = idx.shape
-        f = table.shape[1]
-        rows = table.index_select(0, idx.reshape(-1)).reshape(n * l, k, f)
-        ctx.save_for_backward(idx, wt)
-        ctx.num_rows = table.shape[0]
-        return torch.bmm(wt.reshape(n * l, 1, k), rows).reshape(n, l, f)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        idx, wt = ctx.saved_tensors
-        if not ctx.needs_input_grad[0]:
-            return None, None, None
-        g = (wt[..., None] * grad[:, :, None, :]).reshape(-1, grad.shape[-1])
-        out = torch.zeros(ctx.num_rows, grad.shape[-1], dtype=grad.dtype, device=grad.device)
-        out.index_add_(0, idx.reshape(-1), g)
-        return out, None, None
 
 
 class ShaciraHashEncoding(HashEncoding):
@@ -112,6 +85,7 @@ class ShaciraHashEncoding(HashEncoding):
         self.register_buffer("level_offsets", offsets, persistent=False)
         self.register_buffer("level_res", res, persistent=False)
         self.hash_offset = offsets  # used by hash_fn (nerfstudio's reference path)
+        self._levels: Optional[HashLevels] = None
         rows = int(sizes.sum())
         if compress:
             self.latents = nn.Parameter(torch.empty(rows, latent_dim).uniform_(-latent_init_scale, latent_init_scale))
@@ -156,37 +130,14 @@ class ShaciraHashEncoding(HashEncoding):
         d = v[..., 0] + v[..., 1] * n + v[..., 2] * n * n
         return torch.where(self.level_dense.to(v.device), d, h) + self.level_offsets.to(v.device)
 
-    def corner_indices_and_weights(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        """Rows ``[N, L, 8]`` (int64) and trilinear weights ``[N, L, 8]`` of the 8 vertices around each point.
-
-        Same vertices, hash and weights as nerfstudio's ``pytorch_fwd``; the hash is computed in wrapping int32
-        arithmetic and reduced with ``& (T-1)``, which gives the same low bits as nerfstudio's int64 ``mod T``
-        because ``T`` is a power of two.
-
-        Args:
-            x: ``[N, 3]`` positions in ``[0, 1]^3``.
-        """
-        scaled = x[:, None, :] * self.scalings.to(x)[None, :, None]  # [N, L, 3]
-        lo = torch.floor(scaled)
-        off = scaled - lo
-        c = torch.stack([lo.to(torch.int32), torch.ceil(scaled).to(torch.int32)], dim=-1)  # [N, L, 3, 2]
-        k = int(self.level_dense.sum())  # dense levels come first (resolutions grow)
-        parts = []
-        if k > 0:
-            cd = c[:, :k]
-            n = (self.level_res[:k] + 1).to(torch.int32)[None, :, None]
-            dx, dy, dz = cd[:, :, 0], cd[:, :, 1] * n, cd[:, :, 2] * (n * n)
-            parts.append(dx[..., :, None, None] + dy[..., None, :, None] + dz[..., None, None, :])
-        if k < self.num_levels:
-            ch = c[:, k:]
-            hx, hy, hz = ch[:, :, 0], ch[:, :, 1], ch[:, :, 2]
-            parts.append(spatial_hash(hx[..., :, None, None], hy[..., None, :, None], hz[..., None, None, :], self.hash_table_size))
-        idx = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-        idx = (idx + self.level_offsets.to(torch.int32)[None, :, None, None, None]).reshape(x.shape[0], self.num_levels, 8)
-        idx = idx.to(torch.int64)  # index_select / index_add_ are much faster with int64 indices on CPU
-        w = torch.stack([1.0 - off, off], dim=-1)  # [N, L, 3, 2]
-        wt = (w[..., 0, :, None, None] * w[..., 1, None, :, None] * w[..., 2, None, None, :]).reshape(idx.shape)
-        return idx, wt
+    def grid_levels(self) -> HashLevels:
+        """The levels as the grid core takes them (built once, moved with the module's buffers)."""
+        dev = self.level_res.device
+        if self._levels is None or self._levels.scale.device != dev:
+            verts = torch.where(self.level_dense, self.level_res + 1, torch.zeros_like(self.level_res)).to(torch.int32)
+            self._levels = HashLevels(self.scalings.to(dev, torch.float32).contiguous(), self.level_offsets.clone(),
+                                      verts, self.hash_table_size)
+        return self._levels
 
     def encode(self, x: Tensor, table: Tensor, lod: Optional[int] = None) -> Tensor:
         """Concatenated level features ``[N, L·F]`` (Eqs. 2–3) for positions ``x [N, 3]`` in ``[0, 1]^3``.
@@ -198,12 +149,8 @@ class ShaciraHashEncoding(HashEncoding):
         """
         if x.shape[0] == 0:
             return x.new_zeros((0, self.num_levels * self.features_per_level))
-        idx, wt = self.corner_indices_and_weights(x)
-        out = _InterpolateRows.apply(table, idx, wt)  # [N, L, F]
-        if lod is not None and lod < self.num_levels - 1:
-            keep = (torch.arange(self.num_levels, device=x.device) <= lod).to(out.dtype)
-            out = out * keep[None, :, None]
-        return out.reshape(x.shape[0], -1)
+        active = None if lod is None else lod + 1
+        return hash_encode(x, table, self.grid_levels(), active).reshape(x.shape[0], -1)
 
     def reference_forward(self, x: Tensor, table: Tensor) -> Tensor:
         """nerfstudio's own ``HashEncoding.pytorch_fwd`` on ``table`` (for tests; slow). ``x [N, 3] → [N, L·F]``."""

@@ -42,7 +42,7 @@ import nscodec.compat  # noqa: F401  (checkpoint globals for torch.load(weights_
 from nscodec.coding.container import NscFile, Section
 from nscodec.coding.entropy_models import FactorizedPrior
 from nscodec.coding.errors import NscFormatError
-from nscodec.coding.quantization import annealed_temperature
+from nscodec.coding.quantization import annealed_temperature, quantize
 from nscodec.coding.sections import meta_int, dense_section_names, dense_sections, load_dense_sections, load_occupancy_section, occupancy_section
 from nscodec.model_base import NscModel, NscModelConfig
 from nscodec.shacira.field import ShaciraField, ShaciraHashEncoding, fp32_table_bytes
@@ -241,9 +241,7 @@ class ShaciraModel(NscModel):
         ``n ~ U(−½, ½)`` while training; at evaluation the rate of the rounded latents."""
         enc = self.encoding
         y = enc.latents.t()  # [D, ΣT_l]: channel-first for the per-dimension densities
-        mode = "noise" if self.training else "round"
-        _, lik = self.prior(y, mode=mode)
-        return FactorizedPrior.rate_bits(lik)
+        return self.prior.rate(quantize(y, "noise" if self.training else "round"))
 
     # ------------------------------------------------------------------------------------------ rendering
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:

@@ -22,12 +22,13 @@ what the batch touched, not the grid size.
 
 from __future__ import annotations
 
-from typing import List, Literal, Optional, Sequence, Tuple
+from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nscodec.grid import dense_level_forward, dense_level_vertex_grads
 from nscodec.grid.hashing import spatial_hash
 
 GridMode = Literal["vq", "float", "hash"]
@@ -51,78 +52,52 @@ class _StraightThroughVQ(torch.autograd.Function):
         return grad_logits, grad_codebook
 
 
-def _unique_vertices(lin: Tensor, m: int) -> Tuple[Tensor, Tensor]:
-    """Sorted unique vertex ids ``u [U]`` among ``lin [N]`` (ids in ``[0, m)``) and ``inv [N]`` with
-    ``u[inv] == lin`` (bincount + nonzero: O(N + m), no sort)."""
-    u = torch.bincount(lin, minlength=m).nonzero().squeeze(1)
-    pos = torch.empty(m, dtype=torch.long, device=lin.device)
-    pos[u] = torch.arange(u.numel(), device=lin.device)
-    return u, pos[lin]
-
-
-def _interp(w: Tensor, feats: Tensor) -> Tensor:
-    """``sum_c w[s,c] * feats[s,c,:]`` for ``w [S, 8]``, ``feats [S, 8, k]`` → ``[S, k]``."""
-    return torch.bmm(w[:, None, :], feats).squeeze(1)
-
-
-def _interp_codebook(w: Tensor, idx: Tensor, codebook: Tensor) -> Tensor:
-    """``sum_c w[s,c] * codebook[idx[s,c]]`` computed as ``W @ codebook`` with ``W [S, K]`` the corner weights
-    scattered onto codewords (cheaper than gathering ``[S, 8, k]`` features). Same value as :func:`_interp`
-    up to summation order; every caller uses this one function, so renders are reproducible."""
-    weights = torch.zeros(w.shape[0], codebook.shape[0], dtype=w.dtype, device=w.device).scatter_add_(1, idx, w)
-    return weights @ codebook
-
-
-def _vertex_grads(g: Tensor, w: Tensor, lin: Tensor, m: int) -> Tuple[Tensor, Tensor]:
-    """Gradient w.r.t. the (interpolated) features of every vertex read: ``u [U]`` and ``G [U, k]`` with
-    ``G[v] = sum_{(s,c): lin[s,c] = u[v]} w[s,c] * g[s]``."""
-    u, inv = _unique_vertices(lin.reshape(-1), m)
-    contrib = (w[..., None] * g[:, None, :]).reshape(-1, g.shape[1])
-    grads = torch.zeros(u.numel(), g.shape[1], dtype=g.dtype, device=g.device).index_add_(0, inv, contrib)
-    return u, grads
-
-
 class _InterpVQ(torch.autograd.Function):
     """Fused trilinear lookup of one VQ level with the straight-through estimator.
 
     Forward: ``out[s] = sum_c w[s,c] * D[idx[s,c]]`` with ``idx = argmax C`` (Eq. 8, exact).
-    Backward: that of ``sum_c w[s,c] * softmax(C[lin[s,c]]) @ D`` (Eq. 9). The chain rule is applied per
+    Backward: that of ``sum_c w[s,c] * softmax(C[v_c]) @ D`` (Eq. 9). The chain rule is applied per
     *unique* vertex (feature gradients are first summed over the samples reading a vertex), so the softmax and
     its Jacobian cost O(unique vertices × 2^b); the logits gradient is sparse, one coalesced row per vertex.
+    ``touched(u)`` is told the rows that receive a gradient (the grid refreshes their indices after the step).
     """
 
     @staticmethod
-    def forward(ctx, table: Tensor, codebook: Tensor, lin: Tensor, w: Tensor, idx: Tensor) -> Tensor:  # noqa: D401
-        ctx.save_for_backward(table, codebook, lin, w)
-        return _interp_codebook(w, idx, codebook)
+    def forward(ctx, table: Tensor, codebook: Tensor, x: Tensor, res: int, indices: Tensor, touched) -> Tensor:  # noqa: D401
+        ctx.save_for_backward(table, codebook, x)
+        ctx.meta = (res, touched)
+        return dense_level_forward(x, codebook, res, indices)
 
     @staticmethod
     def backward(ctx, g: Tensor):  # noqa: D401
-        table, codebook, lin, w = ctx.saved_tensors
-        u, grads = _vertex_grads(g, w, lin, table.shape[0])  # dL/dz_v  [U, k]
+        table, codebook, x = ctx.saved_tensors
+        res, touched = ctx.meta
+        u, grads = dense_level_vertex_grads(g.contiguous(), x, res)  # dL/dz_v  [U, k]
         probs = torch.softmax(table[u], dim=-1)  # [U, K]
         grad_codebook = probs.t() @ grads
         g_p = grads @ codebook.t()
         grad_rows = probs * (g_p - (probs * g_p).sum(dim=-1, keepdim=True))
+        touched(u)
         grad_table = torch.sparse_coo_tensor(u[None], grad_rows, table.shape, is_coalesced=True)
-        return grad_table, grad_codebook, None, None, None
+        return grad_table, grad_codebook, None, None, None, None
 
 
 class _InterpFloat(torch.autograd.Function):
-    """Fused trilinear lookup of a float level ``sum_c w[s,c] * Z[lin[s,c]]`` with a sparse, coalesced table
+    """Fused trilinear lookup of a float level ``sum_c w[s,c] * Z[v_c]`` with a sparse, coalesced table
     gradient (one row per vertex read)."""
 
     @staticmethod
-    def forward(ctx, table: Tensor, lin: Tensor, w: Tensor) -> Tensor:  # noqa: D401
-        ctx.save_for_backward(lin, w)
-        ctx.shape = table.shape
-        return _interp(w, table[lin])
+    def forward(ctx, table: Tensor, x: Tensor, res: int) -> Tensor:  # noqa: D401
+        ctx.save_for_backward(x)
+        ctx.meta = (res, table.shape)
+        return dense_level_forward(x, table, res)
 
     @staticmethod
     def backward(ctx, g: Tensor):  # noqa: D401
-        lin, w = ctx.saved_tensors
-        u, grads = _vertex_grads(g, w, lin, ctx.shape[0])
-        return torch.sparse_coo_tensor(u[None], grads, ctx.shape, is_coalesced=True), None, None
+        (x,) = ctx.saved_tensors
+        res, shape = ctx.meta
+        u, grads = dense_level_vertex_grads(g.contiguous(), x, res)
+        return torch.sparse_coo_tensor(u[None], grads, shape, is_coalesced=True), None, None
 
 
 def straight_through_vq(logits: Tensor, codebook: Tensor) -> Tensor:
@@ -222,6 +197,7 @@ class MultiLevelVQGrid(nn.Module):
             else:
                 self.codebooks.append(nn.Parameter(torch.randn(min(1 << hash_bits, m), feature_dim) * init_std))
         self._index_cache: List[Optional[tuple]] = [None] * len(self.resolutions)
+        self._pending: Dict[int, Tuple[int, Tensor]] = {}
 
     @property
     def num_levels(self) -> int:
@@ -252,6 +228,29 @@ class MultiLevelVQGrid(nn.Module):
             self._index_cache[level] = (key, t.argmax(dim=-1))
         return self._index_cache[level][1]
 
+    def _touched(self, level: int, rows: Tensor) -> None:
+        """Backward hook of a VQ level: ``rows`` received a logits gradient at the current table version."""
+        t = self.tables[level]
+        cache = self._index_cache[level]
+        if cache is not None and cache[0] == (t.data_ptr(), t._version):
+            self._pending[level] = (t._version, rows)
+
+    @torch.no_grad()
+    def refresh_touched_indices(self) -> None:
+        """After an optimizer step that changed only the logits rows with a gradient (SparseAdam, the preset's
+        optimizer: a sparse gradient updates exactly its rows), recompute ``argmax`` for those rows only instead of
+        the whole level (``[m_l, 2^b]``, 2.1M rows at 128³, every step). A level whose table changed otherwise, or
+        whose cache was dropped, is recomputed in full at its next read as before."""
+        for level, (version, rows) in self._pending.items():
+            t = self.tables[level]
+            cache = self._index_cache[level]
+            if cache is None or cache[0] != (t.data_ptr(), version) or t._version == version:
+                continue
+            idx = cache[1]
+            idx[rows] = t[rows].argmax(dim=-1)
+            self._index_cache[level] = ((t.data_ptr(), t._version), idx)
+        self._pending.clear()
+
     @torch.no_grad()
     def set_indices(self, level: int, indices: Tensor, codebook: Tensor) -> None:
         """Load hard ``indices [m_l]`` and ``codebook [2^b, k]`` into a ``"vq"`` level (logits become one-hot,
@@ -278,30 +277,21 @@ class MultiLevelVQGrid(nn.Module):
 
         Returns:
             ``[S, k]``. With gradients enabled, ``"vq"`` levels use :class:`_InterpVQ` (straight-through),
-            ``"float"`` levels :class:`_InterpFloat`; both give sparse gradients to the per-vertex table.
+            ``"float"`` levels :class:`_InterpFloat`; both give sparse gradients to the per-vertex table. The lookup
+            is the shared grid core (:func:`nscodec.grid.dense_level_forward`: the C++ kernel on CPU).
         """
         res = self.resolutions[level]
-        p = x.clamp(0.0, 1.0) * res
-        i0 = p.floor().clamp(0, res - 1)
-        frac = p - i0
-        i0 = i0.long()
-        n = res + 1
-        offs = torch.tensor([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], device=x.device)  # [8, 3]
-        corners = i0[:, None, :] + offs[None]  # [S, 8, 3]
-        lin = (corners[..., 0] * n + corners[..., 1]) * n + corners[..., 2]  # [S, 8]
-        w = torch.where(offs[None].bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(dim=-1)  # [S, 8]
+        x = x.contiguous()
         if self.mode == "float":
             table = self.tables[level]
             if torch.is_grad_enabled() and table.requires_grad:
-                return _InterpFloat.apply(table, lin, w)
-            return _interp(w, table[lin])
-        idx = self.hard_indices(level)[lin]  # [S, 8]
+                return _InterpFloat.apply(table, x, res)
+            return dense_level_forward(x, table, res)
+        idx = self.hard_indices(level)
         cb = self.codebooks[level]
-        if self.mode == "hash":  # large tables: gather (a [S, 2^hash_bits] weight matrix would not fit)
-            return _interp(w, cb[idx])
-        if torch.is_grad_enabled() and self.tables[level].requires_grad:
-            return _InterpVQ.apply(self.tables[level], cb, lin, w, idx)
-        return _interp_codebook(w, idx, cb)
+        if self.mode == "vq" and torch.is_grad_enabled() and self.tables[level].requires_grad:
+            return _InterpVQ.apply(self.tables[level], cb, x, res, idx, lambda u, lv=level: self._touched(lv, u))
+        return dense_level_forward(x, cb, res, idx)
 
     def forward(self, x: Tensor, lod: int) -> Tensor:
         """Summed features of levels ``0..lod`` at ``x [S, 3]`` (``[0, 1]^3``) → ``[S, k]``.

@@ -38,6 +38,8 @@ from nerfstudio.field_components.encodings import NeRFEncoding
 from torch import Tensor, nn
 from torch.nn import Parameter
 
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+
 import nscodec.compat  # noqa: F401  (checkpoint globals for torch.load(weights_only=True))
 from nscodec.coding.container import NscFile, Section
 from nscodec.coding.errors import NscFormatError
@@ -182,6 +184,12 @@ class VQADModel(NscModel):
             "codebooks": list(self.grid.codebooks) or [self._placeholder],
             "fields": list(self.density_mlp.parameters()) + list(self.color_mlp.parameters()),
         }
+
+    def method_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        """After each step, refresh the hard indices of the logits rows the step updated
+        (:meth:`~nscodec.vqad.grid.MultiLevelVQGrid.refresh_touched_indices`)."""
+        return [TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
+                                 lambda step: self.grid.refresh_touched_indices(), update_every_num_iters=1)]
 
     # -------------------------------------------------------------------------------------- rendering
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:

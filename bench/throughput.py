@@ -1,0 +1,114 @@
+"""Training throughput of the grid methods against the TensoRF base, side by side in one run (CPU).
+
+Each point trains one method with its registered preset (steps, rays per batch, every default) on lego 200² in its
+own process, one after the other, and records train rays/s over the whole run (``steps × rays ÷ train seconds``),
+epochs (``steps × rays ÷ (views × pixels)``), peak resident memory, and the test PSNR of the trained model on every
+``--every``-th test view. ``--kernels`` runs each grid method with nscodec's C++ kernels (``cpp``) and with their
+plain-torch twins (``torch``, the code before the kernels), so the speed-up is a ratio measured in the same run.
+
+    python bench/throughput.py                                   # nscodec-tensorf, shacira, vqad; cpp and torch
+    python bench/throughput.py --methods shacira --kernels cpp --steps 200    # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, git_commit, record, update_doc_section  # noqa: E402
+
+#: methods whose grid core has C++ kernels (the others run one point, with whatever NSCODEC_KERNELS says)
+GRID_METHODS = ("shacira", "vqad", "codecnerf")
+
+
+def child(args: argparse.Namespace) -> None:
+    """One training run in this process; prints one JSON line."""
+    import resource
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from nerfstudio.configs.method_configs import all_methods
+
+    from nscodec.demo import train_in_process
+    from nscodec.evaluate import evaluate_model
+
+    cfg = all_methods[args.child]
+    cfg.machine.device_type = "cpu"
+    dm = cfg.pipeline.datamanager
+    dm.camera_res_scale_factor = args.scale
+    steps = args.steps or cfg.max_num_iterations
+    rays = dm.train_num_rays_per_batch
+    work = ROOT / "bench/runs/throughput" / f"{args.child}-{os.environ.get('NSCODEC_KERNELS', 'auto')}"
+    _, trainer, seconds = train_in_process(Path(args.data), work, steps, rays, progress=False, trainer_config=cfg)
+    model = trainer.pipeline.model
+    rss_train = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    ds = trainer.pipeline.datamanager.train_dataset
+    views = len(ds)
+    h, w = int(ds.cameras.height[0]), int(ds.cameras.width[0])
+    ev = evaluate_model(model, Path(args.data), "test", scale_factor=args.scale, every=args.every, progress=False)
+    print("RESULT " + json.dumps({
+        "steps": steps, "rays_per_batch": rays, "train_seconds": round(seconds, 1),
+        "rays_per_second": round(steps * rays / seconds), "epochs": round(steps * rays / (views * h * w), 3),
+        "peak_rss_mb": round(rss_train), "psnr": round(ev["psnr"], 2), "test_views": ev["num_views"],
+    }), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=str(ROOT.parent / "shared/data/blender/lego"))
+    ap.add_argument("--scale", type=float, default=0.25)
+    ap.add_argument("--methods", default="nscodec-tensorf,shacira,vqad")
+    ap.add_argument("--kernels", default="cpp,torch", help="NSCODEC_KERNELS values to run each grid method with")
+    ap.add_argument("--steps", type=int, default=0, help="0: the preset's steps")
+    ap.add_argument("--every", type=int, default=20, help="evaluate every N-th test view")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--name", default="throughput")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+    command = "python bench/throughput.py " + " ".join(sys.argv[1:])
+    rows = []
+    for method in args.methods.split(","):
+        for kernels in (args.kernels.split(",") if method in GRID_METHODS else ["cpp"]):
+            env = {**os.environ, "NSCODEC_KERNELS": kernels}
+            cmd = [sys.executable, __file__, "--child", method, "--data", args.data, "--scale", str(args.scale),
+                   "--steps", str(args.steps), "--every", str(args.every), "--threads", str(args.threads)]
+            t0 = time.time()
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+            if line is None:
+                print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
+                raise SystemExit(f"{method} ({kernels}) failed")
+            row = {"method": method, "scene": f"lego {int(800 * args.scale)}²", "kernels": kernels,
+                   **json.loads(line[7:]), "git_commit": git_commit(), "command": command}
+            rows.append(row)
+            print(f"{method:16s} {kernels:5s} {row['rays_per_second']:>7,} rays/s  {row['train_seconds']:7.1f} s  "
+                  f"{row['peak_rss_mb']:>6,} MB  {row['psnr']:.2f} dB  ({time.time() - t0:.0f} s wall)", flush=True)
+            record(args.name, rows, command)
+    base = next((r for r in rows if r["method"] == "nscodec-tensorf"), None)
+    lines = [f"Command: `{command}` (commit {git_commit()})  ",
+             "Each point: the method's registered preset, trained in its own process, one after the other on the same "
+             "2 cores; rays/s over the whole run; PSNR of the trained model on every "
+             f"{args.every}-th test view.", "",
+             "| method | kernels | steps × rays | epochs | train rays/s | vs nscodec-tensorf | vs torch twin | train s | peak RSS MB | PSNR (dB) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        twin = next((t for t in rows if t["method"] == r["method"] and t["kernels"] == "torch"), None)
+        vs_base = f"{r['rays_per_second'] / base['rays_per_second']:.2f}×" if base else "—"
+        vs_twin = f"{r['rays_per_second'] / twin['rays_per_second']:.2f}×" if twin and twin is not r else "—"
+        lines.append(f"| `{r['method']}` | {r['kernels']} | {r['steps']} × {r['rays_per_batch']} | {r['epochs']} | "
+                     f"{r['rays_per_second']:,} | {vs_base} | {vs_twin} | {r['train_seconds']} | {r['peak_rss_mb']:,} | "
+                     f"{r['psnr']:.2f} |")
+    update_doc_section(args.name, "## Training throughput: grid methods vs the TensoRF base (CPU)\n\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

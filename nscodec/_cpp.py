@@ -1,0 +1,82 @@
+"""Build-at-first-use loader of nscodec's C++ CPU kernels (one place decides whether they run).
+
+Each kernel source (``nscodec/grid/csrc/grid_encode.cpp``, ``nscodec/coding/csrc/factorized_rate.cpp``) is compiled
+once per machine with ``torch.utils.cpp_extension.load`` (g++ and ninja; the grid source takes about half a minute)
+into torch's extension cache (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); later processes
+load the cached library. Every kernel has a plain-torch twin that runs where the kernel cannot.
+
+``NSCODEC_KERNELS`` picks: ``auto`` (default: the kernel when it builds, else the twin with one warning saying
+why), ``cpp`` (the kernel, or an :class:`~nscodec.coding.errors.NscError` naming why it did not build), ``torch``
+(always the twin).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Tuple
+
+from nscodec.coding.errors import NscError
+
+__all__ = ["kernel_choice", "load_kernel"]
+
+
+def kernel_choice() -> str:
+    """``NSCODEC_KERNELS`` as ``auto`` / ``cpp`` / ``torch``. Raises NscError for any other value."""
+    choice = os.environ.get("NSCODEC_KERNELS", "auto").strip().lower() or "auto"
+    if choice not in ("auto", "cpp", "torch"):
+        raise NscError(f"NSCODEC_KERNELS={choice!r}: expected auto, cpp or torch")
+    return choice
+
+
+def simd_flags() -> list:
+    """Compiler flags for ATen's ``Vectorized<float>``: AVX2 + FMA where torch itself runs its AVX2 (or AVX-512)
+    kernels on this CPU, nothing (the scalar fallback) elsewhere."""
+    import torch
+
+    cap = torch.backends.cpu.get_cpu_capability()
+    if cap in ("AVX2", "AVX512"):
+        return ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
+    return []
+
+
+@functools.lru_cache(maxsize=None)
+def _build(name: str, source: str, simd: bool) -> Tuple[Optional[Any], str]:
+    try:
+        from torch.utils import cpp_extension
+
+        verbose = os.environ.get("NSCODEC_KERNELS_VERBOSE", "") not in ("", "0")
+        # -ffp-contract=off: no fused multiply-adds, so the kernels round as their torch twins do
+        flags = ["-O3", "-ffp-contract=off", "-fno-math-errno"] + (simd_flags() if simd else [])
+        mod = cpp_extension.load(name=name, sources=[source], extra_cflags=flags, verbose=verbose)
+        return mod, ""
+    except Exception as e:  # no compiler, no ninja, an unwritable cache, ...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return None, f"{type(e).__name__}: {first[:300]}"
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(name: str, why: str) -> None:
+    warnings.warn(f"nscodec: the C++ kernel {name} is unavailable ({why}); using its slower torch twin. Install g++ "
+                  "and ninja to build it, or set NSCODEC_KERNELS=torch to silence this.", RuntimeWarning, stacklevel=4)
+
+
+def load_kernel(name: str, source: Path, simd: bool = False) -> Optional[Any]:
+    """The compiled module ``name`` built from ``source`` (``simd``: with :func:`simd_flags`), or None (``NSCODEC_KERNELS=torch``, or ``auto`` and the
+    build failed: one warning).
+
+    Raises:
+        NscError: ``NSCODEC_KERNELS=cpp`` and the build failed, or an invalid ``NSCODEC_KERNELS``.
+    """
+    choice = kernel_choice()
+    if choice == "torch":
+        return None
+    mod, why = _build(name, str(source), simd)
+    if mod is None:
+        if choice == "cpp":
+            raise NscError(f"NSCODEC_KERNELS=cpp but the C++ kernel {name} did not build ({why}); install g++ and "
+                           "ninja, or set NSCODEC_KERNELS=torch")
+        _warn_once(name, why)
+    return mod

@@ -1,0 +1,104 @@
+"""Public grid-encoding API: the fused C++ kernels (``csrc/grid_encode.cpp``) on CPU tensors, the torch twin
+(:mod:`._torch_impl`) everywhere else and wherever the kernels cannot be built.
+
+The kernels are compiled once per machine at first use (:mod:`nscodec._cpp`; ``NSCODEC_KERNELS`` = ``auto`` /
+``cpp`` / ``torch`` picks). On CUDA tensors the twin runs (tiny-cuda-nn is not installable from the package registries and
+its grids own their parameters, while SHACIRA's tables are decoded tensors).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from nscodec._cpp import load_kernel
+from nscodec.grid import _torch_impl
+from nscodec.grid._torch_impl import HashLevels
+
+_SOURCE = Path(__file__).resolve().parent / "csrc" / "grid_encode.cpp"
+
+
+def cpu_kernel():
+    """The compiled grid kernels (:func:`nscodec._cpp.load_kernel`), or None where the twin runs."""
+    return load_kernel("nscodec_grid_encode", _SOURCE)
+
+
+def _kernel_for(*tensors: Tensor):
+    if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
+        return cpu_kernel()
+    return None
+
+
+def implementation(device: torch.device | str = "cpu") -> str:
+    """``"cpp"`` or ``"torch"``: what :func:`hash_encode` / :func:`dense_level_forward` run on ``device``."""
+    return "cpp" if torch.device(device).type == "cpu" and cpu_kernel() is not None else "torch"
+
+
+class _HashEncodeCpp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, table: Tensor, x: Tensor, levels: HashLevels, active: int, mod) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.meta = (levels, active, mod, table.shape[0])
+        return mod.hash_encode_forward(x, table, levels.scale, levels.offset, levels.verts, levels.table_size, active)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        levels, active, mod, rows = ctx.meta
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
+        g = mod.hash_encode_backward(grad.contiguous(), x, rows, levels.scale, levels.offset, levels.verts,
+                                     levels.table_size, active)
+        return g, None, None, None, None
+
+
+def hash_encode(x: Tensor, table: Tensor, levels: HashLevels, active: Optional[int] = None) -> Tensor:
+    """Multi-resolution hash encoding (Instant-NGP Eqs. 2–4; SHACIRA's tables ``Z = d_θ(Q)``).
+
+    Args:
+        x: ``[N, 3]`` positions in ``[0, 1]^3``.
+        table: ``[ΣT_l, F]`` concatenated level tables (a parameter or a decoded tensor; gradients flow to it).
+        levels: the grid's :class:`~nscodec.grid._torch_impl.HashLevels` (on ``table``'s device).
+        active: levels ``0..active-1`` contribute, finer ones are zero (level of detail); None = all.
+
+    Returns:
+        ``[N, L, F]`` features (same values from the kernel and the twin up to float summation order).
+    """
+    n_levels = levels.num_levels
+    active = n_levels if active is None else max(0, min(int(active), n_levels))
+    x = x.contiguous()
+    mod = _kernel_for(x, table)
+    if mod is None:
+        return _torch_impl.hash_encode(x, table, levels, active)
+    return _HashEncodeCpp.apply(table.contiguous(), x, levels, active, mod)
+
+
+def dense_corners(x: Tensor, res: int) -> Tuple[Tensor, Tensor]:
+    """Vertex ids ``[S, 8]`` and weights ``[S, 8]`` of a dense level; see :func:`._torch_impl.dense_corners`."""
+    mod = _kernel_for(x)
+    if mod is None:
+        return _torch_impl.dense_corners(x, res)
+    return tuple(mod.dense_level_corners(x.contiguous(), int(res)))  # type: ignore[return-value]
+
+
+def dense_level_forward(x: Tensor, table: Tensor, res: int, indices: Optional[Tensor] = None) -> Tensor:
+    """``[S, k]`` trilinear lookup of one dense level (no autograd); see :func:`._torch_impl.dense_level_forward`."""
+    mod = _kernel_for(x, table)
+    if mod is None:
+        return _torch_impl.dense_level_forward(x, table, res, indices)
+    out = torch.zeros(x.shape[0], table.shape[1], dtype=table.dtype)
+    empty = torch.empty(0, dtype=torch.int64)
+    mod.dense_level_forward_(out, x.contiguous(), table.detach().contiguous(),
+                             empty if indices is None else indices.contiguous(), int(res))
+    return out
+
+
+def dense_level_vertex_grads(grad: Tensor, x: Tensor, res: int) -> Tuple[Tensor, Tensor]:
+    """Gradient per vertex read ``(u [U], G [U, k])``; see :func:`._torch_impl.dense_level_vertex_grads`."""
+    mod = _kernel_for(x, grad)
+    if mod is None:
+        return _torch_impl.dense_level_vertex_grads(grad, x, res)
+    return tuple(mod.dense_level_vertex_grads(grad.contiguous(), x.contiguous(), int(res)))  # type: ignore[return-value]
