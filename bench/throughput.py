@@ -39,6 +39,9 @@ def child(args: argparse.Namespace) -> None:
     from nscodec.demo import train_in_process
     from nscodec.evaluate import evaluate_model
 
+    from nscodec._cpp import preload_kernels
+
+    preload_kernels()  # a first use on a fresh machine compiles them (once, ~1 min): not part of training time
     cfg = all_methods[args.child]
     cfg.machine.device_type = "cpu"
     dm = cfg.pipeline.datamanager

@@ -20,7 +20,7 @@ from typing import Any, Optional, Tuple
 
 from nscodec.coding.errors import NscError
 
-__all__ = ["kernel_choice", "load_kernel"]
+__all__ = ["kernel_choice", "load_kernel", "preload_kernels"]
 
 
 def kernel_choice() -> str:
@@ -42,10 +42,24 @@ def simd_flags() -> list:
     return []
 
 
+def _ninja_on_path() -> None:
+    """torch runs ``ninja`` from ``PATH``; a virtual environment's own ninja (nerfstudio depends on the package) is
+    in ``sys.executable``'s folder, which is not on ``PATH`` unless the environment is activated."""
+    import shutil
+    import sys
+
+    if shutil.which("ninja") is None:
+        env_bin = str(Path(sys.executable).parent)
+        if shutil.which("ninja", path=env_bin):
+            os.environ["PATH"] = env_bin + os.pathsep + os.environ.get("PATH", "")
+
+
 @functools.lru_cache(maxsize=None)
 def _build(name: str, source: str, simd: bool) -> Tuple[Optional[Any], str]:
     try:
         from torch.utils import cpp_extension
+
+        _ninja_on_path()
 
         verbose = os.environ.get("NSCODEC_KERNELS_VERBOSE", "") not in ("", "0")
         # -ffp-contract=off: no fused multiply-adds, so the kernels round as their torch twins do
@@ -80,3 +94,14 @@ def load_kernel(name: str, source: Path, simd: bool = False) -> Optional[Any]:
                            "ninja, or set NSCODEC_KERNELS=torch")
         _warn_once(name, why)
     return mod
+
+
+def preload_kernels() -> None:
+    """Build or load every kernel now (the first use on a fresh machine compiles them), e.g. before timing."""
+    from nscodec.coding.entropy_models import _rate_kernel
+    from nscodec.grid._wrapper import cpu_kernel
+    from nscodec.optim import _sparse_adam_kernel
+
+    cpu_kernel()
+    _rate_kernel()
+    _sparse_adam_kernel()
