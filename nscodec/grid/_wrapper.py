@@ -85,10 +85,12 @@ def dense_corners(x: Tensor, res: int) -> Tuple[Tensor, Tensor]:
 
 
 def dense_level_forward(x: Tensor, table: Tensor, res: int, indices: Optional[Tensor] = None) -> Tensor:
-    """``[S, k]`` trilinear lookup of one dense level (no autograd); see :func:`._torch_impl.dense_level_forward`."""
+    """``[S, k]`` trilinear lookup of one dense level; see :func:`._torch_impl.dense_level_forward`. Not differentiable
+    (on either path): callers with gradients wrap it with :func:`dense_level_vertex_grads` in their backward."""
     mod = _kernel_for(x, table)
     if mod is None:
-        return _torch_impl.dense_level_forward(x, table, res, indices)
+        with torch.no_grad():
+            return _torch_impl.dense_level_forward(x, table, res, indices)
     out = torch.zeros(x.shape[0], table.shape[1], dtype=table.dtype)
     empty = torch.empty(0, dtype=torch.int64)
     mod.dense_level_forward_(out, x.contiguous(), table.detach().contiguous(),

@@ -100,6 +100,24 @@ class _InterpFloat(torch.autograd.Function):
         return torch.sparse_coo_tensor(u[None], grads, shape, is_coalesced=True), None, None
 
 
+class _InterpCodebook(torch.autograd.Function):
+    """Trilinear lookup of a level with fixed per-vertex rows ``idx`` into a learned codebook (``"hash"`` mode):
+    ``sum_c w[s,c] * D[idx[v_c]]``; the codebook gradient sums each vertex's feature gradient into its row."""
+
+    @staticmethod
+    def forward(ctx, codebook: Tensor, x: Tensor, res: int, indices: Tensor) -> Tensor:  # noqa: D401
+        ctx.save_for_backward(x, indices)
+        ctx.meta = (res, codebook.shape)
+        return dense_level_forward(x, codebook, res, indices)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # noqa: D401
+        x, indices = ctx.saved_tensors
+        res, shape = ctx.meta
+        u, grads = dense_level_vertex_grads(g.contiguous(), x, res)
+        return torch.zeros(shape, dtype=g.dtype, device=g.device).index_add_(0, indices[u], grads), None, None, None
+
+
 def straight_through_vq(logits: Tensor, codebook: Tensor) -> Tensor:
     """Straight-through vector quantization (VQ-AD, Sec. 4.3, Eq. 8 forward / Eq. 9 backward).
 
@@ -291,6 +309,8 @@ class MultiLevelVQGrid(nn.Module):
         cb = self.codebooks[level]
         if self.mode == "vq" and torch.is_grad_enabled() and self.tables[level].requires_grad:
             return _InterpVQ.apply(self.tables[level], cb, x, res, idx, lambda u, lv=level: self._touched(lv, u))
+        if self.mode == "hash" and torch.is_grad_enabled() and cb.requires_grad:
+            return _InterpCodebook.apply(cb, x, res, idx)
         return dense_level_forward(x, cb, res, idx)
 
     def forward(self, x: Tensor, lod: int) -> Tensor:

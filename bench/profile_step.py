@@ -1,0 +1,70 @@
+"""Where a training step's time goes: torch.profiler over a window of training steps of one method (CPU).
+
+Trains the method's registered preset in-process on lego 200² and profiles steps ``--prof-from`` … ``--steps`` (after
+the occupancy grid has carved the box), printing the median step time before the window (unprofiled) and the ops
+sorted by self CPU time. ``NSCODEC_KERNELS=torch`` profiles the torch twins instead of the C++ kernels.
+
+    python bench/profile_step.py --method shacira --steps 260 --prof-from 230
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--method", default="shacira")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared/data/blender/lego"))
+    ap.add_argument("--scale", type=float, default=0.25)
+    ap.add_argument("--steps", type=int, default=260)
+    ap.add_argument("--prof-from", type=int, default=230)
+    ap.add_argument("--rays", type=int, default=0, help="0: the preset's rays per batch")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rows", type=int, default=30)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from nerfstudio.configs.method_configs import all_methods
+
+    from nscodec._cpp import preload_kernels
+    from nscodec.demo import train_in_process
+
+    preload_kernels()
+    cfg = all_methods[args.method]
+    cfg.machine.device_type = "cpu"
+    cfg.pipeline.datamanager.camera_res_scale_factor = args.scale
+    rays = args.rays or cfg.pipeline.datamanager.train_num_rays_per_batch
+    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+    times: list = []
+    last = {"t": None}
+
+    def on_step(trainer, step: int) -> None:
+        now = time.perf_counter()
+        if last["t"] is not None and step <= args.prof_from:
+            times.append(now - last["t"])
+        last["t"] = now
+        if step == args.prof_from and args.prof_from < args.steps:
+            prof.__enter__()
+        if step == args.steps - 1 and args.prof_from < args.steps:
+            prof.__exit__(None, None, None)
+
+    train_in_process(Path(args.data), ROOT / "bench/runs/profile" / args.method, args.steps, rays, progress=False,
+                     trainer_config=cfg, on_step=on_step)
+    t = statistics.median(times[len(times) // 2:])
+    print(f"{args.method}: median step {t * 1000:.1f} ms over steps {args.prof_from // 2}-{args.prof_from}, "
+          f"{rays / t:,.0f} rays/s ({rays} rays per step, {args.threads} threads)")
+    if args.prof_from < args.steps:
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+
+
+if __name__ == "__main__":
+    main()
