@@ -78,6 +78,9 @@ def main() -> None:
     if args.child:
         return child(args)
     command = "python bench/throughput.py " + " ".join(sys.argv[1:])
+    out = ROOT / "bench/results" / f"{args.name}.json"
+    # rows of other (method, kernels) pairs are kept from earlier invocations; each row carries its own command/commit
+    kept = json.loads(out.read_text())["rows"] if out.exists() else []
     rows = []
     for method in args.methods.split(","):
         for kernels in (args.kernels.split(",") if method in GRID_METHODS else ["cpp"]):
@@ -90,14 +93,18 @@ def main() -> None:
             if line is None:
                 print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
                 raise SystemExit(f"{method} ({kernels}) failed")
-            row = {"method": method, "scene": f"lego {int(800 * args.scale)}²", "kernels": kernels,
+            row = {"method": method, "scene": f"lego {int(800 * args.scale)}²",
+                   "kernels": kernels if method in GRID_METHODS else "none used",
                    **json.loads(line[7:]), "git_commit": git_commit(), "command": command}
             rows.append(row)
+            kept = [r for r in kept if (r["method"], r["kernels"]) != (row["method"], row["kernels"])]
             print(f"{method:16s} {kernels:5s} {row['rays_per_second']:>7,} rays/s  {row['train_seconds']:7.1f} s  "
                   f"{row['peak_rss_mb']:>6,} MB  {row['psnr']:.2f} dB  ({time.time() - t0:.0f} s wall)", flush=True)
-            record(args.name, rows, command)
+            record(args.name, kept + rows, command)
+    rows = kept + rows
     base = next((r for r in rows if r["method"] == "nscodec-tensorf"), None)
-    lines = [f"Command: `{command}` (commit {git_commit()})  ",
+    cmds = "; ".join(dict.fromkeys(f"`{r['command']}` (commit {r['git_commit']})" for r in rows))
+    lines = [f"Commands: {cmds}  ",
              "Each point: the method's registered preset, trained in its own process, one after the other on the same "
              "2 cores; rays/s over the whole run; PSNR of the trained model on every "
              f"{args.every}-th test view.", "",

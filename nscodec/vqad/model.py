@@ -158,7 +158,10 @@ class VQADModel(NscModel):
     def density_max_lods(self, positions: Tensor) -> Tensor:
         """``max_l sigma_l [S]`` over all LODs (the occupancy grid must hold every LOD's geometry)."""
         feats = self.grid.all_lods(self.normalize(positions))
-        return torch.stack([self._density_head(f)[0] for f in feats], dim=0).amax(dim=0)
+        first, last = self.density_mlp[0], self.density_mlp[2]
+        w, b = last.weight[:1].t(), last.bias[:1]  # only the density output of the last layer
+        sigma = [trunc_exp(torch.addmm(b, torch.relu(first(f)), w)[:, 0] - 1.0) for f in feats]
+        return torch.stack(sigma, dim=0).amax(dim=0)
 
     def rgb_from_geo(self, geo: Tensor, directions: Tensor) -> Tensor:
         """Colour ``[S, 3]`` in [0, 1] from geometry features and unit ``directions [S, 3]``."""
