@@ -73,10 +73,13 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=20, help="evaluate every N-th test view")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="throughput")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the docs table from bench/results, run nothing")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(args)
+    if args.report_only:
+        return report(args.name, json.loads((ROOT / "bench/results" / f"{args.name}.json").read_text())["rows"], args.every)
     command = "python bench/throughput.py " + " ".join(sys.argv[1:])
     out = ROOT / "bench/results" / f"{args.name}.json"
     # rows of other (method, kernels) pairs are kept from earlier invocations; each row carries its own command/commit
@@ -97,27 +100,36 @@ def main() -> None:
                    "kernels": kernels if method in GRID_METHODS else "none used",
                    **json.loads(line[7:]), "git_commit": git_commit(), "command": command}
             rows.append(row)
-            kept = [r for r in kept if (r["method"], r["kernels"]) != (row["method"], row["kernels"])]
+            kept = [r for r in kept if (r["method"], r["kernels"]) != (row["method"], row["kernels"])
+                    or (r["method"] not in GRID_METHODS and r["command"] != command and any(
+                        k["command"] == r["command"] and k["method"] in GRID_METHODS for k in kept))]
             print(f"{method:16s} {kernels:5s} {row['rays_per_second']:>7,} rays/s  {row['train_seconds']:7.1f} s  "
                   f"{row['peak_rss_mb']:>6,} MB  {row['psnr']:.2f} dB  ({time.time() - t0:.0f} s wall)", flush=True)
             record(args.name, kept + rows, command)
     rows = kept + rows
-    base = next((r for r in rows if r["method"] == "nscodec-tensorf"), None)
+    report(args.name, rows, args.every)
+
+
+def report(name: str, rows: list, every: int) -> None:
+    """docs/benchmarks.md table of ``rows``; each method is compared with the ``nscodec-tensorf`` row of the same
+    invocation (side by side in one run) and with its own torch-twin row."""
     cmds = "; ".join(dict.fromkeys(f"`{r['command']}` (commit {r['git_commit']})" for r in rows))
     lines = [f"Commands: {cmds}  ",
              "Each point: the method's registered preset, trained in its own process, one after the other on the same "
              "2 cores; rays/s over the whole run; PSNR of the trained model on every "
-             f"{args.every}-th test view.", "",
+             f"{every}-th test view; each ratio is against the row of the same command (one run).", "",
              "| method | kernels | steps × rays | epochs | train rays/s | vs nscodec-tensorf | vs torch twin | train s | peak RSS MB | PSNR (dB) |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        twin = next((t for t in rows if t["method"] == r["method"] and t["kernels"] == "torch"), None)
+        base = next((b for b in rows if b["method"] == "nscodec-tensorf" and b["command"] == r["command"]), None)
+        twin = next((t for t in rows if t["method"] == r["method"] and t["kernels"] == "torch"
+                     and t["command"] == r["command"]), None)
         vs_base = f"{r['rays_per_second'] / base['rays_per_second']:.2f}×" if base else "—"
         vs_twin = f"{r['rays_per_second'] / twin['rays_per_second']:.2f}×" if twin and twin is not r else "—"
         lines.append(f"| `{r['method']}` | {r['kernels']} | {r['steps']} × {r['rays_per_batch']} | {r['epochs']} | "
                      f"{r['rays_per_second']:,} | {vs_base} | {vs_twin} | {r['train_seconds']} | {r['peak_rss_mb']:,} | "
                      f"{r['psnr']:.2f} |")
-    update_doc_section(args.name, "## Training throughput: grid methods vs the TensoRF base (CPU)\n\n" + "\n".join(lines))
+    update_doc_section(name, "## Training throughput: grid methods vs the TensoRF base (CPU)\n\n" + "\n".join(lines))
 
 
 if __name__ == "__main__":
