@@ -8,7 +8,6 @@ kernels, :mod:`._wrapper` the public functions that dispatch between them (``NSC
 
 from nscodec.grid._torch_impl import HashLevels
 from nscodec.grid._wrapper import (
-    dense_corners,
     dense_level_forward,
     dense_level_vertex_grads,
     hash_encode,
@@ -17,6 +16,6 @@ from nscodec.grid._wrapper import (
 from nscodec.grid.hashing import HASH_PRIMES, spatial_hash
 
 __all__ = [
-    "HASH_PRIMES", "HashLevels", "dense_corners", "dense_level_forward", "dense_level_vertex_grads", "hash_encode",
+    "HASH_PRIMES", "HashLevels", "dense_level_forward", "dense_level_vertex_grads", "hash_encode",
     "implementation", "spatial_hash",
 ]

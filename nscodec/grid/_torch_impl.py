@@ -44,10 +44,6 @@ class HashLevels:
     def num_levels(self) -> int:
         return int(self.scale.shape[0])
 
-    def to(self, device: torch.device) -> "HashLevels":
-        """The same levels on ``device``."""
-        return HashLevels(self.scale.to(device), self.offset.to(device), self.verts.to(device), self.table_size)
-
 
 def hash_corners(x: Tensor, levels: HashLevels) -> Tuple[Tensor, Tensor]:
     """Rows ``[N, L, 8]`` (int64) and trilinear weights ``[N, L, 8]`` of the 8 vertices around each point.

@@ -76,14 +76,6 @@ def hash_encode(x: Tensor, table: Tensor, levels: HashLevels, active: Optional[i
     return _HashEncodeCpp.apply(table.contiguous(), x, levels, active, mod)
 
 
-def dense_corners(x: Tensor, res: int) -> Tuple[Tensor, Tensor]:
-    """Vertex ids ``[S, 8]`` and weights ``[S, 8]`` of a dense level; see :func:`._torch_impl.dense_corners`."""
-    mod = _kernel_for(x)
-    if mod is None:
-        return _torch_impl.dense_corners(x, res)
-    return tuple(mod.dense_level_corners(x.contiguous(), int(res)))  # type: ignore[return-value]
-
-
 def dense_level_forward(x: Tensor, table: Tensor, res: int, indices: Optional[Tensor] = None) -> Tensor:
     """``[S, k]`` trilinear lookup of one dense level; see :func:`._torch_impl.dense_level_forward`. Not differentiable
     (on either path): callers with gradients wrap it with :func:`dense_level_vertex_grads` in their backward."""
