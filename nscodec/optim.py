@@ -9,7 +9,9 @@ times cheaper (measured in ``docs/benchmarks.md``). The update rule is the same 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -39,8 +41,7 @@ class SparseAdamOptimizerConfig(OptimizerConfig):
 
 
 def _sparse_adam_kernel():
-    from pathlib import Path
-
+    """The compiled lazy-Adam kernel, or None where torch's step runs (:func:`nscodec._cpp.load_kernel`)."""
     from nscodec._cpp import load_kernel
 
     return load_kernel("nscodec_sparse_adam", Path(__file__).resolve().parent / "csrc" / "sparse_adam.cpp")
@@ -64,8 +65,6 @@ class FusedSparseAdam(torch.optim.SparseAdam):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        import math
-
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in group["params"]:

@@ -23,7 +23,6 @@ Models:
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from pathlib import Path
@@ -63,16 +62,19 @@ class _LowerBoundFn(torch.autograd.Function):
         return grad * pass_through.to(grad.dtype), None
 
 
-@functools.lru_cache(maxsize=1)
-def _rate_kernel_source() -> Path:
-    return Path(__file__).resolve().parent / "csrc" / "factorized_rate.cpp"
+_RATE_SOURCE = Path(__file__).resolve().parent / "csrc" / "factorized_rate.cpp"
 
 
 def _rate_kernel():
     """The compiled factorized-rate kernel, or None where the torch path runs (:func:`nscodec._cpp.load_kernel`)."""
     from nscodec._cpp import load_kernel
 
-    return load_kernel("nscodec_factorized_rate", _rate_kernel_source(), simd=True)
+    return load_kernel("nscodec_factorized_rate", _RATE_SOURCE, simd=True)
+
+
+def _split_density_params(params, layers: int):
+    """``(H, b, a)`` lists from the flat ``H_0..H_K, b_0..b_K, a_0..a_{K-1}`` argument tuple of :class:`_FactorizedRate`."""
+    return list(params[:layers]), list(params[layers:2 * layers]), list(params[2 * layers:])
 
 
 class _FactorizedRate(torch.autograd.Function):
@@ -84,7 +86,7 @@ class _FactorizedRate(torch.autograd.Function):
     def forward(ctx, kernel, bound: float, layers: int, v: torch.Tensor, *params: torch.Tensor):  # type: ignore[override]
         v = v.contiguous()
         params = tuple(p.contiguous() for p in params)
-        H, b, a = list(params[:layers]), list(params[layers:2 * layers]), list(params[2 * layers:])
+        H, b, a = _split_density_params(params, layers)
         ctx.meta = (kernel, bound, layers)
         if not any(ctx.needs_input_grad[3:]):
             return kernel.factorized_rate_forward(v, H, b, a, bound).to(v.dtype)
@@ -100,7 +102,7 @@ class _FactorizedRate(torch.autograd.Function):
         v, params, grads = saved[0], saved[1:1 + n_params], saved[1 + n_params:]
         g = float(grad)
         if g < 0:  # the lower bound passes gradients by their sign: recompute for this one
-            H, b, a = list(params[:layers]), list(params[layers:2 * layers]), list(params[2 * layers:])
+            H, b, a = _split_density_params(params, layers)
             grads = kernel.factorized_rate_backward(v, H, b, a, bound, g)[1:]
             return (None, None, None, *grads)
         return (None, None, None, *(t * g for t in grads))

@@ -2,8 +2,8 @@
 levels (VQ-AD), with trilinear interpolation and its table gradient.
 
 Layout as gsplat's: :mod:`._torch_impl` is the plain-torch reference, ``csrc/grid_encode.cpp`` the fused CPU
-kernels, :mod:`._wrapper` the public functions that dispatch between them (``NSCODEC_GRID_KERNEL``);
-``tests/test_grid_twins.py`` compares the two. :mod:`.hashing` holds the spatial hash (Instant-NGP, Eq. 4).
+kernels, :mod:`._wrapper` the public functions that dispatch between them (``NSCODEC_KERNELS``, :mod:`nscodec._cpp`);
+``tests/test_kernel_twins.py`` compares the two. :mod:`.hashing` holds the spatial hash (Instant-NGP, Eq. 4).
 """
 
 from nscodec.grid._torch_impl import HashLevels

@@ -13,7 +13,7 @@ the table is an argument (so it can be ``d_θ(Q)``), and coarse levels whose ``(
 are indexed densely (no collisions, ``T_l`` rows only) as in Instant-NGP — ``dense_coarse_levels=False``
 reproduces nerfstudio's "hash every level into ``T`` rows" exactly. The lookup is the shared grid core
 (:func:`nscodec.grid.hash_encode`: a fused C++ kernel on CPU, its torch twin elsewhere), tested against
-nerfstudio's ``pytorch_fwd`` (``tests/test_shacira.py``) and kernel against twin (``tests/test_grid_twins.py``).
+nerfstudio's ``pytorch_fwd`` (``tests/test_shacira.py``) and kernel against twin (``tests/test_kernel_twins.py``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 // Sec. 3, Eqs. 2-4) and VQ-AD's dense vertex levels (Takikawa et al. 2022, Sec. 4.3, Eqs. 6-9).
 //
 // Each function has a plain-torch reference twin in nscodec/grid/_torch_impl.py with the same vertices, hash and
-// trilinear weights; tests/test_grid_twins.py compares values and gradients. Built at first use by
+// trilinear weights; tests/test_kernel_twins.py compares values and gradients. Built at first use by
 // nscodec/grid/_wrapper.py (torch.utils.cpp_extension.load).
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
