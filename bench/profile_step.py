@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("--method", default="shacira")
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data/blender/lego"))
     ap.add_argument("--scale", type=float, default=0.25)
+    ap.add_argument("--dataparser", default="", help="a registered dataparser (e.g. nerfstudio-data); default the preset's")
     ap.add_argument("--steps", type=int, default=260)
     ap.add_argument("--prof-from", type=int, default=230)
     ap.add_argument("--rays", type=int, default=0, help="0: the preset's rays per batch")
@@ -42,6 +43,12 @@ def main() -> None:
     cfg = all_methods[args.method]
     cfg.machine.device_type = "cpu"
     cfg.pipeline.datamanager.camera_res_scale_factor = args.scale
+    if args.dataparser:
+        import copy
+
+        from nerfstudio.configs.dataparser_configs import all_dataparsers
+
+        cfg.pipeline.datamanager.dataparser = copy.deepcopy(all_dataparsers[args.dataparser])
     rays = args.rays or cfg.pipeline.datamanager.train_num_rays_per_batch
     prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
     times: list = []

@@ -37,6 +37,7 @@ __all__ = [
     "NscInputDataset",
     "check_split",
     "load_split",
+    "dataparser_config",
     "load_views",
     "SceneViews",
     "dataset_fingerprint",
@@ -208,23 +209,42 @@ class NscDataManager(VanillaDataManager[NscInputDataset]):
 
 
 # ---------------------------------------------------------------------------------------- evaluation splits
-def load_split(data: Path | str, split: str, scale_factor: float = 1.0, dataparser: str = "blender"):
-    """``(cameras, dataset)`` of ``split`` via nerfstudio's dataparser, checked (:func:`check_split`,
-    :func:`check_cameras`; images through :class:`NscInputDataset`).
+def dataparser_config(dataparser: Any, data: Path):
+    """A fresh nerfstudio dataparser config reading ``data``: ``dataparser`` is a config instance (copied, its options
+    kept), a registered name (``blender-data``, ``nerfstudio-data``, ``instant-ngp-data``, ``llff-data``, ...), a short
+    alias (``blender``, ``nerfstudio``, ``instant-ngp``, ``llff``) or a config class name (what a ``.nsc`` records).
+
+    Raises:
+        NscDataError: an unknown dataparser, listing the registered ones.
+    """
+    import copy
+
+    from nerfstudio.configs.dataparser_configs import all_dataparsers
+
+    if not isinstance(dataparser, str):
+        parser = copy.deepcopy(dataparser)
+    else:
+        by_class = {type(c).__name__: c for c in all_dataparsers.values()}
+        found = all_dataparsers.get(dataparser) or all_dataparsers.get(f"{dataparser}-data") or by_class.get(dataparser)
+        if found is None:
+            raise NscDataError(f"unknown dataparser {dataparser!r}; registered: {', '.join(sorted(all_dataparsers))}")
+        parser = copy.deepcopy(found)
+    parser.data = Path(data)
+    return parser
+
+
+def load_split(data: Path | str, split: str, scale_factor: float = 1.0, dataparser: Any = "blender"):
+    """``(cameras, dataset)`` of ``split`` via nerfstudio's dataparser (see :func:`dataparser_config` for the forms
+    ``dataparser`` takes), checked (:func:`check_split`, :func:`check_cameras`; images through
+    :class:`NscInputDataset`).
 
     Raises:
         NscDataError: unknown dataparser, missing data directory or split, empty split, bad pose or image.
     """
-    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
-    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
-
     data = Path(data)
-    parsers = {"blender": BlenderDataParserConfig, "BlenderDataParserConfig": BlenderDataParserConfig,
-               "nerfstudio": NerfstudioDataParserConfig, "NerfstudioDataParserConfig": NerfstudioDataParserConfig}
-    if dataparser not in parsers:
-        raise NscDataError(f"unknown dataparser {dataparser!r} (use 'blender' or 'nerfstudio')")
-    check_split(data, split, dataparser)
-    parser = parsers[dataparser](data=data).setup()
+    config = dataparser_config(dataparser, data)
+    check_split(data, split, type(config).__name__)
+    parser = config.setup()
     outputs = parser.get_dataparser_outputs(split=split)
     check_cameras(outputs, split)
     dataset = NscInputDataset(outputs, scale_factor=scale_factor)

@@ -26,7 +26,7 @@ def evaluate_model(
     scale_factor: float = 1.0,
     every: int = 1,
     limit: Optional[int] = None,
-    dataparser: str = "blender",
+    dataparser: Any = "blender",
     progress: bool = True,
 ) -> Dict[str, Any]:
     """Render every ``every``-th view of ``split`` and compare with the ground truth.
@@ -99,7 +99,11 @@ def evaluate_nsc(
     if scale_factor is None:
         scale_factor = float(train.get("camera_res_scale_factor", 1.0))
     warning = warn_if_other_dataset(train, data)
-    dp = "nerfstudio" if train.get("dataparser") == "NerfstudioDataParserConfig" else "blender"
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+
+    from nscodec.export import dataparser_from_record
+
+    dp = dataparser_from_record(train, BlenderDataParserConfig())  # the parser (and options) it was trained with
     res = evaluate_model(model, Path(data), split, scale_factor, dataparser=dp, **kw)
     res.update(bytes=Path(path).stat().st_size, decode_seconds=decode_s, codec=nsc.method)
     if warning:

@@ -32,10 +32,65 @@ def training_meta(pipeline_config: Any) -> Dict[str, Any]:
         "dataparser": type(parser).__name__,
         "camera_res_scale_factor": float(getattr(dm, "camera_res_scale_factor", 1.0)),
     }
+    options = dataparser_options(parser)
+    if options:
+        train["dataparser_options"] = options
     fingerprint = dataset_fingerprint(data) if data else None
     if fingerprint:
         train["fingerprint"] = fingerprint
     return {"train": train}
+
+
+def dataparser_options(parser: Any) -> Dict[str, Any]:
+    """The options of a dataparser config that differ from its class's defaults (numbers, strings, booleans; the
+    data path excluded), so a file reopens its test split as it was trained (e.g. ``eval_mode interval``)."""
+    import dataclasses
+
+    if not dataclasses.is_dataclass(parser):
+        return {}
+    default = type(parser)()
+    out: Dict[str, Any] = {}
+    for f in dataclasses.fields(parser):
+        if f.name in ("data", "_target"):
+            continue
+        value = getattr(parser, f.name, None)
+        if isinstance(value, (bool, int, float, str)) and value != getattr(default, f.name, None):
+            out[f.name] = value
+    return out
+
+
+def dataparser_from_record(train: Dict[str, Any], fallback: Any) -> Any:
+    """The dataparser config a file's ``meta.train`` records (class name + :func:`dataparser_options`), built from
+    nerfstudio's registered dataparsers; ``fallback`` (the method's default) when the record names none, or names
+    the fallback's own class.
+
+    Raises:
+        NscError: the recorded dataparser is not registered here, or an option is not one of its fields.
+    """
+    import copy
+    import dataclasses
+
+    from nscodec.coding.errors import NscError
+
+    name = train.get("dataparser")
+    options = train.get("dataparser_options") or {}
+    if not isinstance(options, dict):
+        raise NscError(f"meta.train.dataparser_options must be a mapping, got {type(options).__name__}")
+    parser = fallback
+    if name and name != type(fallback).__name__:
+        from nerfstudio.configs.dataparser_configs import all_dataparsers
+
+        found = [c for c in all_dataparsers.values() if type(c).__name__ == name]
+        if not found:
+            raise NscError(f"the file was trained with dataparser {name!r}, which is not registered with nerfstudio here")
+        parser = found[0]
+    parser = copy.deepcopy(parser)
+    fields = {f.name: f for f in dataclasses.fields(parser)}
+    for key, value in options.items():
+        if key not in fields or key in ("data", "_target") or not isinstance(value, (bool, int, float, str)):
+            raise NscError(f"meta.train.dataparser_options: {key!r} is not an option of {type(parser).__name__}")
+        setattr(parser, key, value)
+    return parser
 
 
 def load_run(load_config: Path, load_step: Optional[int] = None, test_mode: str = "inference") -> Tuple[Any, Any]:

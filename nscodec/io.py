@@ -249,14 +249,14 @@ def export_model(
     codec = codec_name_of(model)
     config = {
         "model": config_to_json(model.config),
-        "scene_box": model.scene_box.aabb.detach().cpu().tolist(),
+        "scene_box": getattr(model, "world_box", model.scene_box).aabb.detach().cpu().tolist(),
         "num_train_data": int(model.num_train_data),
     }
     sections = model.encode()
     if getattr(model, "viewer_cameras", None) is not None:  # first: level 0, before any level-of-detail section
         from nscodec.cameras import cameras_section
 
-        sections.insert(0, cameras_section(model.viewer_cameras, model.scene_box))
+        sections.insert(0, cameras_section(model.viewer_cameras, getattr(model, "world_box", model.scene_box)))
     full_meta = {"nscodec_version": __version__, **(meta or {})}
     return write_nsc(path, codec, config, sections, meta=full_meta, overwrite=overwrite)
 

@@ -35,6 +35,7 @@ import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.model_components.losses import MSELoss
 from nerfstudio.model_components.renderers import RGBRenderer
+from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps, misc
 from torch import Tensor
@@ -44,6 +45,7 @@ from nscodec.coding.determinism import fixed_threads
 from nscodec.coding.errors import NscError
 from nscodec.metrics import ImageMetrics
 from nscodec.render import OccupancyGrid, accumulate_along_rays, render_weight_from_density
+from nscodec.render.contraction import Contraction
 
 __all__ = ["NscModel", "NscModelConfig"]
 
@@ -60,6 +62,8 @@ _LIMITS: Dict[str, Tuple[float, float]] = {
     "occupancy_update_every": (1, 1 << 31),
     "occupancy_fast_until": (0, 1 << 31),
     "occupancy_update_every_late": (1, 1 << 31),
+    "near_plane": (0.0, 1e6),
+    "far_plane": (1e-6, 1e9),
 }
 
 
@@ -90,7 +94,29 @@ class NscModelConfig(ModelConfig):
     """Appearance is evaluated only for samples with rendering weight above this."""
     transmittance_threshold: float = 1e-2
     """Early ray termination: while training, samples behind this transmittance get no density gradient pass."""
-    background_color: Literal["random", "black", "white"] = "white"
+    background_color: Literal["auto", "random", "black", "white"] = "auto"
+    """``auto``: white for Blender-layout data (objects on white), random for captures (so the model has to explain
+    every pixel with the scene; nerfstudio's ``random``). Resolved by :class:`nscodec.pipeline.NscPipeline` from the
+    dataparser; a model built without it reads ``auto`` as white."""
+    scene_contraction: Literal["auto", "off", "on"] = "auto"
+    """``on``: model all of space (unbounded captures) — the scene box is left uncontracted and the rest of space
+    is contracted into a box twice its size, which every grid and the occupancy grid cover
+    (:mod:`nscodec.render.contraction`); ``off``: only the inside of the scene box (objects). ``auto``: off for
+    Blender-layout data, on for every other dataparser (nerfstudio-data, instant-ngp, ...), resolved like
+    ``background_color``."""
+    alpha_threshold: Optional[float] = None
+    """While training, samples whose alpha (first, gradient-free pass) is at most this get no gradient pass
+    (nerfacc's ``alpha_thre``): a capture's early density is diffuse, and without it every sample of every ray is
+    evaluated with gradients. None: 0 for bounded scenes, 1e-2 with scene contraction (as nerfacc's unbounded
+    examples)."""
+    contraction_inner_radius: Optional[float] = None
+    """With scene contraction: half extent (world units) of the uncontracted cube around the scene box's centre;
+    None: the scene box itself — except for instant-ngp data, whose scene box (``aabb_scale``) spans the whole
+    environment: there the cube of radius 1 (twice instant-ngp's unit cube)."""
+    near_plane: float = 0.05
+    """With scene contraction: where rays start (world units, after the dataparser's scaling)."""
+    far_plane: float = 1000.0
+    """With scene contraction: where rays end (world units; 1000 × the scene box is contracted radius 1.999)."""
     enable_collider: bool = False
     eval_num_rays_per_chunk: int = 1 << 14
 
@@ -100,12 +126,55 @@ class NscModelConfig(ModelConfig):
     def nsc_limits(self) -> Dict[str, Tuple[float, float]]:
         """``{field: (lo, hi)}``: the values a decodable file may hold for the fields that size tensors or loops.
         Subclasses add theirs (``{**super().nsc_limits(), ...}``); :func:`nscodec.io.validate_config` checks them."""
-        return dict(_LIMITS)
+        limits = dict(_LIMITS)
+        if self.contraction_inner_radius is not None:
+            limits["contraction_inner_radius"] = (1e-6, 1e6)
+        if self.alpha_threshold is not None:
+            limits["alpha_threshold"] = (0.0, 1.0)
+        return limits
 
     def nsc_derived_limits(self) -> List[Tuple[str, float, float]]:
         """``[(what, value, hi)]``: derived sizes (products of fields) a decodable file may not exceed, checked
         after :meth:`nsc_limits` holds (e.g. a grid's vertex count times its codebook size)."""
-        return []
+        return [("near_plane - far_plane (rays must run from near to far)", self.near_plane - self.far_plane, -1e-9)]
+
+    def resolve_for_data(self, dataparser: Any) -> None:
+        """Resolve ``auto`` in :attr:`scene_contraction` and :attr:`background_color` for the dataparser config a
+        run uses (in place): Blender-layout data is a bounded object on white, everything else a capture."""
+        from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+
+        bounded = dataparser is None or isinstance(dataparser, BlenderDataParserConfig)
+        if self.scene_contraction == "auto":
+            self.scene_contraction = "off" if bounded else "on"
+        if self.background_color == "auto":
+            self.background_color = "white" if bounded else "random"
+        if self.alpha_threshold is None:
+            self.alpha_threshold = 0.0 if bounded else 1e-2
+        if self.contraction_inner_radius is None and type(dataparser).__name__ == "InstantNGPDataParserConfig":
+            self.contraction_inner_radius = 1.0
+
+    def inner_box(self, scene_box: Tensor) -> Tensor:
+        """``[2, 3]``: the uncontracted region for a dataset's ``scene_box [2, 3]`` (:attr:`contraction_inner_radius`).
+
+        Raises:
+            ValueError: a radius that is not positive and finite."""
+        r = self.contraction_inner_radius
+        if r is None:
+            return scene_box
+        if not (isinstance(r, (int, float)) and 0 < r < float("inf")):
+            raise ValueError(f"contraction_inner_radius must be a positive number, got {r!r}")
+        centre = scene_box.float().mean(dim=0)
+        return torch.stack([centre - r, centre + r])
+
+    @property
+    def contracted(self) -> bool:
+        """Whether the model contracts space (``scene_contraction == "on"``; ``auto`` unresolved reads as off)."""
+        return self.scene_contraction == "on"
+
+    @property
+    def background(self) -> str:
+        """The background colour in use (``auto`` unresolved reads as white)."""
+        return "white" if self.background_color == "auto" else self.background_color
 
 
 def _copy_memo(model: torch.nn.Module) -> Dict[int, Any]:
@@ -144,8 +213,15 @@ class NscModel(Model, metaclass=abc.ABCMeta):
     def populate_modules(self) -> None:
         super().populate_modules()
         cfg = self.config
-        self.occupancy = OccupancyGrid(self.scene_box.aabb.reshape(6), cfg.occupancy_resolution)
-        self.renderer_rgb = RGBRenderer(background_color=cfg.background_color)
+        self.world_box = self.scene_box
+        """The dataset's scene box (what a file records); :attr:`scene_box` is the box the grids cover — the same, or
+        with scene contraction the field box, twice the uncontracted region (:meth:`NscModelConfig.inner_box`)."""
+        if cfg.contracted:
+            if not cfg.near_plane < cfg.far_plane:
+                raise ValueError(f"near_plane {cfg.near_plane} must be below far_plane {cfg.far_plane}")
+            self.scene_box = SceneBox(aabb=Contraction.field_aabb(cfg.inner_box(self.world_box.aabb)))
+        self.occupancy = self.new_occupancy_grid()
+        self.renderer_rgb = RGBRenderer(background_color=cfg.background)
         self.rgb_loss = MSELoss()
         self.image_metrics = ImageMetrics()
         self.collider = None
@@ -176,6 +252,18 @@ class NscModel(Model, metaclass=abc.ABCMeta):
         if key in missing_keys:  # a checkpoint from before the flag: not finalized (the buffer keeps its False)
             missing_keys.remove(key)
 
+    def new_occupancy_grid(self) -> OccupancyGrid:
+        """An empty occupancy grid over :attr:`scene_box` at ``occupancy_resolution``, contracted like the model."""
+        cfg = self.config
+        contraction = Contraction(cfg.inner_box(self.world_box.aabb)) if cfg.contracted else None
+        return OccupancyGrid(self.scene_box.aabb.reshape(6), cfg.occupancy_resolution, contraction,
+                             cfg.near_plane, cfg.far_plane).to(self.scene_box.aabb.device)
+
+    def sample_positions(self, origins: Tensor, dirs: Tensor, ray_idx: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
+        """Field-space positions ``[S, 3]`` of packed samples (interval mid-points of rays ``origins, dirs [R, 3]``),
+        contracted when the model contracts space: what every field is evaluated at."""
+        return self.occupancy.to_field(origins[ray_idx] + dirs[ray_idx] * (0.5 * (t0 + t1))[:, None])
+
     # ------------------------------------------------------------------------------- contract: the subclass
     @abc.abstractmethod
     def base_step_size(self) -> float:
@@ -183,7 +271,8 @@ class NscModel(Model, metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def occupancy_density(self, positions: Tensor) -> Tensor:
-        """Density ``[S]`` (1 / world unit) at world ``positions [S, 3]`` that occupancy updates threshold."""
+        """Density ``[S]`` (1 / world unit) at field-space ``positions [S, 3]`` (world positions unless the model
+        contracts space) that occupancy updates threshold."""
 
     @abc.abstractmethod
     def nsc_sections(self) -> List[Section]:
@@ -465,7 +554,7 @@ class NscModel(Model, metaclass=abc.ABCMeta):
     def composite_background(self, comp: Tensor, acc: Tensor) -> Tensor:
         """Blend the composited colour ``[R, 3]`` (accumulation ``acc [R, 1]``) with the background colour.
         A random background is left to the loss while training (as nerfstudio does) and is black at eval."""
-        bg = self.config.background_color
+        bg = self.config.background
         if bg == "random":
             if self.training:
                 return comp
@@ -519,13 +608,13 @@ class NscModel(Model, metaclass=abc.ABCMeta):
         jittered while training), as every nscodec model does.
 
         While gradients are enabled a first pass without gradients drops samples behind transmittance
-        ``config.transmittance_threshold`` (early ray termination) and those failing ``sample_mask`` — samples that
-        leave the render unchanged. Colour is evaluated only where the rendering weight exceeds
+        ``config.transmittance_threshold`` (early ray termination), those of alpha at most ``config.alpha_threshold``
+        and those failing ``sample_mask`` — samples that leave the render (nearly) unchanged. Colour is evaluated only where the rendering weight exceeds
         ``config.weight_threshold``.
 
         Args:
             ray_bundle: nerfstudio ``RayBundle`` of ``R`` rays (origins / unit directions ``[..., 3]``).
-            density_geo: world positions ``[S, 3]`` → (density ``[S]`` in 1 / world unit, per-sample features
+            density_geo: field-space positions ``[S, 3]`` (:meth:`sample_positions`) → (density ``[S]`` in 1 / world unit, per-sample features
                 indexable by a sample index, handed to ``rgb_from_geo``).
             rgb_from_geo: (features of the live samples, their unit directions ``[S', 3]``) → colour ``[S', 3]``.
             density_only: cheaper density-only twin of ``density_geo`` for the first pass (default: ``density_geo``).
@@ -542,13 +631,15 @@ class NscModel(Model, metaclass=abc.ABCMeta):
         jitter = torch.rand(n_rays, device=origins.device) if self.training else None
         ray_idx, t0, t1 = self.occupancy.march(origins, dirs, self.step_size, jitter)
         t_mid = 0.5 * (t0 + t1)
-        pos = origins[ray_idx] + dirs[ray_idx] * t_mid[:, None]
+        pos = self.sample_positions(origins, dirs, ray_idx, t0, t1)
         n_marched = ray_idx.numel()
         if torch.is_grad_enabled():
             with torch.no_grad():
                 sigma = density_only(pos) if density_only is not None else density_geo(pos)[0]
                 _, trans, alphas = render_weight_from_density(t0, t1, sigma, ray_idx, n_rays)
                 mask = trans > cfg.transmittance_threshold
+                if cfg.alpha_threshold:  # None (unresolved) or 0: off
+                    mask &= alphas > cfg.alpha_threshold
                 if sample_mask is not None:
                     mask &= sample_mask(sigma, alphas)
                 keep = mask.nonzero().squeeze(-1)

@@ -53,6 +53,10 @@ class NscPipeline(VanillaPipeline):
     nsc_path: Optional[Path] = None
 
     def __init__(self, config: NscPipelineConfig, *args, **kwargs) -> None:
+        from nscodec.model_base import NscModelConfig
+
+        if isinstance(config.model, NscModelConfig):  # `auto` contraction / background, from the run's dataparser
+            config.model.resolve_for_data(getattr(config.datamanager, "dataparser", None))
         super().__init__(config, *args, **kwargs)
         from nscodec.export import training_meta
         from nscodec.model_base import NscModel
@@ -172,11 +176,14 @@ def nsc_eval_setup(
                else "evaluating needs the images")
         raise NscError(f"{path}: dataset {data!r} not found and {why}; set {DATA_ENV}=/path/to/scene (or pass data=...)")
     if use_cameras:
-        config.pipeline.datamanager = CamerasDataManagerConfig(cameras=model.viewer_cameras, scene_box=model.scene_box,
+        config.pipeline.datamanager = CamerasDataManagerConfig(cameras=model.viewer_cameras, scene_box=model.world_box,
                                                                source=path)
         config.data = None
     else:
+        from nscodec.export import dataparser_from_record
+
         dm = config.pipeline.datamanager
+        dm.dataparser = dataparser_from_record(train, dm.dataparser)
         dm.data = Path(data)
         dm.dataparser.data = Path(data)
         if "camera_res_scale_factor" in train and hasattr(dm, "camera_res_scale_factor"):

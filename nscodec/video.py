@@ -67,7 +67,7 @@ def render_file(path: Path, output: Path, camera_path: Optional[Path] = None, se
     else:
         base = model.viewer_cameras if model.viewer_cameras is not None else pipeline.datamanager.train_dataset.cameras
         view = getattr(model, "viewer_default_view", 0) if model.viewer_cameras is not None else 0
-        cameras = orbit_cameras(base, model.scene_box, frames=max(1, int(round(seconds * fps))), view=view)
+        cameras = orbit_cameras(base, getattr(model, "world_box", model.scene_box), frames=max(1, int(round(seconds * fps))), view=view)
     if video:
         output.parent.mkdir(parents=True, exist_ok=True)
     _render_trajectory_video(pipeline, cameras, output_filename=output, rendered_output_names=["rgb"],

@@ -14,7 +14,7 @@ Conventions used everywhere in :mod:`nscodec.codecnerf`:
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +56,8 @@ def project_points(points: Tensor, c2w: Tensor, fx: Tensor, fy: Tensor, cx: Tens
 
 
 def unproject_features(
-    feats: Tensor, c2w: Tensor, fx: Tensor, fy: Tensor, cx: Tensor, cy: Tensor, width: float, height: float, aabb: Tensor, res: int
+    feats: Tensor, c2w: Tensor, fx: Tensor, fy: Tensor, cx: Tensor, cy: Tensor, width: float, height: float, aabb: Tensor, res: int,
+    to_world: Optional[Callable[[Tensor], Tensor]] = None,
 ) -> Tuple[Tensor, Tensor]:
     """``unproj`` of Eq. 1: bilinear look-up of every view's feature map at each voxel centre's projection.
 
@@ -66,6 +67,8 @@ def unproject_features(
         c2w, fx, fy, cx, cy: cameras as in :func:`project_points`.
         width, height: image size in pixels of the intrinsics.
         aabb: ``[2, 3]`` volume box. res: ``V``.
+        to_world: maps the box's coordinates ``[P, 3]`` to world positions (a contracted scene's inverse
+            contraction); None: the box is in world coordinates.
 
     Returns:
         ``(volumes [N, C, V, V, V], valid [N, 1, V, V, V])`` — ``valid`` is 1 where the voxel centre lies in front
@@ -73,6 +76,8 @@ def unproject_features(
     """
     n, c = feats.shape[:2]
     pts = voxel_centers(aabb, res).reshape(-1, 3)
+    if to_world is not None:
+        pts = to_world(pts)
     u, v, depth = project_points(pts, c2w, fx, fy, cx, cy)
     gx = u / width * 2.0 - 1.0
     gy = v / height * 2.0 - 1.0
@@ -206,12 +211,13 @@ class CodecEncoder(nn.Module):
         self.features = features if features is not None else FeatureCNN(feat_channels)
         self.aggregate = VolumeAggregator(feat_channels, 16, volume_channels)
 
-    def forward(self, images: Tensor, c2w: Tensor, fx: Tensor, fy: Tensor, cx: Tensor, cy: Tensor, aabb: Tensor) -> Tensor:
-        """Args: images ``[N, 3, s, s]`` in [0, 1] with intrinsics in pixels of that ``s × s`` image.
-        Returns planes ``[3, C, V, V]``."""
+    def forward(self, images: Tensor, c2w: Tensor, fx: Tensor, fy: Tensor, cx: Tensor, cy: Tensor, aabb: Tensor,
+                to_world: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
+        """Args: images ``[N, 3, s, s]`` in [0, 1] with intrinsics in pixels of that ``s × s`` image; ``to_world``
+        as :func:`unproject_features`. Returns planes ``[3, C, V, V]``."""
         s_h, s_w = images.shape[-2:]
         feats = self.features(images)
-        vols, valid = unproject_features(feats, c2w, fx, fy, cx, cy, float(s_w), float(s_h), aabb, self.volume_res)
+        vols, valid = unproject_features(feats, c2w, fx, fy, cx, cy, float(s_w), float(s_h), aabb, self.volume_res, to_world)
         return axis_pool(self.aggregate(vols, valid))
 
 

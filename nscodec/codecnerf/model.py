@@ -42,7 +42,7 @@ from nscodec.coding.entropy_models import FactorizedPrior
 from nscodec.coding.errors import NscError, NscFormatError
 from nscodec.coding.sections import load_occupancy_section, load_section_into, occupancy_section
 from nscodec.model_base import NscModel, NscModelConfig
-from nscodec.render import OccupancyGrid
+
 
 
 @dataclass
@@ -76,7 +76,6 @@ class CodecNeRFModelConfig(NscModelConfig):
     occupancy_update_every_late: int = 100
     restrict_to_visible: bool = False
     """Off: the decoder recomputes the occupancy grid from the decoded field alone (no cameras in the file)."""
-    background_color: Literal["white", "black"] = "white"
 
     def nsc_limits(self) -> Dict[str, Tuple[float, float]]:
         return {**super().nsc_limits(), "rank": (1, 64), "lora_rank": (1, 64)}
@@ -165,7 +164,7 @@ class CodecNeRFModel(NscModel):
         a = self.arch
         dev = self.indices.device
         views = prepare_views(images.to(dev), c2w.to(dev), fx.to(dev), fy.to(dev), cx.to(dev), cy.to(dev), width, height, a.enc_image_size)
-        idx = self.net.encode(*views, self.aabb)
+        idx = self.net.encode(*views, self.aabb, self.occupancy.to_world if self.config.contracted else None)
         self.set_indices(idx)
         return idx
 
@@ -344,7 +343,7 @@ class CodecNeRFModel(NscModel):
 
     @torch.no_grad()
     def _fresh_occupancy_matches(self) -> bool:
-        grid = OccupancyGrid(self.scene_box.aabb.reshape(6), self.config.occupancy_resolution).to(self.occupancy.grid_aabb.device)
+        grid = self.new_occupancy_grid()
         was = self.training
         self.eval()
         try:

@@ -110,9 +110,11 @@ class CodecNeRFNet(nn.Module):
             arch.plane_channels * len(arch.plane_resolutions), arch.mlp_hidden, arch.density_hidden, arch.dir_freqs, arch.density_bias
         )
 
-    def encode(self, images: Tensor, c2w: Tensor, fx: Tensor, fy: Tensor, cx: Tensor, cy: Tensor, aabb: Tensor) -> Tensor:
-        """Sender side, one forward pass: views (see :meth:`CodecEncoder.forward`) → VQ indices ``[3, V/2, V/2]``."""
-        planes = self.encoder(images, c2w, fx, fy, cx, cy, aabb)
+    def encode(self, images: Tensor, c2w: Tensor, fx: Tensor, fy: Tensor, cx: Tensor, cy: Tensor, aabb: Tensor,
+               to_world=None) -> Tensor:
+        """Sender side, one forward pass: views (see :meth:`CodecEncoder.forward`, also for ``to_world``) → VQ
+        indices ``[3, V/2, V/2]``."""
+        planes = self.encoder(images, c2w, fx, fy, cx, cy, aabb, to_world)
         return self.compressor.vq.nearest(self.compressor.encode(planes))
 
     def decode(self, indices: Tensor) -> List[Tensor]:

@@ -8,6 +8,7 @@ Volume rendering follows Max 1995 / Mildenhall et al. 2020 Eq. 3: ``alpha_i = 1 
 
 from __future__ import annotations
 
+import math
 from typing import Tuple
 
 import torch
@@ -235,3 +236,73 @@ def march_rays(
     ray_idx, t_mid = ray_of_seg[s_loc], t_mid[s_loc, k_loc]
     half = 0.5 * step_size
     return ray_idx, t_mid - half, t_mid + half
+
+
+def march_rays_contracted(
+    origins: Tensor,
+    directions: Tensor,
+    occupancy: Tensor,
+    grid_aabb: Tensor,
+    contraction,
+    step_size: float,
+    near: float,
+    far: float,
+    jitter: Tensor | None = None,
+    max_samples: int = 1 << 25,
+    chunk_elements: int = 1 << 21,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Marching through an occupancy grid that covers contracted space (:mod:`nscodec.render.contraction`).
+
+    Sample ``k`` of every ray sits at spacing coordinate ``s_k = s(near) + (k + jitter_r) * step_size / h``
+    (``s`` = :meth:`~nscodec.render.contraction.Contraction.s_of_t`, ``h`` its ray scale) and spans world
+    distances ``[t(s_k - δ/2), t(s_k + δ/2)]`` (``δ = step_size / h``): ``step_size`` world units near the camera,
+    growing with the square of the distance beyond ``h``. A sample is kept when the field-space position of its
+    interval's midpoint lies in an occupied cell. Rays run from ``near`` to ``far`` (no box test: contracted space
+    has no outside).
+
+    Args:
+        origins, directions: ``[R, 3]`` world rays; directions unit length.
+        occupancy: ``[G, G, G]`` bool grid over ``grid_aabb [6]`` (the field box, field-space coordinates).
+        contraction: the :class:`~nscodec.render.contraction.Contraction` of the grid.
+        step_size: sample spacing in field-space units (world units inside the scene box).
+        near, far: ray interval (world units, ``0 <= near < far``).
+        jitter: ``[R]`` offsets in [0, 1) while training, None for mid-points.
+        max_samples: raises ``RuntimeError`` if the candidate count would exceed it.
+
+    Returns:
+        ``ray_indices [S]`` (sorted by ray, then depth), ``t_starts [S]``, ``t_ends [S]`` (world distances).
+    """
+    device = origins.device
+    n_rays = origins.shape[0]
+    h = contraction.ray_scale
+    delta = step_size / h
+    s0, s1 = float(contraction.s_of_t(near)), float(contraction.s_of_t(far))
+    k_max = max(int(math.ceil((s1 - s0) / delta)), 0)
+    if n_rays * k_max > max_samples:
+        raise RuntimeError(f"march_rays_contracted: {n_rays * k_max} candidate samples exceed max_samples={max_samples}")
+    empty = torch.empty(0, device=device)
+    if n_rays == 0 or k_max == 0:
+        return torch.empty(0, dtype=torch.long, device=device), empty, empty
+    res = occupancy.shape[0]
+    occ_flat = occupancy.reshape(-1)
+    lo = grid_aabb[:3]
+    scale = res / (grid_aabb[3:] - grid_aabb[:3])
+    ks = torch.arange(k_max, device=device, dtype=origins.dtype)
+    rays_per_chunk = max(1, chunk_elements // k_max)
+    out_r, out_t0, out_t1 = [], [], []
+    for c in range(0, n_rays, rays_per_chunk):
+        rays = torch.arange(c, min(c + rays_per_chunk, n_rays), device=device)
+        off = 0.5 if jitter is None else jitter[rays, None]
+        s = (s0 + (ks[None, :] + off) * delta).expand(rays.numel(), k_max)  # [r, K]
+        valid = s < s1
+        t_lo = contraction.t_of_s((s - 0.5 * delta).clamp_min(s0))
+        t_hi = contraction.t_of_s((s + 0.5 * delta).clamp_max(s1))
+        t_mid = 0.5 * (t_lo + t_hi)
+        pos = contraction(origins[rays, None, :] + directions[rays, None, :] * t_mid[..., None])
+        cell = ((pos - lo) * scale).int().clamp(0, res - 1)
+        keep = valid & occ_flat[(cell[..., 0] * res + cell[..., 1]) * res + cell[..., 2]]
+        r_loc, k_loc = keep.nonzero(as_tuple=True)
+        out_r.append(rays[r_loc])
+        out_t0.append(t_lo[r_loc, k_loc])
+        out_t1.append(t_hi[r_loc, k_loc])
+    return torch.cat(out_r), torch.cat(out_t0), torch.cat(out_t1)

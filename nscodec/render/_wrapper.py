@@ -15,7 +15,14 @@ import torch
 from torch import Tensor
 
 from nscodec.render import _torch_impl
-from nscodec.render._torch_impl import coarse_occupancy, march_rays, march_rays_dense, ray_aabb_intersect  # noqa: F401
+from nscodec.render._torch_impl import (  # noqa: F401
+    coarse_occupancy,
+    march_rays,
+    march_rays_contracted,
+    march_rays_dense,
+    ray_aabb_intersect,
+)
+from nscodec.render.contraction import Contraction
 
 
 @functools.lru_cache(maxsize=1)
@@ -63,11 +70,18 @@ class OccupancyGrid(torch.nn.Module):
     Buffers (saved in checkpoints): ``occupied [G, G, G]`` bool over ``grid_aabb [6]``, and ``bbox [6]`` — the
     tight box around occupied cells, which rays are marched in. Before the first :meth:`update` every cell is
     occupied. :meth:`update` evaluates ``alpha = 1 - exp(-sigma * step)`` at cell centres and corners.
+
+    With a ``contraction`` (unbounded captures, :mod:`nscodec.render.contraction`) the grid covers field space —
+    ``aabb`` is then the field box — and rays are marched from ``near`` to ``far`` with distance-growing steps
+    (:func:`~nscodec.render._torch_impl.march_rays_contracted`); :meth:`to_field` maps sample positions into it.
     """
 
-    def __init__(self, aabb: Tensor, resolution: int = 128) -> None:
+    def __init__(self, aabb: Tensor, resolution: int = 128, contraction: Contraction | None = None,
+                 near: float = 0.05, far: float = 1000.0) -> None:
         super().__init__()
         self.resolution = resolution
+        self.contraction = contraction
+        self.near, self.far = float(near), float(far)
         self.register_buffer("grid_aabb", aabb.detach().clone().float().reshape(6))
         self.register_buffer("occupied", torch.ones((resolution,) * 3, dtype=torch.bool))
         self.register_buffer("bbox", aabb.detach().clone().float().reshape(6))
@@ -113,14 +127,19 @@ class OccupancyGrid(torch.nn.Module):
         """
         g = self.resolution
 
+        def world_step(pts: Tensor) -> Tensor | float:  # contracted space: a cell's world length grows outward
+            return step_size if self.contraction is None else step_size * self.contraction.world_step_factor(pts)
+
         def alpha_grid(pts: Tensor, n: int) -> Tensor:
             sigma = torch.cat([density_fn(pts[i : i + chunk]).reshape(-1) for i in range(0, pts.shape[0], chunk)])
-            return (1.0 - torch.exp(-sigma * step_size)).reshape(n, n, n)
+            return (1.0 - torch.exp(-sigma * world_step(pts))).reshape(n, n, n)
 
         if lattice_density_fn is not None:
             cell = (self.grid_aabb[3:] - self.grid_aabb[:3]) / g
             axes = self.grid_aabb[:3, None] + torch.arange(g + 1, device=cell.device, dtype=torch.float32)[None] * cell[:, None]
-            corners = 1.0 - torch.exp(-lattice_density_fn(axes).reshape(g + 1, g + 1, g + 1) * step_size)
+            sigma = lattice_density_fn(axes).reshape(-1)
+            step = world_step(self._lattice(g + 1, 0.0)) if self.contraction is not None else step_size
+            corners = (1.0 - torch.exp(-sigma * step)).reshape(g + 1, g + 1, g + 1)
         else:
             corners = alpha_grid(self._lattice(g + 1, 0.0), g + 1)
         occ = torch.nn.functional.max_pool3d(corners[None, None], kernel_size=2, stride=1)[0, 0] > threshold
@@ -159,7 +178,7 @@ class OccupancyGrid(torch.nn.Module):
             The visible fraction of the grid.
         """
         g = self.resolution
-        pts = self._lattice(g + 1, 0.0)  # corners
+        pts = self.to_world(self._lattice(g + 1, 0.0))  # corners
         seen = torch.zeros(pts.shape[0], dtype=torch.bool, device=pts.device)
         flat = lambda t: t.reshape(-1).to(pts)  # noqa: E731
         fx, fy, cx, cy, w, h = map(flat, (fx, fy, cx, cy, width, height))
@@ -176,8 +195,21 @@ class OccupancyGrid(torch.nn.Module):
         self.occupied &= self.visible
         return float(self.visible.float().mean())
 
+    def to_field(self, positions: Tensor) -> Tensor:
+        """World positions ``[..., 3]`` → the grid's (and the fields') coordinates: contracted when the grid has a
+        contraction, else unchanged."""
+        return positions if self.contraction is None else self.contraction(positions)
+
+    def to_world(self, positions: Tensor) -> Tensor:
+        """Inverse of :meth:`to_field` (``[..., 3]``)."""
+        return positions if self.contraction is None else self.contraction.inverse(positions)
+
     def march(self, origins: Tensor, directions: Tensor, step_size: float, jitter: Tensor | None = None):
-        """Samples in occupied space; see :func:`nscodec.render._torch_impl.march_rays`."""
+        """Samples in occupied space; see :func:`nscodec.render._torch_impl.march_rays` (bounded) and
+        :func:`~nscodec.render._torch_impl.march_rays_contracted` (with a contraction)."""
+        if self.contraction is not None:
+            return march_rays_contracted(origins, directions, self.occupied, self.grid_aabb, self.contraction, step_size,
+                                         self.near, self.far, jitter)
         key = (self.occupied.data_ptr(), int(self.num_updates), self.occupied.device)
         if self._coarse is None or self._coarse[0] != key:
             self._coarse = (key, coarse_occupancy(self.occupied, self.coarse_factor))

@@ -41,7 +41,7 @@ import shutil
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -745,6 +745,41 @@ def _is_nonempty_dir(p: Path) -> bool:
     return p.is_dir() and any(p.iterdir())
 
 
+def write_atomically(out: Path, overwrite: bool, build: Callable[[Path], None]) -> None:
+    """Run ``build(tmp)`` on a hidden temporary sibling of ``out`` and rename it into place only when complete, so a
+    failure never leaves a partial dataset behind (the temporary directory is removed on any error).
+
+    Raises:
+        FileExistsError: ``out`` is a file, or a non-empty directory and ``overwrite`` is False (checked before and
+            after building).
+    """
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a directory")
+    if _is_nonempty_dir(out) and not overwrite:
+        raise FileExistsError(f"refusing to write scene into non-empty directory {out}; pass overwrite=True to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()  # (unlike tempfile.mkdtemp this honours the umask, so the final dir is not 0700)
+    try:
+        build(tmp)
+        if out.exists():
+            if _is_nonempty_dir(out) and not overwrite:  # appeared while we were rendering
+                raise FileExistsError(f"{out} became non-empty during generation; not overwriting")
+            trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            out.rename(trash)
+            try:
+                tmp.rename(out)
+            except BaseException:
+                trash.rename(out)
+                raise
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def generate_blender_scene(
     out_dir: Union[str, os.PathLike],
     spec: Optional[SceneSpec] = None,
@@ -804,15 +839,8 @@ def generate_blender_scene(
         raise ValueError(f"every split needs at least one view, got {counts}")
     if camera_radius <= spec.bounding_radius() + 0.1:
         raise ValueError(f"camera_radius {camera_radius} is inside/too close to the scene (radius {spec.bounding_radius():.3f})")
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a directory")
-    if _is_nonempty_dir(out) and not overwrite:
-        raise FileExistsError(f"refusing to write scene into non-empty directory {out}; pass overwrite=True to replace it")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()  # (unlike tempfile.mkdtemp this honours the umask, so the final dir is not 0700)
-    try:
+    def build(tmp: Path) -> None:
         for si, split in enumerate(_SPLITS):
             poses = camera_poses(counts[split], radius=camera_radius, seed=_split_seed(seed, si),
                                  elevation_range_deg=elevation_range_deg)
@@ -844,23 +872,7 @@ def generate_blender_scene(
         }
         (tmp / "scene.json").write_text(json.dumps(info, indent=2) + "\n")
 
-        # swap into place
-        if out.exists():
-            if _is_nonempty_dir(out) and not overwrite:  # appeared while we were rendering
-                raise FileExistsError(f"{out} became non-empty during generation; not overwriting")
-            trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(trash)
-            try:
-                tmp.rename(out)
-            except BaseException:
-                trash.rename(out)
-                raise
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    write_atomically(out, overwrite, build)
     return out
 
 

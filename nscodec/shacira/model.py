@@ -110,7 +110,8 @@ class ShaciraModelConfig(NscModelConfig):
 
     def nsc_derived_limits(self) -> List[Tuple[str, float, float]]:
         rows = self.num_levels * (1 << self.log2_hashmap_size)  # upper bound of ΣT_l
-        return [("hash-table rows × features (num_levels · 2^log2_hashmap_size · max(F, D))",
+        return [*super().nsc_derived_limits(),
+                ("hash-table rows × features (num_levels · 2^log2_hashmap_size · max(F, D))",
                  rows * max(self.features_per_level, self.latent_dim), 1 << 27)]
 
 

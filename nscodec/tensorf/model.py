@@ -151,12 +151,12 @@ class NscTensoRFModel(NscModel):
 
     @torch.no_grad()
     def render_samples(self, ray_bundle: RayBundle) -> Tuple[Tensor, Tensor]:
-        """Packed samples of ``ray_bundle`` (mid-points, no jitter): world positions ``[S, 3]`` and their
+        """Packed samples of ``ray_bundle`` (mid-points, no jitter): field-space positions ``[S, 3]`` and their
         volume-rendering weights ``[S]`` (used e.g. for ECTensoRF's importance maps)."""
         origins = ray_bundle.origins.reshape(-1, 3)
         dirs = ray_bundle.directions.reshape(-1, 3)
         ray_idx, t0, t1 = self.occupancy.march(origins, dirs, self.step_size, None)
-        pos = origins[ray_idx] + dirs[ray_idx] * (0.5 * (t0 + t1))[:, None]
+        pos = self.sample_positions(origins, dirs, ray_idx, t0, t1)
         weights, _, _ = render_weight_from_density(t0, t1, self.field.density_at(pos), ray_idx, origins.shape[0])
         return pos, weights
 

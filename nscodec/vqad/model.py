@@ -93,7 +93,8 @@ class VQADModelConfig(NscModelConfig):
     def nsc_derived_limits(self) -> List[Tuple[str, float, float]]:
         verts = sum((r + 1) ** 3 for r in self.resolutions())
         per_vertex = {"vq": 1 << self.bits, "float": self.feature_dim, "hash": 0}.get(self.grid_mode, 1)
-        return [("finest level resolution (base_resolution · 2^(num_levels-1))", self.resolutions()[-1], 512),
+        return [*super().nsc_derived_limits(),
+                ("finest level resolution (base_resolution · 2^(num_levels-1))", self.resolutions()[-1], 512),
                 ("grid vertices × values per vertex", verts * per_vertex, 1 << 28)]
 
 

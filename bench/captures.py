@@ -1,0 +1,209 @@
+"""Real captures: every nscodec method on fox (a phone capture, instant-ngp format) against nerfstudio's ``nerfacto``,
+and the train throughput on fox side by side with lego, in one run (CPU).
+
+Each point trains in its own process, one after the other. Our methods train their registered preset (or ``--steps``)
+on fox through nerfstudio's ``instant-ngp-data`` parser (scene contraction and a random background are what
+``auto`` resolves to there), write the ``.nsc``, and the file is decoded and evaluated in a fresh process
+(``nscodec eval``: the dataparser and eval split the file records; all of fox's held-out views). ``nerfacto`` then
+trains for as long as the longest of our runs (equal CPU wall time) and is evaluated on the same views; its bytes
+are those of its checkpoint file (the model's fp32 state, as nerfstudio saves it) and of its parameters.
+``--lego`` adds ectensorf and shacira on lego 200² at the same steps, so the two scenes' rays/s are measured in the
+same run. LPIPS is stubbed for nerfacto (it would download AlexNet); ours never build it.
+
+    python bench/captures.py --lego                       # ~1 h on 2 cores
+    python bench/captures.py --methods ectensorf --steps 300 --no-nerfacto   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, git_commit, record, update_doc_section  # noqa: E402
+
+FOX = ROOT.parent / "shared/data/nerfstudio/fox"
+LEGO = ROOT.parent / "shared/data/blender/lego"
+OURS = ("ectensorf", "shacira", "vqad", "codecnerf")
+
+
+class _Stop(Exception):
+    pass
+
+
+def child(args: argparse.Namespace) -> None:
+    """One training run in this process; prints one ``RESULT`` JSON line."""
+    import copy
+    import resource
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import torchmetrics.image.lpip as lpip_mod
+    from timed_train import _NoLPIPS
+
+    lpip_mod.LearnedPerceptualImagePatchSimilarity = _NoLPIPS  # nerfacto only; ours never build LPIPS
+    from nerfstudio.configs.dataparser_configs import all_dataparsers
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
+    from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+
+    from nscodec._cpp import preload_kernels
+    from nscodec.data import NscDataManagerConfig
+    from nscodec.evaluate import evaluate_model
+    from nscodec.export import training_meta
+    from nscodec.io import export_model
+    from nscodec.model_base import NscModel
+
+    preload_kernels()  # a fresh machine compiles them once: not training time
+    cfg = copy.deepcopy(all_methods[args.child])
+    cfg.machine.device_type = "cpu"
+    dm = cfg.pipeline.datamanager
+    if type(dm) not in (VanillaDataManagerConfig, NscDataManagerConfig):  # nerfacto: a multi-process datamanager
+        dm = VanillaDataManagerConfig(train_num_rays_per_batch=dm.train_num_rays_per_batch,
+                                      eval_num_rays_per_batch=dm.eval_num_rays_per_batch)
+        cfg.pipeline.datamanager = dm
+    data = Path(args.data)
+    dm.dataparser = copy.deepcopy(all_dataparsers[args.dataparser])
+    dm.data = dm.dataparser.data = cfg.data = data
+    dm.camera_res_scale_factor = args.scale
+    rays = dm.train_num_rays_per_batch
+    steps = args.steps or cfg.max_num_iterations
+    work = ROOT / "bench/runs/captures" / f"{data.name}-{args.child}"
+    cfg.output_dir, cfg.experiment_name, cfg.timestamp = work, args.child, "run"
+    cfg.vis = "tensorboard"
+    cfg.max_num_iterations = steps if not args.seconds else 10**7
+    cfg.steps_per_eval_image = cfg.steps_per_eval_batch = cfg.steps_per_eval_all_images = 10**8
+    cfg.steps_per_save = 10**8
+    cfg.logging.local_writer.enable = False
+    cfg.save_config()
+    from nerfstudio.scripts.train import _set_random_seed
+
+    _set_random_seed(cfg.machine.seed)
+    trainer = cfg.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    state = {"start": None, "steps": 0}
+
+    def clock(step: int) -> None:
+        if state["start"] is None:
+            state["start"] = time.perf_counter()
+        state["steps"] = step + 1
+        if args.seconds and time.perf_counter() - state["start"] >= args.seconds:
+            raise _Stop
+
+    trainer.callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], clock, update_every_num_iters=1))
+    t0 = time.perf_counter()
+    try:
+        trainer.train()
+    except _Stop:
+        pass
+    seconds = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    model = trainer.pipeline.model
+    ds = trainer.pipeline.datamanager.train_dataset
+    views, h, w = len(ds), int(ds.cameras.height[0]), int(ds.cameras.width[0])
+    out = {"steps": state["steps"], "rays_per_batch": rays, "train_seconds": round(seconds, 1),
+           "rays_per_second": round(state["steps"] * rays / seconds, 1),
+           "epochs": round(state["steps"] * rays / (views * h * w), 3), "train_views": views,
+           "resolution": f"{w}x{h}", "peak_rss_mb": round(rss, 1)}
+    if isinstance(model, NscModel):
+        path = work / f"{args.child}.nsc"
+        export_model(model, path, meta=training_meta(trainer.pipeline.config), overwrite=True)
+        out["nsc"] = str(path)
+        out["scene_contraction"], out["background_color"] = model.config.scene_contraction, model.config.background_color
+    else:
+        trainer.save_checkpoint(state["steps"])
+        ckpt = max((work / args.child / "run" / "nerfstudio_models").glob("*.ckpt"))
+        out["bytes"] = ckpt.stat().st_size
+        out["bytes_what"] = "nerfstudio checkpoint file (model, optimizers, schedulers)"
+        out["fp32_parameter_bytes"] = sum(p.numel() * 4 for p in model.parameters())
+        ev = evaluate_model(model, data, "test", args.scale, dataparser=dm.dataparser, progress=False)
+        out.update(psnr=ev["psnr"], ssim=ev["ssim"], test_views=ev["num_views"])
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def run_point(method: str, data: Path, dataparser: str, scale: float, steps: int, seconds: float, threads: int,
+              evaluate: bool = True) -> dict:
+    """Train one point in a child process, then (ours, with ``evaluate``) decode and evaluate its file in another
+    fresh process."""
+    cmd = [sys.executable, __file__, "--child", method, "--data", str(data), "--dataparser", dataparser,
+           "--scale", str(scale), "--steps", str(steps), "--seconds", str(seconds), "--threads", str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        return {"method": method, "scene": data.name, "status": "failed", "error": (proc.stderr or proc.stdout)[-2000:]}
+    res = {"method": method, "scene": data.name, "status": "ok", **json.loads(line[len("RESULT "):])}
+    nsc = res.pop("nsc", None)
+    if nsc is not None and evaluate:
+        ev = subprocess.run([str(Path(sys.executable).parent / "nscodec"), "eval", nsc, "--split", "test"],
+                            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        if ev.returncode != 0:
+            return {**res, "status": "failed", "error": ev.stderr[-2000:]}
+        e = json.loads(ev.stdout[ev.stdout.index("{"):])
+        res.update(psnr=e["psnr"], ssim=e["ssim"], bytes=e["bytes"], decode_seconds=round(e["decode_seconds"], 3),
+                   test_views=e["num_views"], bytes_what=".nsc file on disk")
+    return res
+
+
+def markdown(rows: list, command: str, commit: str) -> str:
+    lines = [f"`{command}` (git {commit}); CPU, 2 cores; one seed. Fox: 135×240 (scale 0.125), nerfstudio's "
+             "instant-ngp-data split (fraction 0.9); lego: 200² (scale 0.25), Blender split.", "",
+             "| scene | method | steps × rays | epochs | train s | rays/s | test PSNR | SSIM | bytes | what the bytes are |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        if r.get("status") != "ok":
+            lines.append(f"| {r['scene']} | {r['method']} | failed: {r.get('error', '')[-120:]!r} | | | | | | | |")
+            continue
+        psnr = f"{r['psnr']:.2f}" if "psnr" in r else "—"
+        ssim = f"{r['ssim']:.3f}" if "ssim" in r else "—"
+        size = f"{r['bytes']:,}" if "bytes" in r else "—"
+        lines.append(f"| {r['scene']} | {r['method']} | {r['steps']:,} × {r['rays_per_batch']:,} | {r['epochs']} | "
+                     f"{r['train_seconds']:,.0f} | {r['rays_per_second']:,.0f} | {psnr} | {ssim} | {size} | "
+                     f"{r.get('bytes_what', 'not evaluated (throughput point)')} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--data", default=str(FOX))
+    ap.add_argument("--dataparser", default="instant-ngp-data")
+    ap.add_argument("--scale", type=float, default=0.125)
+    ap.add_argument("--methods", default=",".join(OURS))
+    ap.add_argument("--steps", type=int, default=0, help="0: each preset's")
+    ap.add_argument("--seconds", type=float, default=0.0, help=argparse.SUPPRESS)
+    ap.add_argument("--no-nerfacto", action="store_true")
+    ap.add_argument("--lego", action="store_true", help="ectensorf and shacira on lego 200² too, at the same steps")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--name", default="captures")
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+    command = "python bench/captures.py " + " ".join(sys.argv[1:])
+    commit = git_commit()
+    rows = []
+    for m in [m for m in args.methods.split(",") if m]:
+        rows.append(run_point(m, Path(args.data), args.dataparser, args.scale, args.steps, 0.0, args.threads))
+        print(json.dumps(rows[-1]), flush=True)
+    if not args.no_nerfacto:
+        budget = max((r["train_seconds"] for r in rows if r.get("status") == "ok"), default=600.0)
+        rows.append(run_point("nerfacto", Path(args.data), args.dataparser, args.scale, 0, budget, args.threads))
+        print(json.dumps(rows[-1]), flush=True)
+    if args.lego:
+        for m in ("ectensorf", "shacira"):
+            if m in args.methods.split(","):
+                rows.append(run_point(m, LEGO, "blender-data", 0.25, args.steps, 0.0, args.threads, evaluate=False))
+                print(json.dumps(rows[-1]), flush=True)
+    for r in rows:
+        r["git_commit"] = commit
+    record(args.name, rows, command)
+    update_doc_section(args.name, markdown(rows, command, commit))
+
+
+if __name__ == "__main__":
+    main()
