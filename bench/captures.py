@@ -181,10 +181,13 @@ def main() -> None:
     ap.add_argument("--lego", action="store_true", help="ectensorf and shacira on lego 200² too, at the same steps")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="captures")
+    ap.add_argument("--codec", default=str(ROOT / "bench/runs/lego_points/codec.cnm"),
+                    help="codecnerf's pretrained codec model (bench/codecnerf_table1.py --pretrain-only makes one)")
     args = ap.parse_args()
     if args.child:
         return child(args)
     command = "python bench/captures.py " + " ".join(sys.argv[1:])
+    os.environ.setdefault("NSCODEC_CODECNERF_MODEL", args.codec)  # inherited by every point
     commit = git_commit()
     rows = []
     for m in [m for m in args.methods.split(",") if m]:
