@@ -10,7 +10,7 @@ are those of its checkpoint file (the model's fp32 state, as nerfstudio saves it
 ``--lego`` adds ectensorf and shacira on lego 200² at the same steps, so the two scenes' rays/s are measured in the
 same run. LPIPS is stubbed for nerfacto (it would download AlexNet); ours never build it.
 
-    python bench/captures.py --lego                       # ~1 h on 2 cores
+    python bench/captures.py --lego                       # ~1 h on 2 cores (--budget short)
     python bench/captures.py --methods ectensorf --steps 300 --no-nerfacto   # a quick look
 """
 
@@ -30,6 +30,25 @@ from common import ROOT, git_commit, record, update_doc_section  # noqa: E402
 FOX = ROOT.parent / "shared/data/nerfstudio/fox"
 LEGO = ROOT.parent / "shared/data/blender/lego"
 OURS = ("ectensorf", "shacira", "vqad", "codecnerf")
+
+
+def short_config(method: str):
+    """The ``--budget short`` trainer config of ``method``: its preset's code path at about half the steps (a whole
+    run of every method plus nerfacto fits about an hour on 2 cores), built with the preset's own config function so
+    the learning-rate schedules end at the last step. None: the registered preset as it is."""
+    if method == "ectensorf":
+        from nscodec_configs.method_configs import ectensorf_trainer_config
+
+        return ectensorf_trainer_config(stage1_steps=600, stage2_steps=300, upsampling_iters=(120, 240, 360, 480))
+    if method == "shacira":
+        from nscodec_configs.shacira import shacira_trainer_config
+
+        return shacira_trainer_config(max_steps=600, anneal_fraction=0.0)
+    if method == "codecnerf":
+        from nscodec_configs.codecnerf import codecnerf_trainer_config
+
+        return codecnerf_trainer_config(max_steps=1000)
+    return None  # vqad (800 steps × 2,048 rays) and nerfacto: as registered
 
 
 class _Stop(Exception):
@@ -61,7 +80,7 @@ def child(args: argparse.Namespace) -> None:
     from nscodec.model_base import NscModel
 
     preload_kernels()  # a fresh machine compiles them once: not training time
-    cfg = copy.deepcopy(all_methods[args.child])
+    cfg = (short_config(args.child) if args.budget == "short" else None) or copy.deepcopy(all_methods[args.child])
     cfg.machine.device_type = "cpu"
     dm = cfg.pipeline.datamanager
     if type(dm) not in (VanillaDataManagerConfig, NscDataManagerConfig):  # nerfacto: a multi-process datamanager
@@ -118,7 +137,7 @@ def child(args: argparse.Namespace) -> None:
         out["scene_contraction"], out["background_color"] = model.config.scene_contraction, model.config.background_color
     else:
         trainer.save_checkpoint(state["steps"])
-        ckpt = max((work / args.child / "run" / "nerfstudio_models").glob("*.ckpt"))
+        ckpt = max(cfg.get_checkpoint_dir().glob("*.ckpt"))
         out["bytes"] = ckpt.stat().st_size
         out["bytes_what"] = "nerfstudio checkpoint file (model, optimizers, schedulers)"
         out["fp32_parameter_bytes"] = sum(p.numel() * 4 for p in model.parameters())
@@ -128,11 +147,12 @@ def child(args: argparse.Namespace) -> None:
 
 
 def run_point(method: str, data: Path, dataparser: str, scale: float, steps: int, seconds: float, threads: int,
-              evaluate: bool = True) -> dict:
+              budget: str, evaluate: bool = True) -> dict:
     """Train one point in a child process, then (ours, with ``evaluate``) decode and evaluate its file in another
     fresh process."""
     cmd = [sys.executable, __file__, "--child", method, "--data", str(data), "--dataparser", dataparser,
-           "--scale", str(scale), "--steps", str(steps), "--seconds", str(seconds), "--threads", str(threads)]
+           "--scale", str(scale), "--steps", str(steps), "--seconds", str(seconds), "--threads", str(threads),
+           "--budget", budget]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:
@@ -175,7 +195,9 @@ def main() -> None:
     ap.add_argument("--dataparser", default="instant-ngp-data")
     ap.add_argument("--scale", type=float, default=0.125)
     ap.add_argument("--methods", default=",".join(OURS))
-    ap.add_argument("--steps", type=int, default=0, help="0: each preset's")
+    ap.add_argument("--steps", type=int, default=0, help="0: each method's (see --budget)")
+    ap.add_argument("--budget", choices=("short", "preset"), default="short",
+                    help="short: about half of each preset's steps (short_config); preset: the registered presets")
     ap.add_argument("--seconds", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--no-nerfacto", action="store_true")
     ap.add_argument("--lego", action="store_true", help="ectensorf and shacira on lego 200² too, at the same steps")
@@ -191,16 +213,18 @@ def main() -> None:
     commit = git_commit()
     rows = []
     for m in [m for m in args.methods.split(",") if m]:
-        rows.append(run_point(m, Path(args.data), args.dataparser, args.scale, args.steps, 0.0, args.threads))
+        rows.append(run_point(m, Path(args.data), args.dataparser, args.scale, args.steps, 0.0, args.threads,
+                              args.budget))
         print(json.dumps(rows[-1]), flush=True)
     if not args.no_nerfacto:
         budget = max((r["train_seconds"] for r in rows if r.get("status") == "ok"), default=600.0)
-        rows.append(run_point("nerfacto", Path(args.data), args.dataparser, args.scale, 0, budget, args.threads))
+        rows.append(run_point("nerfacto", Path(args.data), args.dataparser, args.scale, 0, budget, args.threads, args.budget))
         print(json.dumps(rows[-1]), flush=True)
     if args.lego:
         for m in ("ectensorf", "shacira"):
             if m in args.methods.split(","):
-                rows.append(run_point(m, LEGO, "blender-data", 0.25, args.steps, 0.0, args.threads, evaluate=False))
+                rows.append(run_point(m, LEGO, "blender-data", 0.25, args.steps, 0.0, args.threads, args.budget,
+                                      evaluate=False))
                 print(json.dumps(rows[-1]), flush=True)
     for r in rows:
         r["git_commit"] = commit
