@@ -408,6 +408,13 @@ BAD_FILES = {
     "viewer default view out of range": _edit(_meta_everywhere("default_view", 10**6)),
     "viewer image sizes of the wrong count": _edit(_meta_everywhere("width", [48, 48])),
     "viewer cameras as float16": _edit(lambda h: _section(h, lambda s: s["name"] == "viewer.cameras").update(dtype="float16", shape=[1, 16])),
+    # --- scene contraction (captures)
+    "scene contraction of an unknown kind": _edit(lambda h: h["config"]["model"].update(scene_contraction="maybe")),
+    "near plane beyond the far plane": _edit(lambda h: h["config"]["model"].update(scene_contraction="on", near_plane=10.0,
+                                                                                 far_plane=1.0)),
+    "far plane 1e300": _edit(lambda h: h["config"]["model"].update(scene_contraction="on", far_plane=1e300)),
+    "negative contraction radius": _edit(lambda h: h["config"]["model"].update(scene_contraction="on",
+                                                                              contraction_inner_radius=-1.0)),
 }
 
 
