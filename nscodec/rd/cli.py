@@ -50,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("local", "ray"), default="local")
     p.add_argument("--address", default=None, help="Ray cluster address (auto, ray://HOST:10001; default: a local Ray)")
     p.add_argument("--dry-run", action="store_true", help="list the points and their ns-train commands, run nothing")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite NAME.png / NAME.md (and the --doc section) from --results/NAME.json, run nothing")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
 
 
@@ -103,6 +105,21 @@ def rd_command(args: argparse.Namespace) -> int:
     from nscodec.rd.runner import run_sweep
     from nscodec.rd.results import ns_train_flags
 
+    if args.report_only:
+        import json
+
+        from nscodec.rd.runner import write_outputs
+        from nscodec.rd.spec import SpecError
+
+        results = args.results or args.workdir or Path("outputs/rd") / args.name
+        path = results / f"{args.name}.json"
+        if not path.is_file():
+            raise SpecError(f"--report-only: no results file {path}")
+        saved = json.loads(path.read_text())
+        out = write_outputs(saved["rows"], results, args.name, saved["command"], doc=args.doc, doc_section=args.name,
+                            commit=saved.get("git_commit"))
+        print(", ".join(str(p) for p in out.values()))
+        return 0
     sweep = build_from_args(args)
     if args.dry_run:
         for p in sweep.points:

@@ -322,9 +322,10 @@ def markdown_table(rows: Sequence[Dict[str, Any]], command: str = "", commit: st
 
 
 def write_outputs(rows: Sequence[Dict[str, Any]], results: Path, name: str, command: str, doc: Optional[Path] = None,
-                  doc_section: Optional[str] = None) -> Dict[str, Path]:
+                  doc_section: Optional[str] = None, commit: Optional[str] = None) -> Dict[str, Path]:
     """Write ``<name>.md`` (table) and ``<name>.png`` (RD plot; skipped with a message when matplotlib is missing)
-    under ``results``; with ``doc``, also the ``doc_section`` (default ``name``) block of that Markdown file.
+    under ``results``; with ``doc``, also the ``doc_section`` (default ``name``) block of that Markdown file: a heading,
+    the table and the plot. ``commit``: the git commit to print (default: the current checkout's).
 
     Returns:
         ``{"table": path, "plot": path}`` (``plot`` absent when not written).
@@ -333,12 +334,17 @@ def write_outputs(rows: Sequence[Dict[str, Any]], results: Path, name: str, comm
 
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
-    commit = git_commit()
+    commit = git_commit() if commit is None else commit
     table = markdown_table(rows, command, commit)
+    ok = [r for r in rows if r.get("status") == "ok"]
+    scenes = sorted({r["scene"] for r in rows})
+    res = sorted({r["resolution"] for r in ok})
+    views = sorted({str(r["test_views"]) for r in ok})
+    heading = (f"`nscodec rd` sweep {name}: {', '.join(scenes)}" + (f", {'/'.join(res)}" if res else "")
+               + (f", {'/'.join(views)} test views" if views else "") + f"; {len(ok)}/{len(rows)} points ok")
     out = {"table": results / f"{name}.md"}
-    out["table"].write_text(f"# nscodec rd: {name}\n\n" + table)
+    out["table"].write_text(f"# {heading}\n\n" + table)
     try:
-        scenes = sorted({r["scene"] for r in rows})
         out["plot"] = plot_series(series_from_rows(r for r in rows if r.get("status") == "ok"), results / f"{name}.png",
                                   f"{name}: {', '.join(scenes)}")
     except ImportError:
@@ -346,5 +352,11 @@ def write_outputs(rows: Sequence[Dict[str, Any]], results: Path, name: str, comm
     if doc is not None:
         from nscodec.rd.results import update_markdown_section
 
-        update_markdown_section(Path(doc), doc_section or name, table)
+        plot = ""
+        if "plot" in out:
+            try:
+                plot = f"\n![{name}]({os.path.relpath(out['plot'], Path(doc).resolve().parent)})\n"
+            except ValueError:
+                plot = ""
+        update_markdown_section(Path(doc), doc_section or name, f"## {heading}\n\n" + table + plot)
     return out

@@ -63,6 +63,12 @@ class MethodSpec:
 _POSTHOC_LABELS = {"fp32": "nscodec-tensorf fp32 (uncompressed base)", "fp16-zstd": "post-hoc fp16 + zstd",
                    "uniform": "post-hoc uniform + EC", "kmeans": "post-hoc k-means VQ + EC"}
 
+#: shacira's fp32 hash-grid baseline: ``compress False``, and the table learning rate its config function gives an
+#: uncompressed table (``field_lr``, as Instant-NGP; ``shacira_trainer_config`` picks it when the config is built,
+#: so a plain ``--pipeline.model.compress False`` would keep the latents' rate)
+_SHACIRA_FP32 = {"compress": "False", "optimizers.encodings.optimizer.lr": "1e-2",
+                 "optimizers.encodings.scheduler.lr-final": "1e-3"}
+
 #: the methods ``nscodec rd`` sweeps (every nscodec ``ns-train`` method)
 METHODS: Dict[str, MethodSpec] = {
     "nscodec-tensorf": MethodSpec("nscodec-tensorf", ("codec-scheme", "codec-bits"),
@@ -73,10 +79,10 @@ METHODS: Dict[str, MethodSpec] = {
     "ectensorf-paper": MethodSpec("ectensorf-paper", ("rate-lambda",), {"rate-lambda": ("3e-5",)},
                                   baseline=("nscodec-tensorf", {"codec-scheme": "fp32"}), label="ectensorf-paper"),
     "shacira": MethodSpec("shacira", ("lambda-i", "log2-hashmap-size"), {"lambda-i": ("1e-4",)},
-                          baseline=("shacira", {"compress": "False"}), label="shacira",
+                          baseline=("shacira", _SHACIRA_FP32), label="shacira",
                           baseline_label="shacira fp32 hash grid (uncompressed)"),
     "shacira-paper": MethodSpec("shacira-paper", ("lambda-i", "log2-hashmap-size"), {"lambda-i": ("1e-4",)},
-                                baseline=("shacira-paper", {"compress": "False"}), label="shacira-paper",
+                                baseline=("shacira-paper", _SHACIRA_FP32), label="shacira-paper",
                                 baseline_label="shacira-paper fp32 hash grid (uncompressed)"),
     "vqad": MethodSpec("vqad", ("bits",), {"bits": ("4",)}, baseline=("vqad", {"grid-mode": "float"}), label="vqad",
                        baseline_label="vqad float grid (uncompressed)"),
