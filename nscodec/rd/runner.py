@@ -45,9 +45,12 @@ class PointFailed(RuntimeError):
 
 
 def _env() -> Dict[str, str]:
-    """The environment of the worker processes: this one's (PYTHONPATH included), one thread per process unless set."""
+    """The environment of the worker processes: this one's (PYTHONPATH included), one thread per process unless set,
+    and no pool of torch-inductor compile processes (nerfstudio's ``torch.compile`` decorators start one per process
+    otherwise)."""
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
     return env
 
 
