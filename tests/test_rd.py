@@ -151,3 +151,28 @@ def test_ray_backend_gives_the_same_records(local_sweep, scene, tmp_path):
         assert Path(r["nsc"]).is_relative_to(work)
     saved = json.loads((tmp_path / "results" / "t.json").read_text())
     assert saved["backend"] == "ray" and len(saved["rows"]) == 2
+
+
+def test_spec_file_and_flags_expand_to_the_same_points(scene, tmp_path, capsys):
+    """A spec file and the equivalent flags give the same points (keys); ectensorf brings its equal-budget base and
+    the post-hoc codecs, which share one training."""
+    from nscodec.cli import main
+
+    spec = tmp_path / "sweep.json"
+    spec.write_text(json.dumps({"methods": ["ectensorf"], "set": {"ectensorf": {"rate-lambda": ["1e-5", "3e-5"]}},
+                                "scenes": [str(scene)], "steps": 30, "test_views": 2, "posthoc": "uniform8,kmeans6"}))
+    assert main(["rd", "--spec", str(spec), "--dry-run"]) == 0
+    from_file = capsys.readouterr().out
+    assert main(["rd", "--data", str(scene), "--methods", "ectensorf", "--set", "ectensorf:rate-lambda=1e-5,3e-5",
+                 "--steps", "30", "--test-views", "2", "--posthoc", "uniform8,kmeans6", "--dry-run"]) == 0
+    from_flags = capsys.readouterr().out
+    assert from_file == from_flags
+    assert from_file.strip().endswith("5 points, 3 trainings")  # 2 λ + fp32 base + 2 post-hoc of that base
+    assert "--pipeline.model.stage1-steps 20" in from_file and "--pipeline.model.rate-lambda 3e-5" in from_file
+    sweep = build_sweep(["ectensorf"], [scene], {"ectensorf": {"rate-lambda": ["1e-5"]}}, steps=30, workdir=tmp_path / "w",
+                        posthoc=[{"codec-scheme": "uniform", "codec-bits": "8"}])
+    base = [p for p in sweep.points if p.method == "nscodec-tensorf"]
+    assert {p.role for p in base} == {"baseline", "posthoc"} and len({p.train_key for p in base}) == 1
+    ec = next(p for p in sweep.points if p.method == "ectensorf")
+    assert ec.baseline_key == next(p.key for p in base if p.role == "baseline")
+    assert not (tmp_path / "w").exists()

@@ -215,7 +215,8 @@ def parse_posthoc(text: str) -> List[Dict[str, str]]:
 def load_spec_file(path: Path) -> Dict[str, Any]:
     """A sweep spec file (JSON, or YAML when the name ends in .yml/.yaml): a mapping with any of the keys
     ``methods`` (list), ``set`` (``{method: {key: [values]}}``), ``scenes``, ``seeds``, ``steps``, ``rays``, ``scale``,
-    ``test_views``, ``posthoc``, ``baselines`` (bool).
+    ``test_views``, ``posthoc``, ``baselines`` (bool). Setting values become strings as on the command line (a number
+    through ``str``: write ``"1e-5"`` to keep that spelling in the point's key and command, 1e-5 gives ``1e-05``).
 
     Raises:
         SpecError: the file is missing, unreadable, or has an unknown key.
