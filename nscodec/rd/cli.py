@@ -102,6 +102,9 @@ def build_from_args(args: argparse.Namespace):
 
 def rd_command(args: argparse.Namespace) -> int:
     """Run ``nscodec rd``: validate everything, then run the points not finished yet and write the outputs."""
+    import os
+
+    os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # no compile-process pool (nerfstudio's torch.compile)
     from nscodec.rd.runner import run_sweep
     from nscodec.rd.results import ns_train_flags
 
