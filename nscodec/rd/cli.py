@@ -120,7 +120,7 @@ def rd_command(args: argparse.Namespace) -> int:
             raise SpecError(f"--report-only: no results file {path}")
         saved = json.loads(path.read_text())
         out = write_outputs(saved["rows"], results, args.name, saved["command"], doc=args.doc, doc_section=args.name,
-                            commit=saved.get("git_commit"))
+                            commit=saved.get("git_commit"), total=saved.get("points"))
         print(", ".join(str(p) for p in out.values()))
         return 0
     sweep = build_from_args(args)

@@ -325,10 +325,11 @@ def markdown_table(rows: Sequence[Dict[str, Any]], command: str = "", commit: st
 
 
 def write_outputs(rows: Sequence[Dict[str, Any]], results: Path, name: str, command: str, doc: Optional[Path] = None,
-                  doc_section: Optional[str] = None, commit: Optional[str] = None) -> Dict[str, Path]:
+                  doc_section: Optional[str] = None, commit: Optional[str] = None, total: Optional[int] = None) -> Dict[str, Path]:
     """Write ``<name>.md`` (table) and ``<name>.png`` (RD plot; skipped with a message when matplotlib is missing)
     under ``results``; with ``doc``, also the ``doc_section`` (default ``name``) block of that Markdown file: a heading,
-    the table and the plot. ``commit``: the git commit to print (default: the current checkout's).
+    the table and the plot. ``commit``: the git commit to print (default: the current checkout's); ``total``: the sweep's number of points, when
+    ``rows`` holds only those measured so far.
 
     Returns:
         ``{"table": path, "plot": path}`` (``plot`` absent when not written).
@@ -344,7 +345,7 @@ def write_outputs(rows: Sequence[Dict[str, Any]], results: Path, name: str, comm
     res = sorted({r["resolution"] for r in ok})
     views = sorted({str(r["test_views"]) for r in ok})
     heading = (f"`nscodec rd` sweep {name}: {', '.join(scenes)}" + (f", {'/'.join(res)}" if res else "")
-               + (f", {'/'.join(views)} test views" if views else "") + f"; {len(ok)}/{len(rows)} points ok")
+               + (f", {'/'.join(views)} test views" if views else "") + f"; {len(ok)}/{total or len(rows)} points ok")
     out = {"table": results / f"{name}.md"}
     out["table"].write_text(f"# {heading}\n\n" + table)
     try:
