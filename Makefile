@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 $(BIN)/nscodec: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test,bench]"
+	$(BIN)/pip install --quiet -e ".[test,bench,cluster]"
 	@touch $(BIN)/nscodec
 
 setup: $(BIN)/nscodec

@@ -11,6 +11,12 @@ run reaching the same PSNR, and the pretraining cost.
 Every training runs in this process with nerfstudio's Trainer (one thread by default, ``--threads``). Evaluation
 (test views every ``--every``-th) runs at the checkpoints and is excluded from the training wall-clock.
 Bytes are the size of a real ``.nsc`` exported at that iteration; "with codec" adds the codec-model file.
+
+Why this is not a wrapper over ``nscodec rd``: Table 1 evaluates *one* training at several iterations (0 / 250 / ...,
+timing the encoder forward pass apart from finetuning), and step 1 pretrains the shared codec on a generated corpus;
+an ``nscodec rd`` point is one finished training. The end points of the table are ``nscodec rd`` points:
+``nscodec rd --methods codecnerf --set codecnerf:codec-model-path=bench/runs/codecnerf/codec.cnm ...`` (its baseline
+``codecnerf-scratch`` comes along).
 """
 
 from __future__ import annotations

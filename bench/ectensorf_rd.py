@@ -15,6 +15,13 @@ Protocol (equal training budget):
    ablations at ``--ablation-lambda`` (no importance weighting; no mask), exported with ``nscodec export``.
 4. Every file: ``nscodec eval`` on the test split (every ``--every``-th view; 1 = all). Bytes = file size.
 
+Why this is not (yet) a wrapper over ``nscodec rd``: its protocol trains ectensorf's stage 2 *from the base's
+step-``stage1`` checkpoint* (``--pipeline.model.init-from``), so every λ and ablation depends on one earlier training,
+and it re-exports cached files (``--reexport``) and evaluates some series on two view subsets. ``nscodec rd`` runs
+independent points (ectensorf trains both stages in one run, against an equal-budget ``nscodec-tensorf`` base with
+the same post-hoc codecs): ``nscodec rd --methods ectensorf ...`` gives the one-run RD curve (README, "Rate–distortion
+sweeps"; ``bench/results/rd_lego.json``), this script the stage-2 sweep and the paper ablations.
+
 Results: ``bench/results/<name>.json`` (one row per file), a table in ``docs/benchmarks.md`` including each
 ectensorf point's PSNR gain over every baseline at equal bytes (log-bytes interpolation), and the RD plot
 (``bench/rd_plot.py``). Finished steps are cached under ``bench/runs/<name>`` (delete it to start over).

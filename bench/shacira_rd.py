@@ -2,9 +2,11 @@
 grid of the same configuration, the paper's ablations (annealing vs plain STE, Fig. 10; λ_I = 0 vs 1e-4, Fig. 9),
 and PSNR / cumulative bytes per level of detail (Sec. 4.5) of the default point.
 
-Every run: nerfstudio Trainer in-process (``shacira`` method config) → ``.nsc`` export → decode → metrics of the
-DECODED model on every ``--every``-th test view. Bytes = the real ``.nsc`` file size. Results are written after
-every run (a re-run of some runs replaces their rows). Run it under the shared CPU lock:
+A thin wrapper over ``nscodec rd`` (:mod:`nscodec.rd`): every run in RUNS is one sweep point (``ns-train shacira``
+with that run's settings → ``.nsc`` export → decoded in a fresh process → metrics on every ``--every``-th test
+view; bytes = the real file size), cached and resumable under ``bench/runs/<name>``. What ``nscodec rd`` does not
+do stays here: the per-level-of-detail evaluation of the ``default`` run's file prefixes, and this script's table.
+Results are written after the sweep (a re-run of some runs replaces their rows):
 
     flock /tmp/nscodec-cpu.lock python bench/shacira_rd.py                      # all runs (see RUNS)
     flock /tmp/nscodec-cpu.lock python bench/shacira_rd.py --runs base,default  # a subset
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -46,63 +47,89 @@ def main() -> None:
     ap.add_argument("--lod-every", type=int, default=40, help="test-view stride for the per-LOD evaluation")
     ap.add_argument("--runs", default=",".join(RUNS))
     ap.add_argument("--report-only", action="store_true", help="rewrite the doc table from bench/results, run nothing")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the LOD evaluation (the sweep's processes: 1)")
     ap.add_argument("--name", default="shacira_rd")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     command = "python bench/shacira_rd.py " + " ".join(sys.argv[1:])
-    from nscodec.demo import train_in_process
-    from nscodec.evaluate import evaluate_model
-    from nscodec.io import export_model, load_model
-    from nscodec.lod import lod_table
-    from nscodec.coding.container import read_nsc
-    from nscodec.shacira.field import fp32_table_bytes
-    from nscodec_configs.shacira import shacira_trainer_config
-
     data = Path(args.data)
     work = ROOT / "bench" / "runs" / args.name
     out_json = ROOT / "bench" / "results" / f"{args.name}.json"
     rows = json.loads(out_json.read_text())["rows"] if out_json.exists() else []
     lod_rows = []
     runs = [] if args.report_only else [r for r in args.runs.split(",") if r]
-    for run in runs:
-        series, overrides = RUNS[run]
-        rows = [r for r in rows if r.get("run") != run]
-        torch.manual_seed(0)
-        cfg = shacira_trainer_config(max_steps=args.steps, rays=args.rays, **overrides)
-        cfg.pipeline.datamanager.camera_res_scale_factor = args.scale
-        _, trainer, train_s = train_in_process(data, work / run, args.steps, args.rays, progress=False, trainer_config=cfg)
-        model = trainer.pipeline.model
-        path = work / f"{run}.nsc"
-        size = export_model(model, path, overwrite=True)
-        t0 = time.perf_counter()
-        decoded, nsc = load_model(path)
-        decode_s = time.perf_counter() - t0
-        ev = evaluate_model(decoded, data, "test", args.scale, every=args.every, progress=False)
-        row = {
-            "run": run, "method": "shacira", "series": series, "scene": data.name,
-            "resolution": f"{ev['width']}x{ev['height']}", "psnr": ev["psnr"], "ssim": ev["ssim"], "bytes": size,
-            "fp32_table_bytes": fp32_table_bytes(model.field.encoding), "test_views": ev["num_views"],
-            "train_seconds": round(train_s, 1), "decode_seconds": round(decode_s, 3), "steps": args.steps,
-            "rays_per_batch": args.rays, "rays_per_second": round(args.steps * args.rays / train_s, 1),
-            **{k: v for k, v in overrides.items()},
-            "lambda_i": model.config.lambda_i if model.config.compress else None,
-            "log2_hashmap_size": model.config.log2_hashmap_size,
-            "anneal_fraction": model.config.anneal_fraction if model.config.compress else None,
-        }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        if run == "default":
-            table = lod_table(read_nsc(path))
-            for r in table:
-                dec, _ = load_model(path, lod=r["lod"])
-                e = evaluate_model(dec, data, "test", args.scale, every=args.lod_every, progress=False)
-                lod_rows.append({"lod": r["lod"], "bytes": r["bytes"], "psnr": e["psnr"], "ssim": e["ssim"],
-                                 "test_views": e["num_views"]})
-                print(json.dumps(lod_rows[-1]), flush=True)
+    unknown = [r for r in runs if r not in RUNS]
+    if unknown:
+        raise SystemExit(f"--runs: unknown run(s) {unknown} (known: {', '.join(RUNS)})")
+    if runs:
+        from nscodec.rd.runner import run_sweep
+        from nscodec.rd.spec import Sweep, build_sweep, scene_views
+
+        total = scene_views(data, "test") or 0
+        views = str(len(range(0, total, args.every))) if total and args.every > 1 else "all"
+        points = []
+        from nscodec.rd.spec import METHODS
+        from nscodec.shacira.model import ShaciraModelConfig
+
+        for run in runs:  # one nscodec rd point per run: its settings are the run's overrides
+            # the runs keep the model defaults (annealing), not the `shacira` preset's plain STE
+            settings = {"anneal-fraction": str(ShaciraModelConfig.anneal_fraction)}
+            settings.update({k.replace("_", "-"): str(v) for k, v in RUNS[run][1].items()})
+            if settings.get("compress") == "False":  # the fp32 grid: nscodec rd's shacira baseline settings
+                settings.update(METHODS["shacira"].baseline[1])
+            grid = {"shacira": {k: [v] for k, v in settings.items()}}
+            points += build_sweep(["shacira"], [data], grid, steps=args.steps, rays=args.rays, scale=args.scale,
+                                  test_views=views, baselines=False, workdir=work).points
+        records = run_sweep(Sweep(points, work), work, "rd", command)
+        for run, rec in zip(runs, records):
+            rows = [r for r in rows if r.get("run") != run]
+            if rec["status"] != "ok":
+                print(f"[{run}] failed: {rec['error']}", flush=True)
+                continue
+            rows.append(_row(run, rec, command))
+            print(json.dumps(rows[-1]), flush=True)
+            if run == "default":
+                lod_rows = _lod_rows(Path(rec["nsc"]), data, args)
         _report(args.name, rows, lod_rows, out_json, command)
     if not runs:  # provenance stays that of the runs that measured the rows
         _report(args.name, rows, lod_rows, out_json, "; ".join(dict.fromkeys(r["command"] for r in rows)))
+
+
+def _row(run: str, rec: dict, command: str) -> dict:
+    """This script's row of one ``nscodec rd`` record (the record's fields kept; the model's settings read back
+    from the decoded file)."""
+    from nscodec.io import load_model
+    from nscodec.shacira.field import fp32_table_bytes
+
+    series, overrides = RUNS[run]
+    model, _ = load_model(rec["nsc"])
+    cfg = model.config
+    return {
+        **{k: rec[k] for k in ("key", "scene", "resolution", "psnr", "ssim", "bytes", "test_views", "steps", "rays_per_batch",
+                               "epochs", "peak_rss_mb", "git_commit")},
+        "run": run, "method": "shacira", "series": series, "fp32_table_bytes": fp32_table_bytes(model.field.encoding),
+        "train_seconds": round(rec["train_seconds"], 1), "decode_seconds": round(rec["decode_seconds"], 3),
+        "rays_per_second": round(rec["rays_per_second"], 1), **overrides,
+        "lambda_i": cfg.lambda_i if cfg.compress else None, "log2_hashmap_size": cfg.log2_hashmap_size,
+        "anneal_fraction": cfg.anneal_fraction if cfg.compress else None,
+        "command": command, "ns_train_command": rec["command"],
+    }
+
+
+def _lod_rows(path: Path, data: Path, args) -> list:
+    """PSNR / SSIM of each level-of-detail prefix of ``path`` (decoded from the prefix alone)."""
+    from nscodec.coding.container import read_nsc
+    from nscodec.evaluate import evaluate_model
+    from nscodec.io import load_model
+    from nscodec.lod import lod_table
+
+    out = []
+    for r in lod_table(read_nsc(path)):
+        dec, _ = load_model(path, lod=r["lod"])
+        e = evaluate_model(dec, data, "test", args.scale, every=args.lod_every, progress=False)
+        out.append({"lod": r["lod"], "bytes": r["bytes"], "psnr": e["psnr"], "ssim": e["ssim"], "test_views": e["num_views"]})
+        print(json.dumps(out[-1]), flush=True)
+    return out
 
 
 def _report(name, rows, lod_rows, out_json, command) -> None:
@@ -118,7 +145,8 @@ def write_doc(name, rows, lod_rows, command) -> None:
     cmds = list(dict.fromkeys(r.get("command", command) for r in rows))  # the runs may come from several invocations
     base = next((r for r in rows if r["run"] == "base"), None)
     lines = [f"## SHACIRA rate–distortion ({rows[0]['scene']}, {rows[0]['resolution']}, CPU)", "",
-             "Command" + ("s" if len(cmds) > 1 else "") + ": " + "; ".join(f"`{c}`" for c in cmds) + f" (each run: `shacira_trainer_config` + the overrides in the table, {rows[0]['steps']} steps × {rows[0]['rays_per_batch']} rays; "
+             "Command" + ("s" if len(cmds) > 1 else "") + ": " + "; ".join(f"`{c}`" for c in cmds) + (" (each run: an `nscodec rd` point, `ns-train shacira` + the overrides in the table" if any("ns_train_command" in r for r in rows)
+                else " (each run: `shacira_trainer_config` + the overrides in the table") + f", {rows[0]['steps']} steps × {rows[0]['rays_per_batch']} rays; "
              f"metrics of the decoded `.nsc` on {rows[0]['test_views']} test views, evenly spaced over the test split).", "",
              "Configuration (model defaults of `ShaciraModelConfig`): L = 8 levels, resolutions 16 → 256, F = 2 features "
              "and D = 2 latent dims per row, T = 2^15 rows per hashed level (the 2 coarsest levels are dense), "

@@ -1,7 +1,10 @@
 """VQ-AD on lego 200² (CPU): learned VQ vs post-hoc k-means VQ vs hash (random) indices, and streaming LODs.
 
-Each variant is one ``ns-train vqad`` run (peak RSS of that process via ``os.wait4``), exported to ``.nsc`` and
-evaluated on every ``--every``-th test view after decoding (bytes = real file size):
+A thin wrapper over ``nscodec rd`` (:mod:`nscodec.rd`) for the trained variants: each is one sweep point
+(``ns-train vqad`` with the variant's settings → ``.nsc`` → decoded in a fresh process → metrics on every
+``--every``-th test view; bytes = real file size; peak RSS = VmHWM of the training process), cached and resumable
+under ``bench/runs/<name>``. What ``nscodec rd`` does not do stays here: the raw-index re-export, the LOD prefixes,
+post-hoc k-means of the float model, and the hash-bits choice that depends on the learned-VQ file's size.
 
 * ``vq``    learned indices (the method) at ``--bits``; PSNR and cumulative bytes of every LOD prefix; also the
             size with raw bit-packed indices (the paper's storage);
@@ -20,39 +23,40 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, ns_train_flags, record, update_doc_section  # noqa: E402
-
-BIN = Path(sys.executable).parent
+from common import ROOT, record, update_doc_section  # noqa: E402
 
 
-def train(args, work: Path, tag: str, extra: list) -> dict:
-    """``ns-train vqad`` in a child process; returns config path, wall seconds, peak RSS (MiB)."""
-    config = work / tag / "vqad" / "run" / "config.yml"
-    done = work / tag / "train.json"
-    if done.exists() and not args.retrain:
-        return json.loads(done.read_text())
-    cmd = [
-        str(BIN / "ns-train"), "vqad", *ns_train_flags(args.data, work, args.scale), "--experiment-name", tag,
-        "--max-num-iterations", str(args.steps), "--pipeline.datamanager.train-num-rays-per-batch", str(args.rays),
-        *extra,
-    ]
-    # peak RSS via /usr/bin/time (a fresh small parent): os.wait4 on our own child would also count the pages of
-    # this (large) bench process that the child shared between fork and exec
-    rss_file = work / tag / "maxrss_kb.txt"
-    rss_file.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *cmd], cwd=ROOT, check=True)
-    seconds = time.perf_counter() - t0
-    peak_kb = int(rss_file.read_text().strip().splitlines()[-1])
-    info = {"config": str(config), "train_seconds": seconds, "peak_rss_mib": peak_kb / 1024, "train_command": " ".join(cmd[1:])}
-    done.write_text(json.dumps(info, indent=2))
-    return info
+def train(args, work: Path, tag: str, settings: dict) -> dict:
+    """One ``nscodec rd`` point of ``vqad`` at ``settings`` (``{setting: value}``); returns its record plus ``config``
+    (the training's ``config.yml``), ``train_seconds`` (the training loop) and ``peak_rss_mib``.
+
+    Raises:
+        SystemExit: the point failed (its error).
+    """
+    from nscodec.rd.runner import run_sweep
+    from nscodec.rd.spec import build_sweep, scene_views
+
+    total = scene_views(Path(args.data), "test") or 0
+    views = str(len(range(0, total, args.every))) if total and args.every > 1 else "all"
+    grid = {"vqad": {k: [str(v)] for k, v in settings.items()}}
+    sweep = build_sweep(["vqad"], [Path(args.data)], grid, steps=args.steps, rays=args.rays, scale=args.scale,
+                        test_views=views, baselines=False, workdir=work)
+    (rec,) = run_sweep(sweep, work, f"rd_{tag}", "python bench/vqad_bench.py " + " ".join(sys.argv[1:]), progress=False)
+    if rec["status"] != "ok":
+        raise SystemExit(f"vqad_bench: {tag} failed: {rec['error']}")
+    config = json.loads((work / "train" / rec["train_key"] / "train.json").read_text())["config"]
+    return {**rec, "config": config, "peak_rss_mib": rec["peak_rss_mb"], "train_command": rec["command"]}
+
+
+def rd_metrics(rec: dict) -> dict:
+    """The metrics of an ``nscodec rd`` record in the form :func:`evaluate_file` returns them."""
+    return {"psnr": rec["psnr"], "ssim": rec["ssim"], "bytes": rec["bytes"], "test_views": rec["test_views"],
+            "resolution": rec["resolution"], "render_seconds": rec["render_seconds_per_view"] * rec["test_views"]}
 
 
 def evaluate_file(args, path: Path, lod=None) -> dict:
@@ -83,7 +87,6 @@ def main() -> None:
     ap.add_argument("--hash-bits", default="", help="comma-separated; default: match the learned-VQ file size")
     ap.add_argument("--variants", default="vq,float,hash")
     ap.add_argument("--every", type=int, default=20, help="evaluate every N-th test view (20 → 10 of 200 views)")
-    ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--name", default="vqad_lego")
     ap.add_argument("--doc-only", action="store_true", help="re-record JSON + docs from the rows of a partial run")
     args = ap.parse_args()
@@ -99,8 +102,14 @@ def main() -> None:
     rows, lod_rows = [], []
     partial = work / "rows.json"
     if args.doc_only:
-        all_rows = json.loads(partial.read_text())
-        cmd0 = json.loads((work / "command.txt").read_text()) if (work / "command.txt").exists() else command
+        saved = ROOT / "bench" / "results" / f"{args.name}.json"
+        if partial.exists():
+            all_rows = json.loads(partial.read_text())
+            cmd0 = json.loads((work / "command.txt").read_text()) if (work / "command.txt").exists() else command
+        elif saved.exists():  # no run directory here: the recorded rows (and their command)
+            all_rows, cmd0 = json.loads(saved.read_text())["rows"], json.loads(saved.read_text())["command"]
+        else:
+            raise SystemExit(f"--doc-only: neither {partial} nor {saved} exists")
         record(args.name, all_rows, cmd0)
         write_doc(args, all_rows, cmd0)
         return
@@ -118,20 +127,21 @@ def main() -> None:
     def base_row(info, **kw):
         return {"method": "vqad", "scene": scene, "steps": args.steps, "rays_per_batch": args.rays,
                 "train_seconds": round(info["train_seconds"], 1), "peak_rss_mib": round(info["peak_rss_mib"]),
-                "rays_per_second": round(args.steps * args.rays / info["train_seconds"]), **kw}
+                "rays_per_second": round(args.steps * args.rays / info["train_seconds"]), "ns_train_command": info["train_command"],
+                "epochs": info["epochs"], "git_commit": info["git_commit"], **kw}
 
     if "vq" in variants:
         tag = f"vq_b{args.bits}"
-        info = train(args, work, tag, ["--pipeline.model.grid-mode", "vq", "--pipeline.model.bits", str(args.bits)])
+        info = train(args, work, tag, {"grid-mode": "vq", "bits": args.bits})
         model = load_trained(info["config"])
-        path = work / f"{tag}.nsc"
-        vq_bytes = export_model(model, path, overwrite=True)
+        path = Path(info["nsc"])
+        vq_bytes = info["bytes"]
         sizes = model.size_report()
         model.config.index_coding = "raw"
         raw_path = work / f"{tag}_raw.nsc"
         raw_bytes = export_model(model, raw_path, overwrite=True)
         model.config.index_coding = "entropy"
-        full = evaluate_file(args, path)
+        full = rd_metrics(info)
         rows.append(base_row(info, series=f"vqad learned VQ (b={args.bits}, ANS indices)", grid_mode="vq", bits=args.bits, **full,
                              bytes_raw_indices=raw_bytes, size_report=sizes))
         rows.append(base_row(info, series="vqad learned VQ (raw b-bit indices, paper storage)", grid_mode="vq", bits=args.bits,
@@ -148,11 +158,9 @@ def main() -> None:
     if "float" in variants:
         from nscodec.vqad.model import posthoc_kmeans_model
 
-        info = train(args, work, "float", ["--pipeline.model.grid-mode", "float"])
+        info = train(args, work, "float", {"grid-mode": "float"})
         fmodel = load_trained(info["config"])
-        path = work / "float.nsc"
-        export_model(fmodel, path, overwrite=True)
-        rows.append(base_row(info, series="vqad float grid (uncompressed, fp16)", grid_mode="float", **evaluate_file(args, path)))
+        rows.append(base_row(info, series="vqad float grid (uncompressed, fp16)", grid_mode="float", **rd_metrics(info)))
         for b in [int(x) for x in args.kmeans_bits.split(",") if x]:
             t0 = time.perf_counter()
             km = posthoc_kmeans_model(fmodel, b)
@@ -175,11 +183,8 @@ def main() -> None:
             hbs = [max(4, round(math.log2(target / 4 / (16 * 2))))]
         for hb in hbs:
             tag = f"hash_hb{hb}"
-            info = train(args, work, tag, ["--pipeline.model.grid-mode", "hash", "--pipeline.model.hash-bits", str(hb)])
-            model = load_trained(info["config"])
-            p = work / f"{tag}.nsc"
-            export_model(model, p, overwrite=True)
-            rows.append(base_row(info, series="vqad hash (random) indices", grid_mode="hash", hash_bits=hb, **evaluate_file(args, p)))
+            info = train(args, work, tag, {"grid-mode": "hash", "hash-bits": hb})
+            rows.append(base_row(info, series="vqad hash (random) indices", grid_mode="hash", hash_bits=hb, **rd_metrics(info)))
             print(json.dumps(rows[-1]))
         partial.write_text(json.dumps(rows + lod_rows, indent=2))
 
@@ -210,8 +215,10 @@ def write_doc(args, rows, command) -> None:
             lines.append(f"| {r['lod']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['bytes']:,} |")
     lines += ["", *summary(rows), "",
               "Notes: one run per variant, seeds not varied; 10 of 200 test views (rendering a 200² view takes 3–9 s on one "
-              "core); train seconds include nerfstudio setup and were measured while other jobs ran outside the CPU lock "
-              "(load ≈ 2.5 on 2 cores), so they are upper bounds. "
+              "core); " + ("train seconds are the training loop of each `nscodec rd` point (setup excluded). "
+                           if any("ns_train_command" in r for r in rows) else
+                           "train seconds include nerfstudio setup and were measured while other jobs ran outside the CPU lock "
+                           "(load ≈ 2.5 on 2 cores), so they are upper bounds. ") +
               f"{args.steps} steps × {args.rays:,} rays is {args.steps * args.rays / (100 * 200 ** 2):.2f} epoch of lego 200² "
               "(steps × rays / (100 views × 200²)), far from the paper's 600 epochs; whether the learned-vs-k-means gap widens with longer training was not measured. Dense per-level grids (16³…128³ cells) restricted to "
               "occupied space in the file stand in for NGLOD's octree; levels are summed; grid/MLP deviations in "

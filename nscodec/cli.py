@@ -213,6 +213,7 @@ COMMANDS: Dict[str, Callable[["argparse._SubParsersAction"], None]] = {
     "make-scene": _add_make_scene,
     "demo": _add_demo,
     "render": _add_render,
+    "rd": lambda sub: __import__("nscodec.rd.cli", fromlist=["add_subparser"]).add_subparser(sub),
     "codecnerf-pretrain": lambda sub: __import__("nscodec.codecnerf.cli", fromlist=["add_subparser"]).add_subparser(sub),
 }
 
@@ -251,6 +252,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse usage errors / --help
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for commands that record it
     try:
         return int(args.func(args))
     except (NscError, OSError) as err:

@@ -129,13 +129,19 @@ def load_run(load_config: Path, load_step: Optional[int] = None, test_mode: str 
 
 
 def export_from_config(
-    load_config: Path, output_path: Path, overwrite: bool = False, quiet: bool = False, load_step: Optional[int] = None
+    load_config: Path, output_path: Path, overwrite: bool = False, quiet: bool = False, load_step: Optional[int] = None,
+    model_overrides: Optional[Dict[str, str]] = None,
 ) -> int:
     """Load a checkpoint of the training run a ``config.yml`` names (:func:`load_run`; ``load_step`` None = the
     latest) and write ``output_path`` (.nsc). Returns bytes.
 
+    ``model_overrides``: model config fields set before export, ``{name: value}`` with the name as on the command
+    line (``codec-scheme``) or as the field (``codec_scheme``), the value a string converted to the field's type —
+    for settings that only the export reads (``nscodec-tensorf``'s post-hoc codec ``codec-scheme`` / ``codec-bits``).
+
     Raises:
-        NscError: the errors of :func:`load_run`, or the model has no ``.nsc`` codec.
+        NscError: the errors of :func:`load_run`, the model has no ``.nsc`` codec, or an override names no field of
+            the model config or has a value of the wrong type.
         FileExistsError: ``output_path`` exists and ``overwrite`` is False.
     """
     from nerfstudio.utils.rich_utils import CONSOLE
@@ -148,11 +154,34 @@ def export_from_config(
     if Path(output_path).exists() and not overwrite:
         raise FileExistsError(f"{output_path} already exists; pass --overwrite to replace it")
     config, pipeline = load_run(load_config, load_step)
+    for key, value in (model_overrides or {}).items():
+        _override(pipeline.model.config, key, value)
     meta = training_meta(config.pipeline)
     size = export_model(pipeline.model, output_path, meta=meta, overwrite=overwrite)
     if not quiet:
         CONSOLE.print(f"[bold green]Wrote {output_path} ({size:,} bytes)")
     return size
+
+
+def _override(cfg: Any, key: str, value: Any) -> None:
+    """Set field ``key`` of the model config ``cfg`` to ``value`` (a string is converted to the field's type)."""
+    from nscodec.coding.errors import NscError
+
+    name = key.replace("-", "_")
+    if not hasattr(cfg, name):
+        raise NscError(f"export: the model config {type(cfg).__name__} has no field {key!r}")
+    current = getattr(cfg, name)
+    if isinstance(value, str) and not isinstance(current, str) and current is not None:
+        try:
+            if isinstance(current, bool):
+                if value not in ("True", "False"):
+                    raise ValueError
+                value = value == "True"
+            else:
+                value = type(current)(value)
+        except (TypeError, ValueError):
+            raise NscError(f"export: bad value {value!r} for {key} (expected {type(current).__name__})") from None
+    setattr(cfg, name, value)
 
 
 def _checkpoint_dir(load_config: Path) -> Path:
