@@ -21,11 +21,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, git_commit, record, update_doc_section  # noqa: E402
+from common import ROOT, git_commit, record, stub_lpips, train_timed, update_doc_section  # noqa: E402
 
 FOX = ROOT.parent / "shared/data/nerfstudio/fox"
 LEGO = ROOT.parent / "shared/data/blender/lego"
@@ -51,10 +50,6 @@ def short_config(method: str):
     return None  # vqad (800 steps × 2,048 rays) and nerfacto: as registered
 
 
-class _Stop(Exception):
-    pass
-
-
 def child(args: argparse.Namespace) -> None:
     """One training run in this process; prints one ``RESULT`` JSON line."""
     import copy
@@ -63,14 +58,10 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    import torchmetrics.image.lpip as lpip_mod
-    from timed_train import _NoLPIPS
-
-    lpip_mod.LearnedPerceptualImagePatchSimilarity = _NoLPIPS  # nerfacto only; ours never build LPIPS
+    stub_lpips()  # nerfacto only; ours never build LPIPS
     from nerfstudio.configs.dataparser_configs import all_dataparsers
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
-    from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 
     from nscodec._cpp import preload_kernels
     from nscodec.data import NscDataManagerConfig
@@ -106,22 +97,8 @@ def child(args: argparse.Namespace) -> None:
     _set_random_seed(cfg.machine.seed)
     trainer = cfg.setup(local_rank=0, world_size=1)
     trainer.setup()
-    state = {"start": None, "steps": 0}
-
-    def clock(step: int) -> None:
-        if state["start"] is None:
-            state["start"] = time.perf_counter()
-        state["steps"] = step + 1
-        if args.seconds and time.perf_counter() - state["start"] >= args.seconds:
-            raise _Stop
-
-    trainer.callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], clock, update_every_num_iters=1))
-    t0 = time.perf_counter()
-    try:
-        trainer.train()
-    except _Stop:
-        pass
-    seconds = time.perf_counter() - t0
+    timing = train_timed(trainer, args.seconds)
+    seconds, state = timing["wall_seconds"], {"steps": timing["steps"]}
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     model = trainer.pipeline.model
     ds = trainer.pipeline.datamanager.train_dataset

@@ -41,3 +41,55 @@ def record(name: str, rows: List[Dict[str, Any]], command: str, extra: Dict[str,
 def update_doc_section(name: str, markdown: str) -> None:
     """Replace (or append) the block between ``<!-- bench:name -->`` markers in docs/benchmarks.md."""
     update_markdown_section(DOC, name, markdown)
+
+
+class NoLPIPS:
+    """Benchmark-only stand-in for torchmetrics' LPIPS (which would download AlexNet): stock nerfstudio models
+    (``tensorf``, ``nerfacto``) build it; nscodec's own models never do. Install with :func:`stub_lpips`."""
+
+    def __new__(cls, *a, **k):
+        import torch
+
+        class _Stub(torch.nn.Module):
+            def forward(self, a, b):
+                return torch.tensor(float("nan"))
+
+        return _Stub()
+
+
+def stub_lpips() -> None:
+    """Replace torchmetrics' LPIPS by :class:`NoLPIPS` (benchmarks of stock methods only)."""
+    import torchmetrics.image.lpip as lpip_mod
+
+    lpip_mod.LearnedPerceptualImagePatchSimilarity = NoLPIPS
+
+
+class _Stop(Exception):
+    pass
+
+
+def train_timed(trainer, seconds: float = 0.0) -> Dict[str, float]:
+    """Run ``trainer.train()`` (a set-up nerfstudio Trainer), stopped after ``seconds`` of training steps when
+    ``seconds > 0``. Returns ``{"steps", "wall_seconds" (incl. what comes before the first step),
+    "train_seconds" (from the end of the first step)}``."""
+    import time
+
+    from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+
+    state: Dict[str, Any] = {"start": None, "steps": 0}
+
+    def clock(step: int) -> None:
+        if state["start"] is None:
+            state["start"] = time.perf_counter()
+        state["steps"] = step + 1
+        if seconds and time.perf_counter() - state["start"] >= seconds:
+            raise _Stop
+
+    trainer.callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], clock, update_every_num_iters=1))
+    t0 = time.perf_counter()
+    try:
+        trainer.train()
+    except _Stop:
+        pass
+    end = time.perf_counter()
+    return {"steps": state["steps"], "wall_seconds": end - t0, "train_seconds": end - (state["start"] or t0)}

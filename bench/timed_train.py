@@ -12,24 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import sys
 from pathlib import Path
 
-import torch
-
-
-class _NoLPIPS(torch.nn.Module):
-    """Benchmark-only stand-in for torchmetrics' LPIPS (which would download AlexNet)."""
-
-    def __init__(self, *a, **k) -> None:
-        super().__init__()
-
-    def forward(self, a, b):
-        return torch.tensor(float("nan"))
-
-
-class _Stop(Exception):
-    pass
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import stub_lpips, train_timed  # noqa: E402
 
 
 def main() -> None:
@@ -46,14 +33,10 @@ def main() -> None:
                     help="override a model config field (Python literal), e.g. step_ratio=1.0")
     args = ap.parse_args()
 
-    import torchmetrics.image.lpip as lpip_mod
-
-    lpip_mod.LearnedPerceptualImagePatchSimilarity = _NoLPIPS  # stock models only; see module docstring
+    stub_lpips()  # stock models only; see module docstring
     from nerfstudio.configs.base_config import MachineConfig
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
-    from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
-
     from nscodec.evaluate import evaluate_model
 
     config = all_methods[args.method]
@@ -87,23 +70,8 @@ def main() -> None:
     config.save_config()
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
-    state = {"start": None, "steps": 0}
-
-    def clock(step: int) -> None:
-        if state["start"] is None:
-            state["start"] = time.perf_counter()
-        state["steps"] = step + 1
-        if time.perf_counter() - state["start"] >= args.seconds:
-            raise _Stop
-
-    trainer.callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], clock, update_every_num_iters=1))
-    t0 = time.perf_counter()
-    try:
-        trainer.train()
-    except _Stop:
-        pass
-    wall = time.perf_counter() - t0
-    trained = time.perf_counter() - state["start"]
+    timing = train_timed(trainer, args.seconds)
+    wall, trained, state = timing["wall_seconds"], timing["train_seconds"], {"steps": timing["steps"]}
     trainer.save_checkpoint(state["steps"])
     model = trainer.pipeline.model
     res = evaluate_model(model, Path(args.data), "test", args.scale, every=args.eval_every)
