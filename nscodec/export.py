@@ -65,7 +65,8 @@ def dataparser_from_record(train: Dict[str, Any], fallback: Any) -> Any:
     the fallback's own class.
 
     Raises:
-        NscError: the recorded dataparser is not registered here, or an option is not one of its fields.
+        NscError: the recorded dataparser is not registered here (NscDataError, listing the registered ones), or an
+            option is not one of its fields.
     """
     import copy
     import dataclasses
@@ -76,15 +77,11 @@ def dataparser_from_record(train: Dict[str, Any], fallback: Any) -> Any:
     options = train.get("dataparser_options") or {}
     if not isinstance(options, dict):
         raise NscError(f"meta.train.dataparser_options must be a mapping, got {type(options).__name__}")
-    parser = fallback
-    if name and name != type(fallback).__name__:
-        from nerfstudio.configs.dataparser_configs import all_dataparsers
+    from nscodec.data import dataparser_config
 
-        found = [c for c in all_dataparsers.values() if type(c).__name__ == name]
-        if not found:
-            raise NscError(f"the file was trained with dataparser {name!r}, which is not registered with nerfstudio here")
-        parser = found[0]
-    parser = copy.deepcopy(parser)
+    parser = copy.deepcopy(fallback)
+    if name and name != type(fallback).__name__:  # the registry lookup by class name (NscDataError if unknown)
+        parser = dataparser_config(name, getattr(fallback, "data", Path()))
     fields = {f.name: f for f in dataclasses.fields(parser)}
     for key, value in options.items():
         if key not in fields or key in ("data", "_target") or not isinstance(value, (bool, int, float, str)):
