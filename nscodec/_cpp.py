@@ -5,6 +5,10 @@ once per machine with ``torch.utils.cpp_extension.load`` (g++ and ninja; the gri
 into torch's extension cache (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); later processes
 load the cached library. Every kernel has a plain-torch twin that runs where the kernel cannot.
 
+A build holds the lock file ``<cache>/<name>/lock`` (torch's ``FileBaton``), and torch waits for as long as it exists. A
+build killed midway leaves it behind, and every later load would wait forever: :func:`clear_stale_lock` removes a
+lock once nothing in the build folder has changed for :data:`STALE_LOCK_SECONDS` (with one warning).
+
 ``NSCODEC_KERNELS`` picks: ``auto`` (default: the kernel when it builds, else the twin with one warning saying
 why), ``cpp`` (the kernel, or an :class:`~nscodec.coding.errors.NscError` naming why it did not build), ``torch``
 (always the twin).
@@ -14,13 +18,18 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
 from nscodec.coding.errors import NscError
 
-__all__ = ["kernel_choice", "load_kernel", "preload_kernels"]
+__all__ = ["STALE_LOCK_SECONDS", "clear_stale_lock", "kernel_choice", "load_kernel", "preload_kernels"]
+
+#: seconds without a change in a build folder after which its lock counts as left by a killed build (a build here
+#: writes a file at least every minute or so: build.ninja, the object file, the library)
+STALE_LOCK_SECONDS = 300.0
 
 
 def kernel_choice() -> str:
@@ -54,6 +63,43 @@ def _ninja_on_path() -> None:
             os.environ["PATH"] = env_bin + os.pathsep + os.environ.get("PATH", "")
 
 
+def clear_stale_lock(build_dir: Path, stale_after: float = STALE_LOCK_SECONDS, poll: float = 1.0) -> bool:
+    """Wait while another process builds in ``build_dir``; remove its ``lock`` once the newest file there is
+    ``stale_after`` seconds old (a build that was killed), with one RuntimeWarning naming the folder.
+
+    Returns:
+        True when a stale lock was removed; False when there was none or its build finished meanwhile.
+    """
+    lock = Path(build_dir) / "lock"
+    while True:
+        try:
+            newest = max(f.stat().st_mtime for f in Path(build_dir).iterdir())
+        except (FileNotFoundError, ValueError):  # the folder or a file vanished meanwhile: look again next round
+            newest = time.time()
+        if not lock.exists():
+            return False
+        age = time.time() - newest
+        if age >= stale_after:
+            try:
+                lock.unlink()
+            except FileNotFoundError:
+                return False
+            warnings.warn(f"nscodec: removed the lock {lock}, left by a kernel build that stopped {age:.0f} s ago "
+                          "(a killed process); building again", RuntimeWarning, stacklevel=3)
+            return True
+        time.sleep(min(poll, stale_after - age))
+
+
+def _build_dir(name: str) -> Optional[Path]:
+    """torch's build folder of extension ``name`` (None when this torch lays it out differently)."""
+    try:
+        from torch.utils import cpp_extension
+
+        return Path(cpp_extension._get_build_directory(name, verbose=False))
+    except Exception:  # a private torch helper: without it, torch's own wait applies
+        return None
+
+
 @functools.lru_cache(maxsize=None)
 def _build(name: str, source: str, simd: bool) -> Tuple[Optional[Any], str]:
     try:
@@ -64,6 +110,9 @@ def _build(name: str, source: str, simd: bool) -> Tuple[Optional[Any], str]:
         verbose = os.environ.get("NSCODEC_KERNELS_VERBOSE", "") not in ("", "0")
         # -ffp-contract=off: no fused multiply-adds, so the kernels round as their torch twins do
         flags = ["-O3", "-ffp-contract=off", "-fno-math-errno"] + (simd_flags() if simd else [])
+        build_dir = _build_dir(name)
+        if build_dir is not None:
+            clear_stale_lock(build_dir)
         mod = cpp_extension.load(name=name, sources=[source], extra_cflags=flags, verbose=verbose)
         return mod, ""
     except Exception as e:  # no compiler, no ninja, an unwritable cache, ...

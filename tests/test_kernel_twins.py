@@ -205,3 +205,40 @@ def test_a_failed_build_falls_back_to_the_twin_with_one_warning_or_fails_when_cp
         _wrapper.hash_encode(x, table, levels)
     monkeypatch.setenv("NSCODEC_KERNELS", "torch")
     assert _wrapper.implementation("cpu") == "torch"
+
+
+def test_a_lock_left_by_a_killed_build_is_removed_once_stale_and_a_live_one_is_waited_for(tmp_path):
+    import os
+    import time
+
+    build = tmp_path / "nscodec_grid_encode"
+    build.mkdir()
+    (build / "build.ninja").write_text("rule cxx\n")
+    lock = build / "lock"
+    assert not _cpp.clear_stale_lock(build, stale_after=60.0)  # no lock: nothing to wait for
+    lock.touch()
+    old = time.time() - 3600
+    for f in build.iterdir():
+        os.utime(f, (old, old))
+    with pytest.warns(RuntimeWarning, match="removed the lock"):
+        assert _cpp.clear_stale_lock(build, stale_after=60.0)
+    assert not lock.exists() and (build / "build.ninja").exists()
+    lock.touch()  # a build that is alive: waited for until its files stop changing for stale_after
+    t0 = time.perf_counter()
+    with pytest.warns(RuntimeWarning, match="removed the lock"):
+        assert _cpp.clear_stale_lock(build, stale_after=0.4, poll=0.05)
+    assert time.perf_counter() - t0 >= 0.3
+
+
+def test_a_lock_released_by_its_build_is_left_alone(tmp_path):
+    import threading
+    import warnings
+
+    build = tmp_path / "ext"
+    build.mkdir()
+    lock = build / "lock"
+    lock.touch()
+    threading.Timer(0.2, lock.unlink).start()  # the other process finishes its build
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not _cpp.clear_stale_lock(build, stale_after=30.0, poll=0.05)
