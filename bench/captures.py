@@ -159,7 +159,8 @@ def markdown(rows: list, command: str, commit: str) -> str:
         psnr = f"{r['psnr']:.2f}" if "psnr" in r else "—"
         ssim = f"{r['ssim']:.3f}" if "ssim" in r else "—"
         size = f"{r['bytes']:,}" if "bytes" in r else "—"
-        lines.append(f"| {r['scene']} | {r['method']} | {r['steps']:,} × {r['rays_per_batch']:,} | {r['epochs']} | "
+        label = r["method"] + (f" (earlier run, git {r['git_commit']})" if r.get("reused_from_earlier_run") else "")
+        lines.append(f"| {r['scene']} | {label} | {r['steps']:,} × {r['rays_per_batch']:,} | {r['epochs']} | "
                      f"{r['train_seconds']:,.0f} | {r['rays_per_second']:,.0f} | {psnr} | {ssim} | {size} | "
                      f"{r.get('bytes_what', 'not evaluated (throughput point)')} |")
     return "\n".join(lines)
@@ -177,6 +178,9 @@ def main() -> None:
                     help="short: about half of each preset's steps (short_config); preset: the registered presets")
     ap.add_argument("--seconds", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--no-nerfacto", action="store_true")
+    ap.add_argument("--reuse-nerfacto", action="store_true",
+                    help="with --no-nerfacto: keep the nerfacto row of the previous bench/results/<name>.json (its own "
+                         "commit, date and train time) instead of training nerfacto again")
     ap.add_argument("--lego", action="store_true", help="ectensorf and shacira on lego 200² too, at the same steps")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="captures")
@@ -205,6 +209,11 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
     for r in rows:
         r["git_commit"] = commit
+    if args.no_nerfacto and args.reuse_nerfacto:
+        old = json.loads((ROOT / "bench/results" / f"{args.name}.json").read_text())
+        for r in old["rows"]:
+            if r["method"] == "nerfacto":  # keeps its git_commit, date and command: a row of the earlier run
+                rows.insert(len([x for x in rows if x["scene"] == r["scene"]]), {**r, "reused_from_earlier_run": True})
     record(args.name, rows, command)
     update_doc_section(args.name, markdown(rows, command, commit))
 

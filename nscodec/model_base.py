@@ -44,7 +44,7 @@ from nscodec.coding.container import NscFile, Section
 from nscodec.coding.determinism import fixed_threads
 from nscodec.coding.errors import NscError
 from nscodec.metrics import ImageMetrics
-from nscodec.render import OccupancyGrid, accumulate_along_rays, render_weight_from_density
+from nscodec.render import OccupancyGrid, accumulate_along_rays, importance_resample_packed, render_weight_from_density
 from nscodec.render.contraction import Contraction
 
 __all__ = ["NscModel", "NscModelConfig"]
@@ -57,6 +57,7 @@ _LIMITS: Dict[str, Tuple[float, float]] = {
     "occupancy_threshold": (0.0, 1.0),
     "weight_threshold": (0.0, 1.0),
     "transmittance_threshold": (0.0, 1.0),
+    "resample_padding": (0.0, 1.0),
     "eval_num_rays_per_chunk": (1, 1 << 24),
     "occupancy_warmup": (0, 1 << 31),
     "occupancy_update_every": (1, 1 << 31),
@@ -109,6 +110,14 @@ class NscModelConfig(ModelConfig):
     (nerfacc's ``alpha_thre``): a capture's early density is diffuse, and without it every sample of every ray is
     evaluated with gradients. None: 0 for bounded scenes, 1e-2 with scene contraction (as nerfacc's unbounded
     examples)."""
+    train_samples_per_ray: Optional[int] = None
+    """While training, rays that keep more samples than this for the gradient pass get this many instead, placed by
+    importance resampling of the gradient-free pass's weights (:func:`nscodec.render.importance_resample_packed`,
+    NeRF's hierarchical sampling with the field as its own proposal); 0: off. Captures fill their bounds, so every
+    ray meets a (at first diffuse) surface and keeps ~25 samples; this caps the cost per ray. None: 0 for bounded
+    scenes, 12 with scene contraction. Rendering outside training always uses every marched sample."""
+    resample_padding: float = 0.01
+    """Uniform share of the resampling mass (nerfstudio's ``histogram_padding``): low-weight regions still get samples."""
     contraction_inner_radius: Optional[float] = None
     """With scene contraction: half extent (world units) of the uncontracted cube around the scene box's centre;
     None: the scene box itself — except for instant-ngp data, whose scene box (``aabb_scale``) spans the whole
@@ -131,6 +140,8 @@ class NscModelConfig(ModelConfig):
             limits["contraction_inner_radius"] = (1e-6, 1e6)
         if self.alpha_threshold is not None:
             limits["alpha_threshold"] = (0.0, 1.0)
+        if self.train_samples_per_ray is not None:
+            limits["train_samples_per_ray"] = (0, 1 << 16)
         return limits
 
     def nsc_derived_limits(self) -> List[Tuple[str, float, float]]:
@@ -150,6 +161,8 @@ class NscModelConfig(ModelConfig):
             self.background_color = "white" if bounded else "random"
         if self.alpha_threshold is None:
             self.alpha_threshold = 0.0 if bounded else 1e-2
+        if self.train_samples_per_ray is None:
+            self.train_samples_per_ray = 0 if bounded else 12
         if self.contraction_inner_radius is None and type(dataparser).__name__ == "InstantNGPDataParserConfig":
             self.contraction_inner_radius = 1.0
 
@@ -609,8 +622,9 @@ class NscModel(Model, metaclass=abc.ABCMeta):
 
         While gradients are enabled a first pass without gradients drops samples behind transmittance
         ``config.transmittance_threshold`` (early ray termination), those of alpha at most ``config.alpha_threshold``
-        and those failing ``sample_mask`` — samples that leave the render (nearly) unchanged. Colour is evaluated only where the rendering weight exceeds
-        ``config.weight_threshold``.
+        and those failing ``sample_mask`` — samples that leave the render (nearly) unchanged; rays that still keep more
+        than ``config.train_samples_per_ray`` samples get that many, importance-resampled from the first pass's
+        weights. Colour is evaluated only where the rendering weight exceeds ``config.weight_threshold``.
 
         Args:
             ray_bundle: nerfstudio ``RayBundle`` of ``R`` rays (origins / unit directions ``[..., 3]``).
@@ -644,6 +658,10 @@ class NscModel(Model, metaclass=abc.ABCMeta):
                     mask &= sample_mask(sigma, alphas)
                 keep = mask.nonzero().squeeze(-1)
             ray_idx, t0, t1, t_mid, pos = ray_idx[keep], t0[keep], t1[keep], t_mid[keep], pos[keep]
+            k = int(cfg.train_samples_per_ray or 0)
+            if k > 0 and ray_idx.numel() > 0:
+                ray_idx, t0, t1, t_mid, pos = self._resample(origins, dirs, ray_idx, t0, t1, t_mid, pos,
+                                                             (trans * alphas)[keep], n_rays, k)
         sigma, geo = density_geo(pos)
         weights, _, _ = render_weight_from_density(t0, t1, sigma, ray_idx, n_rays)
         live = (weights > cfg.weight_threshold).nonzero().squeeze(-1)
@@ -657,6 +675,25 @@ class NscModel(Model, metaclass=abc.ABCMeta):
             out["num_samples"] = torch.tensor(float(ray_idx.numel()))
             out["num_samples_appearance"] = torch.tensor(float(live.numel()))
         return out
+
+
+    def _resample(self, origins, dirs, ray_idx, t0, t1, t_mid, pos, weights, n_rays: int, k: int):
+        """Rays with more than ``k`` packed samples get ``k`` importance-resampled ones (see
+        :attr:`NscModelConfig.train_samples_per_ray`); the others keep theirs. Returns the packed samples, sorted by ray."""
+        counts = torch.bincount(ray_idx, minlength=n_rays)
+        over = (counts > k)[ray_idx]
+        if not bool(over.any()):
+            return ray_idx, t0, t1, t_mid, pos
+        sel, rest = over.nonzero().squeeze(-1), (~over).nonzero().squeeze(-1)
+        n_over = int((counts > k).sum())
+        jitter = torch.rand(n_over, k, device=t0.device) if self.training else None
+        r_new, t0_new, t1_new = importance_resample_packed(ray_idx[sel], t0[sel], t1[sel], weights[sel], n_rays, k,
+                                                           self.config.resample_padding, jitter)
+        pos_new = self.sample_positions(origins, dirs, r_new, t0_new, t1_new)
+        ray_idx = torch.cat([ray_idx[rest], r_new])
+        order = torch.sort(ray_idx, stable=True).indices
+        t0, t1 = torch.cat([t0[rest], t0_new])[order], torch.cat([t1[rest], t1_new])[order]
+        return ray_idx[order], t0, t1, 0.5 * (t0 + t1), torch.cat([pos[rest], pos_new])[order]
 
 
 class _preserved_rng:

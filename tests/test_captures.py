@@ -172,6 +172,17 @@ def test_every_codec_trains_exports_and_decodes_a_capture(codec, ctx, capture, t
     assert model.config.scene_contraction == "on" and model.config.background_color == "random"
     assert model.occupancy.contraction is not None
     assert torch.allclose(model.scene_box.aabb, 2 * model.world_box.aabb)
+    assert model.config.train_samples_per_ray == 12
+    train_rays = trainer.pipeline.datamanager.next_train(0)[0]
+    counts = {}
+    model.train()
+    for k in (0, 2):  # the tiny run keeps ~5 samples per ray: a cap of 2 resamples most rays
+        model.config.train_samples_per_ray = k
+        torch.manual_seed(1)
+        counts[k] = float(model.get_outputs(train_rays)["num_samples"])
+    model.config.train_samples_per_ray = 12
+    assert counts[2] <= 2 * len(train_rays) < counts[0], counts
+    model.eval()
     path = tmp_path / "capture.nsc"
     export_model(model, path, meta=training_meta(trainer.pipeline.config))
     config = read_nsc(path).config
@@ -218,7 +229,8 @@ def test_a_file_written_before_contraction_decodes_bounded(tmp_path, scene):
     header, payload = _split(path.read_bytes())
     config = header["config"]["model"]
     assert config["scene_contraction"] == "off" and config["background_color"] == "white"
-    for key in ("scene_contraction", "near_plane", "far_plane", "alpha_threshold", "contraction_inner_radius"):
+    for key in ("scene_contraction", "near_plane", "far_plane", "alpha_threshold", "contraction_inner_radius",
+                "train_samples_per_ray", "resample_padding"):
         config.pop(key)
     config["background_color"] = "white"
     old = tmp_path / "old.nsc"

@@ -415,6 +415,8 @@ BAD_FILES = {
     "far plane 1e300": _edit(lambda h: h["config"]["model"].update(scene_contraction="on", far_plane=1e300)),
     "negative contraction radius": _edit(lambda h: h["config"]["model"].update(scene_contraction="on",
                                                                               contraction_inner_radius=-1.0)),
+    "training samples per ray 2**40": _edit(lambda h: h["config"]["model"].update(train_samples_per_ray=2**40)),
+    "training samples per ray as text": _edit(lambda h: h["config"]["model"].update(train_samples_per_ray="12")),
 }
 
 

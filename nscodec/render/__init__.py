@@ -8,6 +8,7 @@ and nerfacc's extension is available, else to the torch twin. Tests compare the 
 from nscodec.render._wrapper import (
     OccupancyGrid,
     accumulate_along_rays,
+    importance_resample_packed,
     march_rays,
     ray_aabb_intersect,
     render_weight_from_density,
@@ -16,6 +17,7 @@ from nscodec.render._wrapper import (
 __all__ = [
     "OccupancyGrid",
     "accumulate_along_rays",
+    "importance_resample_packed",
     "march_rays",
     "ray_aabb_intersect",
     "render_weight_from_density",

@@ -306,3 +306,75 @@ def march_rays_contracted(
         out_t0.append(t_lo[r_loc, k_loc])
         out_t1.append(t_hi[r_loc, k_loc])
     return torch.cat(out_r), torch.cat(out_t0), torch.cat(out_t1)
+
+
+def importance_resample_packed(
+    ray_indices: Tensor,
+    t_starts: Tensor,
+    t_ends: Tensor,
+    weights: Tensor,
+    n_rays: int,
+    num_samples: int,
+    padding: float = 0.01,
+    jitter: Tensor | None = None,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Replace each ray's packed intervals by ``num_samples`` intervals placed by inverse-CDF sampling of their
+    rendering weights — hierarchical sampling (Mildenhall et al. 2020, Sec. 5.2; nerfstudio's ``PDFSampler``) on
+    packed, possibly gapped samples, with the field itself as the proposal.
+
+    Each ray's intervals are laid end to end in *occupied length* ``τ`` (the gaps between them — cells the
+    occupancy grid skipped — hold no density and get no length). The probability mass of interval ``i`` is
+    ``(1 - padding) · w_i / Σw + padding · len_i / Σlen`` (uniform padding: a ray whose weights are all zero samples
+    its occupied length uniformly). ``num_samples`` strata of equal mass split ``τ``; each new sample sits at mass
+    ``(j + ξ) / num_samples`` in stratum ``j`` (``ξ`` = ``jitter``, 0.5 without) and its interval length is the
+    stratum's length in ``τ``, so the new intervals cover the ray's whole occupied length: densities integrate over
+    it as before, at fine spacing where the weights are and coarse spacing elsewhere.
+
+    Args:
+        ray_indices: ``[S]`` sorted ray index of each sample (rays with no sample get none back).
+        t_starts, t_ends: ``[S]`` interval bounds (world units), increasing along each ray.
+        weights: ``[S]`` non-negative rendering weights (e.g. from a pass without gradients).
+        n_rays: number of rays ``R``.
+        num_samples: ``K ≥ 1`` intervals per ray that has samples.
+        padding: uniform share of the mass in ``[0, 1]``.
+        jitter: ``[R', K]`` uniform draws in ``[0, 1)`` for the ``R'`` rays with samples (ascending ray order), or None.
+
+    Returns:
+        ``ray_indices [R'·K]`` (sorted), ``t_starts [R'·K]``, ``t_ends [R'·K]``: interval ``j`` of a ray is centred
+        on its sample (so mid-points and depths are the sample positions) and ``t_ends - t_starts`` is its length.
+
+    Raises:
+        ValueError: ``num_samples < 1`` or ``padding`` outside ``[0, 1]``.
+    """
+    if num_samples < 1 or not 0.0 <= padding <= 1.0:
+        raise ValueError(f"importance resampling needs num_samples >= 1 and padding in [0, 1], got {num_samples}, {padding}")
+    dev = t_starts.device
+    if ray_indices.numel() == 0:
+        empty = torch.zeros(0, dtype=t_starts.dtype, device=dev)
+        return ray_indices.clone(), empty, empty.clone()
+    k = int(num_samples)
+    length = (t_ends - t_starts).double().clamp_min(0.0)
+    w = weights.double().clamp_min(0.0)
+    w_ray = torch.zeros(n_rays, dtype=torch.float64, device=dev).index_add_(0, ray_indices, w)
+    l_ray = torch.zeros(n_rays, dtype=torch.float64, device=dev).index_add_(0, ray_indices, length)
+    has_w = (w_ray > 0)[ray_indices]
+    uniform = length / l_ray[ray_indices].clamp_min(1e-300)
+    mass = torch.where(has_w, (1.0 - padding) * w / w_ray[ray_indices].clamp_min(1e-300) + padding * uniform, uniform)
+    cdf_end = exclusive_sum_packed(mass, ray_indices, n_rays) + mass  # [S] in (0, 1] per ray
+    info = pack_info(ray_indices, n_rays)
+    rays = (info[:, 1] > 0).nonzero().squeeze(-1)  # [R']
+    first, last = info[rays, 0], info[rays, 0] + info[rays, 1] - 1
+    xi = torch.full((rays.numel(), k), 0.5, dtype=torch.float64, device=dev) if jitter is None else jitter.double()
+    u = (torch.arange(k, dtype=torch.float64, device=dev) + xi) / k  # [R', K] sample masses, one per stratum
+    # one sorted key over all rays: ray r's cdf lies in (r, r + 1]; float64 keeps 1e-12 resolution up to 2^40 rays
+    key = ray_indices.double() + cdf_end
+    query = rays.double()[:, None] + u.clamp(0.0, 1.0 - 1e-12)
+    idx = torch.searchsorted(key, query.reshape(-1), right=True).reshape(query.shape)
+    idx = torch.minimum(torch.maximum(idx, first[:, None]), last[:, None])  # [R', K] interval of each query
+    frac = ((u - (cdf_end[idx] - mass[idx])) / mass[idx].clamp_min(1e-300)).clamp(0.0, 1.0)
+    t_mid = t_starts.double()[idx] + frac * length[idx]
+    # importance-sampling estimate of a stratum's optical depth: sigma(x) / (K p(x)), p = mass / length at x
+    seg = length[idx] / (k * mass[idx]).clamp_min(1e-300)
+    out_rays = rays.repeat_interleave(k)
+    half = 0.5 * seg
+    return out_rays, (t_mid - half).reshape(-1).to(t_starts.dtype), (t_mid + half).reshape(-1).to(t_starts.dtype)

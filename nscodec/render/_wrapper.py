@@ -17,6 +17,7 @@ from torch import Tensor
 from nscodec.render import _torch_impl
 from nscodec.render._torch_impl import (  # noqa: F401
     coarse_occupancy,
+    importance_resample_packed,
     march_rays,
     march_rays_contracted,
     march_rays_dense,
