@@ -472,6 +472,9 @@ def main() -> None:
     for codec in sources:
         nscodec.io.codec_config_class(codec)
     nscodec.io.load_model(sources["nscodec-tensorf"])  # warm: first-use imports and one-time notices happen here
+    from nscodec._cpp import preload_kernels
+
+    preload_kernels()  # built (or loaded) here: a child killed at its time cap mid-build would leave torch's lock behind
     from nerfstudio.cameras.rays import RayBundle  # noqa: F401
 
     rng = random.Random(args.seed)
