@@ -660,7 +660,7 @@ class NscModel(Model, metaclass=abc.ABCMeta):
             ray_idx, t0, t1, t_mid, pos = ray_idx[keep], t0[keep], t1[keep], t_mid[keep], pos[keep]
             k = int(cfg.train_samples_per_ray or 0)
             if k > 0 and ray_idx.numel() > 0:
-                ray_idx, t0, t1, t_mid, pos = self._resample(origins, dirs, ray_idx, t0, t1, t_mid, pos,
+                ray_idx, t0, t1, t_mid, pos = self._resample(origins, dirs, ray_idx, t0, t1, pos,
                                                              (trans * alphas)[keep], n_rays, k)
         sigma, geo = density_geo(pos)
         weights, _, _ = render_weight_from_density(t0, t1, sigma, ray_idx, n_rays)
@@ -676,17 +676,15 @@ class NscModel(Model, metaclass=abc.ABCMeta):
             out["num_samples_appearance"] = torch.tensor(float(live.numel()))
         return out
 
-
-    def _resample(self, origins, dirs, ray_idx, t0, t1, t_mid, pos, weights, n_rays: int, k: int):
+    def _resample(self, origins, dirs, ray_idx, t0, t1, pos, weights, n_rays: int, k: int):
         """Rays with more than ``k`` packed samples get ``k`` importance-resampled ones (see
         :attr:`NscModelConfig.train_samples_per_ray`); the others keep theirs. Returns the packed samples, sorted by ray."""
-        counts = torch.bincount(ray_idx, minlength=n_rays)
-        over = (counts > k)[ray_idx]
+        over_rays = torch.bincount(ray_idx, minlength=n_rays) > k
+        over = over_rays[ray_idx]
         if not bool(over.any()):
-            return ray_idx, t0, t1, t_mid, pos
+            return ray_idx, t0, t1, 0.5 * (t0 + t1), pos
         sel, rest = over.nonzero().squeeze(-1), (~over).nonzero().squeeze(-1)
-        n_over = int((counts > k).sum())
-        jitter = torch.rand(n_over, k, device=t0.device) if self.training else None
+        jitter = torch.rand(int(over_rays.sum()), k, device=t0.device) if self.training else None
         r_new, t0_new, t1_new = importance_resample_packed(ray_idx[sel], t0[sel], t1[sel], weights[sel], n_rays, k,
                                                            self.config.resample_padding, jitter)
         pos_new = self.sample_positions(origins, dirs, r_new, t0_new, t1_new)

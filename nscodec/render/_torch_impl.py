@@ -322,13 +322,14 @@ def importance_resample_packed(
     rendering weights — hierarchical sampling (Mildenhall et al. 2020, Sec. 5.2; nerfstudio's ``PDFSampler``) on
     packed, possibly gapped samples, with the field itself as the proposal.
 
-    Each ray's intervals are laid end to end in *occupied length* ``τ`` (the gaps between them — cells the
-    occupancy grid skipped — hold no density and get no length). The probability mass of interval ``i`` is
-    ``(1 - padding) · w_i / Σw + padding · len_i / Σlen`` (uniform padding: a ray whose weights are all zero samples
-    its occupied length uniformly). ``num_samples`` strata of equal mass split ``τ``; each new sample sits at mass
-    ``(j + ξ) / num_samples`` in stratum ``j`` (``ξ`` = ``jitter``, 0.5 without) and its interval length is the
-    stratum's length in ``τ``, so the new intervals cover the ray's whole occupied length: densities integrate over
-    it as before, at fine spacing where the weights are and coarse spacing elsewhere.
+    The samples are drawn from a piecewise-constant density over each ray's intervals. The gaps between intervals
+    are cells the occupancy grid skipped: they hold no density and get no samples. The probability mass of interval
+    ``i`` is ``(1 - padding) · w_i / Σw + padding · len_i / Σlen``. With this uniform padding, a ray whose weights
+    are all zero samples its intervals uniformly. ``num_samples`` strata of equal mass split the ray, and new sample
+    ``j`` sits at mass ``(j + ξ) / num_samples``; ``ξ`` is ``jitter``, or 0.5 without it. Its interval length is the
+    importance-sampling weight ``1 / (K p(x))``, with ``p = mass_i / len_i`` at the sample. So ``Σ σ(x_j) · len_j``
+    is an unbiased estimate of the ray's optical depth, ``∫ σ``, over its intervals. Samples are dense where the
+    weights are and sparse elsewhere.
 
     Args:
         ray_indices: ``[S]`` sorted ray index of each sample (rays with no sample get none back).
