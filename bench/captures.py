@@ -73,6 +73,11 @@ def child(args: argparse.Namespace) -> None:
     preload_kernels()  # a fresh machine compiles them once: not training time
     cfg = (short_config(args.child) if args.budget == "short" else None) or copy.deepcopy(all_methods[args.child])
     cfg.machine.device_type = "cpu"
+    for item in args.model_set:  # --model-set key=value: a probe of one model setting (the value parsed as JSON)
+        key, value = item.split("=", 1)
+        if not hasattr(cfg.pipeline.model, key):
+            raise SystemExit(f"--model-set: {type(cfg.pipeline.model).__name__} has no field {key!r}")
+        setattr(cfg.pipeline.model, key, json.loads(value))
     dm = cfg.pipeline.datamanager
     if type(dm) not in (VanillaDataManagerConfig, NscDataManagerConfig):  # nerfacto: a multi-process datamanager
         dm = VanillaDataManagerConfig(train_num_rays_per_batch=dm.train_num_rays_per_batch,
@@ -124,12 +129,12 @@ def child(args: argparse.Namespace) -> None:
 
 
 def run_point(method: str, data: Path, dataparser: str, scale: float, steps: int, seconds: float, threads: int,
-              budget: str, evaluate: bool = True) -> dict:
+              budget: str, evaluate: bool = True, model_set: tuple = ()) -> dict:
     """Train one point in a child process, then (ours, with ``evaluate``) decode and evaluate its file in another
     fresh process."""
     cmd = [sys.executable, __file__, "--child", method, "--data", str(data), "--dataparser", dataparser,
            "--scale", str(scale), "--steps", str(steps), "--seconds", str(seconds), "--threads", str(threads),
-           "--budget", budget]
+           "--budget", budget] + [a for kv in model_set for a in ("--model-set", kv)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:
@@ -183,6 +188,8 @@ def main() -> None:
                          "commit, date and train time) instead of training nerfacto again")
     ap.add_argument("--lego", action="store_true", help="ectensorf and shacira on lego 200² too, at the same steps")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="set a model config field of our methods (value as JSON), e.g. train_samples_per_ray=8")
     ap.add_argument("--name", default="captures")
     ap.add_argument("--codec", default=str(ROOT / "bench/runs/lego_points/codec.cnm"),
                     help="codecnerf's pretrained codec model (bench/codecnerf_table1.py --pretrain-only makes one)")
@@ -195,7 +202,7 @@ def main() -> None:
     rows = []
     for m in [m for m in args.methods.split(",") if m]:
         rows.append(run_point(m, Path(args.data), args.dataparser, args.scale, args.steps, 0.0, args.threads,
-                              args.budget))
+                              args.budget, model_set=tuple(args.model_set)))
         print(json.dumps(rows[-1]), flush=True)
     if not args.no_nerfacto:
         budget = max((r["train_seconds"] for r in rows if r.get("status") == "ok"), default=600.0)
@@ -205,7 +212,7 @@ def main() -> None:
         for m in ("ectensorf", "shacira"):
             if m in args.methods.split(","):
                 rows.append(run_point(m, LEGO, "blender-data", 0.25, args.steps, 0.0, args.threads, args.budget,
-                                      evaluate=False))
+                                      evaluate=False, model_set=tuple(args.model_set)))
                 print(json.dumps(rows[-1]), flush=True)
     for r in rows:
         r["git_commit"] = commit

@@ -1,6 +1,7 @@
 """Build-at-first-use loader of nscodec's C++ CPU kernels (one place decides whether they run).
 
-Each kernel source (``nscodec/grid/csrc/grid_encode.cpp``, ``nscodec/coding/csrc/factorized_rate.cpp``) is compiled
+Each kernel source (``nscodec/grid/csrc/grid_encode.cpp`` and ``vm_encode.cpp``, ``nscodec/coding/csrc/factorized_rate.cpp``,
+``nscodec/csrc/sparse_adam.cpp``) is compiled
 once per machine with ``torch.utils.cpp_extension.load`` (g++ and ninja; the grid source takes about half a minute)
 into torch's extension cache (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); later processes
 load the cached library. Every kernel has a plain-torch twin that runs where the kernel cannot.
@@ -108,12 +109,18 @@ def _build(name: str, source: str, simd: bool) -> Tuple[Optional[Any], str]:
         _ninja_on_path()
 
         verbose = os.environ.get("NSCODEC_KERNELS_VERBOSE", "") not in ("", "0")
-        # -ffp-contract=off: no fused multiply-adds, so the kernels round as their torch twins do
+        # -ffp-contract=off: no fused multiply-adds, so the kernels round as their torch twins do.
+        # -fopenmp: ATen's at::parallel_for is inline OpenMP; compiled without it every kernel runs on one thread.
+        # The library then needs libgomp.so.1, which resolves to the one torch has already loaded (same soname).
         flags = ["-O3", "-ffp-contract=off", "-fno-math-errno"] + (simd_flags() if simd else [])
         build_dir = _build_dir(name)
         if build_dir is not None:
             clear_stale_lock(build_dir)
-        mod = cpp_extension.load(name=name, sources=[source], extra_cflags=flags, verbose=verbose)
+        try:
+            mod = cpp_extension.load(name=name, sources=[source], extra_cflags=flags + ["-fopenmp"],
+                                     extra_ldflags=["-fopenmp"], verbose=verbose)
+        except Exception:  # a compiler without OpenMP: the same kernels on one thread
+            mod = cpp_extension.load(name=name, sources=[source], extra_cflags=flags, verbose=verbose)
         return mod, ""
     except Exception as e:  # no compiler, no ninja, an unwritable cache, ...
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -148,9 +155,10 @@ def load_kernel(name: str, source: Path, simd: bool = False) -> Optional[Any]:
 def preload_kernels() -> None:
     """Build or load every kernel now (the first use on a fresh machine compiles them), e.g. before timing."""
     from nscodec.coding.entropy_models import _rate_kernel
-    from nscodec.grid._wrapper import cpu_kernel
+    from nscodec.grid._wrapper import cpu_kernel, vm_kernel
     from nscodec.optim import _sparse_adam_kernel
 
     cpu_kernel()
+    vm_kernel()
     _rate_kernel()
     _sparse_adam_kernel()

@@ -33,6 +33,29 @@ def test_contraction_keeps_the_box_and_maps_all_of_space_into_the_field_box():
     assert torch.allclose(back[ok], far[ok], rtol=1e-3, atol=1e-3)
 
 
+def test_fast_linf_contraction_matches_nerfstudios_scene_contraction():
+    """contract_linf is nerfstudio's SceneContraction(order=inf) with a cheaper L∞ norm: same values and gradients,
+    identity (bit-exact) inside the unit cube, finite gradients at the origin."""
+    from nerfstudio.field_components.spatial_distortions import SceneContraction
+
+    from nscodec.render.contraction import contract_linf
+
+    torch.manual_seed(0)
+    x = torch.randn(4000, 3) * torch.logspace(-2, 3, 4000)[:, None]
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = contract_linf(xa), SceneContraction(order=float("inf"))(xb)
+    assert torch.allclose(ya, yb, rtol=1e-6, atol=1e-6)
+    w = torch.randn_like(ya)
+    (ya * w).sum().backward()
+    (yb * w).sum().backward()
+    assert torch.allclose(xa.grad, xb.grad, rtol=1e-5, atol=1e-6)
+    inside = x[x.abs().amax(-1) <= 1]
+    assert inside.shape[0] > 100 and torch.equal(contract_linf(inside), inside)
+    zero = torch.zeros(1, 3, requires_grad=True)
+    contract_linf(zero).sum().backward()
+    assert torch.isfinite(zero.grad).all()
+
+
 def test_world_step_factor_is_the_radial_derivative_of_the_inverse():
     c = Contraction(BOX)
     y = c.center + c.half_extent * torch.tensor([[1.5, 0.2, -0.3], [0.1, -1.9, 0.4], [0.3, 0.2, 0.1]])

@@ -20,7 +20,8 @@ def kernels():
     """The compiled kernels; where a C++ compiler exists they must build (a failed build is a failure, not a skip)."""
     if shutil.which("g++") is None and shutil.which("c++") is None:
         pytest.skip("no C++ compiler on this machine: the torch twins run (tested elsewhere)")
-    mods = {"grid": _wrapper.cpu_kernel(), "rate": _rate_kernel(), "adam": _sparse_adam_kernel()}
+    mods = {"grid": _wrapper.cpu_kernel(), "rate": _rate_kernel(), "adam": _sparse_adam_kernel(),
+            "vm": _wrapper.vm_kernel()}
     assert all(m is not None for m in mods.values()), f"a kernel did not build: {_cpp._build.cache_info()}"
     return mods
 
@@ -160,6 +161,57 @@ def test_fused_sparse_adam_matches_torch_sparse_adam_and_bumps_versions(kernels)
     torch.testing.assert_close(new.state[p_new]["exp_avg_sq"], ref.state[p_ref]["exp_avg_sq"], rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize("channels", [16, 5])
+def test_vm_encoding_kernel_matches_nerfstudios_tensor_vm_encoding(kernels, channels):
+    """The fused VM kernel against nerfstudio's TensorVMEncoding.forward (grid_sample) and our torch twin: features and
+    both factor gradients, at grid points, edges, outside the grid (zero padding) and at a non-multiple of the SIMD
+    width; a non-finite position reads zeros; the gradients do not depend on the thread count."""
+    from nerfstudio.field_components.encodings import TensorVMEncoding
+
+    torch.manual_seed(0)
+    enc = TensorVMEncoding(resolution=23, num_components=channels)
+    x = torch.rand(2000, 3) * 2.4 - 1.2  # some samples beyond the grid on every side
+    x[:6] = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0], [0.0, 0.0, 0.0], [1.0, -1.0, 0.5],
+                          [1 + 1e-6, 0.3, -0.2], [-1.09, 0.999, 0.0]])
+    ref = enc(x)
+    out = _wrapper._VMEncodeCpp.apply(enc.plane_coef, enc.line_coef, x, kernels["vm"])
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    torch.testing.assert_close(_torch_impl.vm_encode(x, enc.plane_coef, enc.line_coef), ref, rtol=0, atol=1e-7)
+    assert (out[1000:] != 0).any() and (ref.abs().amax(-1) == 0).any()  # the padding is exercised
+    g = torch.randn_like(ref)
+    g_ref = torch.autograd.grad(ref, [enc.plane_coef, enc.line_coef], g)
+    g_out = torch.autograd.grad(out, [enc.plane_coef, enc.line_coef], g)
+    for a, b in zip(g_out, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = torch.autograd.grad(_wrapper.vm_encode(x, enc.plane_coef, enc.line_coef), [enc.plane_coef], g)[0]
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, g_out[0])
+    bad = torch.tensor([[float("nan"), 0.0, 0.0], [0.0, float("inf"), 0.0]])
+    assert (kernels["vm"].vm_encode_forward(enc.plane_coef.detach().permute(0, 2, 3, 1).contiguous(),
+                                            enc.line_coef.detach()[..., 0].permute(0, 2, 1).contiguous(), bad) == 0).all()
+    with pytest.raises(ValueError, match="lines must be"):
+        _wrapper.vm_encode(x, enc.plane_coef, enc.line_coef[:, :, :-1])
+
+
+def test_kernels_are_built_with_openmp_and_share_torchs_runtime(kernels):
+    """ATen's parallel_for is inline OpenMP: a kernel compiled without -fopenmp runs on one thread whatever
+    torch.get_num_threads() says. Every kernel must call into OpenMP, and the ``libgomp.so.1`` they need must resolve
+    to the one torch loaded, not to a second copy with its own thread pool (other wheels, e.g. rawpy, may bring
+    their own runtime under a different name; that is theirs)."""
+    from pathlib import Path
+
+    for name, mod in kernels.items():
+        assert b"GOMP_parallel" in Path(mod.__file__).read_bytes(), f"kernel {name} was built without OpenMP"
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        paths = {line.split()[-1] for line in maps.read_text().splitlines() if "/libgomp.so" in line}
+        assert len(paths) == 1, f"more than one libgomp.so.1 loaded: {sorted(paths)}"
+
+
 @pytest.mark.parametrize("upstream", [1.0, 0.37, -2.0])
 def test_factorized_rate_kernel_matches_the_likelihood_path(kernels, upstream):
     torch.manual_seed(0)
@@ -181,6 +233,33 @@ def test_factorized_rate_kernel_matches_the_likelihood_path(kernels, upstream):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()) + 1e-6)
     with torch.no_grad():
         torch.testing.assert_close(prior.rate(y), ref.detach(), rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["mixed", "round"])
+def test_open_masked_prior_takes_the_fused_rate_and_matches_the_likelihood_path(kernels, mode):
+    """A deterministic, fully open mask (ectensorf with use_mask off) rates through FactorizedPrior.rate: the same
+    bits and gradients as masking per-latent likelihoods; a partly closed mask keeps the likelihood path."""
+    from nscodec.coding.entropy_models import MaskedFactorizedPrior
+
+    torch.manual_seed(0)
+    masked = MaskedFactorizedPrior(4, 9, 7, init_mask_logit=30.0)
+    y = (torch.randn(4, 9, 7) * 3).requires_grad_(True)
+    torch.manual_seed(1)
+    y_hat, bits, info = masked(y, mode=mode, stochastic=False)
+    assert "FactorizedRate" in type(info["latent_bits"].grad_fn).__name__
+    torch.manual_seed(1)
+    ref_hat, lik = masked.prior(y, mode)
+    ref = -torch.log2(lik).sum()
+    torch.testing.assert_close(info["latent_bits"], ref, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(y_hat, ref_hat * 1.0)
+    params = ([y] if mode == "mixed" else []) + [p for n, p in masked.prior.named_parameters() if n != "quantiles"]
+    for a, b in zip(torch.autograd.grad(bits, params), torch.autograd.grad(ref + info["mask_bits"], params)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()) + 1e-6)
+    with torch.no_grad():
+        masked.mask_logits[0] = -30.0  # channel 0 closed: only the other channels' latents cost bits
+    _, _, info = masked(y, mode="round", stochastic=False)
+    _, lik = masked.prior(y, "round")
+    torch.testing.assert_close(info["latent_bits"], -torch.log2(lik[1:]).sum(), rtol=1e-5, atol=1e-3)
 
 
 def test_kernel_choice_rejects_unknown_values(monkeypatch):

@@ -521,8 +521,9 @@ class MaskedFactorizedPrior(nn.Module):
         Returns:
             ``(y_masked_hat [C, H, W], rate_bits scalar tensor, info)`` with ``info`` holding
             ``"latent_bits"`` (``sum mask * -log2 p``, exactly 0 where the mask is 0), ``"mask_bits"``,
-            ``"mask"`` ``[C, H, W]``, ``"likelihood"`` ``[C, H, W]`` and ``"density"`` (fraction of open
-            mask entries).
+            ``"mask"`` ``[C, H, W]`` and ``"density"`` (fraction of open mask entries). With a deterministic
+            mask that is open everywhere (ectensorf's CPU default, ``use_mask`` off) the latent bits come from
+            :meth:`FactorizedPrior.rate` (the fused kernel on CPU) instead of per-latent likelihoods.
 
         Raises:
             NscError: ``y`` not shaped ``[C, H, W]`` as configured, bad ``tau`` or ``mode``.
@@ -533,14 +534,18 @@ class MaskedFactorizedPrior(nn.Module):
         if stochastic is None:
             stochastic = self.training
         mask = self.sample_mask(tau, hard) if stochastic else self.deterministic_mask()
-        y_hat, lik = self.prior(y, mode)
-        latent_bits = (mask * -torch.log2(lik)).sum()
+        if not stochastic and bool(mask.all()):  # every latent coded: the fused rate (FactorizedPrior.rate)
+            _as_modes(mode)
+            y_hat = quantize(y, "ste" if mode == "mixed" else mode)
+            latent_bits = self.prior.rate(quantize(y, "noise") if mode == "mixed" else y_hat)
+        else:
+            y_hat, lik = self.prior(y, mode)
+            latent_bits = (mask * -torch.log2(lik)).sum()
         mask_bits = self.mask_bits(mask)
         info = {
             "latent_bits": latent_bits,
             "mask_bits": mask_bits,
             "mask": mask,
-            "likelihood": lik,
             "density": mask.detach().mean(),
         }
         return y_hat * mask, latent_bits + mask_bits, info

@@ -146,3 +146,22 @@ def dense_level_vertex_grads(grad: Tensor, x: Tensor, res: int) -> Tuple[Tensor,
     contrib = (w[..., None] * grad[:, None, :]).reshape(-1, grad.shape[1])
     G = torch.zeros(u.numel(), grad.shape[1], dtype=grad.dtype, device=grad.device).index_add_(0, pos[flat], contrib)
     return u, G
+
+
+def vm_encode(x: Tensor, plane_coef: Tensor, line_coef: Tensor) -> Tensor:
+    """TensoRF VM encoding (Chen et al. 2022, Sec. 3.2, Eq. 3) at ``x [S, 3]`` in ``[-1, 1]^3``: ``[S, 3C]``, entry
+    ``p·C + c`` = bilinear ``plane_coef[p, c]`` at ``(u, v)`` times linear ``line_coef[p, c]`` at ``w``, with
+    ``(u, v, w)`` = ``(x, y, z), (x, z, y), (y, z, x)`` for ``p`` = 0, 1, 2 (``grid_sample``, align_corners, zero
+    padding). The same values as nerfstudio's ``TensorVMEncoding.forward``, which the tests also compare against.
+
+    Args:
+        x: ``[S, 3]`` normalised positions (no gradient flows to them).
+        plane_coef: ``[3, C, N, N]`` planes. line_coef: ``[3, C, N, 1]`` lines.
+    """
+    x = x.detach()
+    uv = torch.stack([x[:, [0, 1]], x[:, [0, 2]], x[:, [1, 2]]])[:, :, None]  # [3, S, 1, 2]
+    w = torch.stack([x[:, 2], x[:, 1], x[:, 0]])  # [3, S]
+    w = torch.stack([torch.zeros_like(w), w], dim=-1)[:, :, None]  # [3, S, 1, 2]
+    planes = torch.nn.functional.grid_sample(plane_coef, uv, align_corners=True)  # [3, C, S, 1]
+    lines = torch.nn.functional.grid_sample(line_coef, w, align_corners=True)  # [3, C, S, 1]
+    return (planes * lines)[..., 0].reshape(-1, x.shape[0]).t()

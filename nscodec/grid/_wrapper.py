@@ -19,11 +19,17 @@ from nscodec.grid import _torch_impl
 from nscodec.grid._torch_impl import HashLevels
 
 _SOURCE = Path(__file__).resolve().parent / "csrc" / "grid_encode.cpp"
+_VM_SOURCE = Path(__file__).resolve().parent / "csrc" / "vm_encode.cpp"
 
 
 def cpu_kernel():
     """The compiled grid kernels (:func:`nscodec._cpp.load_kernel`), or None where the twin runs."""
     return load_kernel("nscodec_grid_encode", _SOURCE)
+
+
+def vm_kernel():
+    """The compiled VM-encoding kernel (``csrc/vm_encode.cpp``), or None where the twin runs."""
+    return load_kernel("nscodec_vm_encode", _VM_SOURCE, simd=True)
 
 
 def _kernel_for(*tensors: Tensor):
@@ -96,3 +102,47 @@ def dense_level_vertex_grads(grad: Tensor, x: Tensor, res: int) -> Tuple[Tensor,
     if mod is None:
         return _torch_impl.dense_level_vertex_grads(grad, x, res)
     return tuple(mod.dense_level_vertex_grads(grad.contiguous(), x.contiguous(), int(res)))  # type: ignore[return-value]
+
+
+class _VMEncodeCpp(torch.autograd.Function):
+    """The fused VM encoding on channel-last copies of the factors (made once per call, kept for the backward)."""
+
+    @staticmethod
+    def forward(ctx, plane_coef: Tensor, line_coef: Tensor, x: Tensor, mod) -> Tensor:  # type: ignore[override]
+        planes = plane_coef.detach().permute(0, 2, 3, 1).contiguous()  # [3, N, N, C]
+        lines = line_coef.detach()[..., 0].permute(0, 2, 1).contiguous()  # [3, N, C]
+        x = x.detach().contiguous()
+        ctx.save_for_backward(planes, lines, x)
+        ctx.mod = mod
+        return mod.vm_encode_forward(planes, lines, x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        if not any(ctx.needs_input_grad[:2]):
+            return None, None, None, None
+        planes, lines, x = ctx.saved_tensors
+        g_planes, g_lines = ctx.mod.vm_encode_backward(grad.contiguous(), planes, lines, x)
+        return (g_planes.permute(0, 3, 1, 2).contiguous(), g_lines.permute(0, 2, 1).unsqueeze(-1).contiguous(),
+                None, None)
+
+
+def vm_encode(x: Tensor, plane_coef: Tensor, line_coef: Tensor) -> Tensor:
+    """TensoRF VM encoding ``[S, 3C]`` at normalised positions ``x [S, 3]`` in ``[-1, 1]^3`` from planes
+    ``[3, C, N, N]`` and lines ``[3, C, N, 1]`` (see :func:`._torch_impl.vm_encode`); gradients flow to both
+    factors (a parameter or a decoded tensor), not to ``x``. CPU float32: the fused kernel; elsewhere the twin.
+
+    Raises:
+        ValueError: shapes that do not fit ``[S, 3]``, ``[3, C, N, N]``, ``[3, C, N, 1]``.
+    """
+    if x.dim() != 2 or x.shape[1] != 3:
+        raise ValueError(f"vm_encode: positions must be [S, 3], got {list(x.shape)}")
+    if plane_coef.dim() != 4 or plane_coef.shape[0] != 3 or plane_coef.shape[2] != plane_coef.shape[3]:
+        raise ValueError(f"vm_encode: planes must be [3, C, N, N], got {list(plane_coef.shape)}")
+    if tuple(line_coef.shape) != (3, plane_coef.shape[1], plane_coef.shape[2], 1):
+        raise ValueError(f"vm_encode: lines must be [3, C, N, 1] = {[3, *plane_coef.shape[1:3], 1]}, "
+                         f"got {list(line_coef.shape)}")
+    mod = vm_kernel() if (plane_coef.shape[2] >= 2 and all(
+        t.device.type == "cpu" and t.dtype == torch.float32 for t in (x, plane_coef, line_coef))) else None
+    if mod is None:
+        return _torch_impl.vm_encode(x, plane_coef, line_coef)
+    return _VMEncodeCpp.apply(plane_coef, line_coef, x, mod)

@@ -4,6 +4,9 @@ Mip-NeRF 360 (Barron et al. 2022, Sec. 2, Eq. 10) contracts space so that a boun
 scene: points inside the unit ball keep their coordinates, points outside move to ``(2 - 1/|x|) x/|x|``. nerfstudio's
 :class:`~nerfstudio.field_components.spatial_distortions.SceneContraction` implements it; with ``order=inf`` (the
 L∞ norm, as nerfacto uses for its grids) the unit *cube* stays put and everything maps into ``[-2, 2]^3``.
+:func:`contract_linf` is the same map written with ``amax(|x|)`` for the L∞ norm: nerfstudio's module computes it
+with ``torch.linalg.norm(ord=inf)``, which is ~30× slower on CPU for ``[S, 3]`` inputs and was ~10 % of a capture
+training step (docs/benchmarks.md, "Capture step profile"); the tests compare the two, values and gradients.
 
 :class:`Contraction` applies it in the frame of a scene box (centre ``c``, half extents ``h``): the scene box is the
 inner, uncontracted region and the *field box* ``c ± 2h`` holds all of space. Every nscodec grid (TensoRF planes,
@@ -17,13 +20,22 @@ the camera as at infinity.
 from __future__ import annotations
 
 import torch
-from nerfstudio.field_components.spatial_distortions import SceneContraction
 from torch import Tensor
 
-__all__ = ["Contraction", "MAX_CONTRACTED_RADIUS"]
+__all__ = ["Contraction", "MAX_CONTRACTED_RADIUS", "contract_linf"]
 
 #: contracted L∞ radius (in inner-box units) at which :meth:`Contraction.inverse` stops: world radius 1000 × h
 MAX_CONTRACTED_RADIUS = 2.0 - 1e-3
+
+
+def contract_linf(x: Tensor) -> Tensor:
+    """Mip-NeRF 360's contraction (Barron et al. 2022, Eq. 10) under the L∞ norm: ``x`` where ``|x|_∞ <= 1``, else
+    ``(2 - 1/|x|_∞) x / |x|_∞``. ``x [..., 3]`` (inner-box units) → ``[..., 3]`` in ``[-2, 2]^3``; differentiable.
+
+    The values of nerfstudio's ``SceneContraction(order=inf)`` (its reference twin in the tests), with the L∞
+    norm taken as ``amax(|x|)``."""
+    r = x.abs().amax(dim=-1, keepdim=True).clamp_min(1.0)  # 1 inside the cube: the scale below is exactly 1 there
+    return x * ((2 - 1 / r) / r)
 
 
 class Contraction(torch.nn.Module):
@@ -46,7 +58,6 @@ class Contraction(torch.nn.Module):
             raise ValueError(f"scene contraction needs a box with positive, finite extents, got {box.tolist()}")
         self.register_buffer("center", 0.5 * (box[0] + box[1]), persistent=False)  # derived from the config: not saved
         self.register_buffer("half_extent", half, persistent=False)
-        self._contract = SceneContraction(order=float("inf"))
 
     @staticmethod
     def field_aabb(inner_aabb: Tensor) -> Tensor:
@@ -62,7 +73,7 @@ class Contraction(torch.nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """World positions ``[..., 3]`` → field-space positions ``[..., 3]`` inside the field box."""
-        return self.center + self.half_extent * self._contract((x - self.center) / self.half_extent)
+        return self.center + self.half_extent * contract_linf((x - self.center) / self.half_extent)
 
     def inverse(self, y: Tensor) -> Tensor:
         """Field-space positions ``[..., 3]`` → world positions ``[..., 3]`` (contracted radius clamped to

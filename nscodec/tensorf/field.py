@@ -15,14 +15,24 @@ from nerfstudio.field_components.encodings import NeRFEncoding, TensorVMEncoding
 from nerfstudio.fields.tensorf_field import TensoRFField
 from torch import Tensor
 
+from nscodec.grid import vm_encode
+
 
 class ResizableVMEncoding(TensorVMEncoding):
-    """``TensorVMEncoding`` whose grids follow the resolution of a loaded state dict.
+    """``TensorVMEncoding`` whose grids follow the resolution of a loaded state dict, evaluated by the fused VM kernel.
 
     Coarse-to-fine training changes the plane size (``plane_coef [3, C, N, N]``, ``line_coef [3, C, N, 1]``); a
     model built at the initial resolution resizes itself when a checkpoint at another resolution is loaded,
     whatever path loads it (``ns-eval``, ``ns-viewer``, ``--load-dir``, init-from a stock checkpoint).
+
+    :meth:`forward` runs :func:`nscodec.grid.vm_encode` (the fused CPU kernel on float32 CPU tensors; nerfstudio's
+    ``grid_sample`` formulation, its reference twin, elsewhere): the same features, ``[..., 3]`` → ``[..., 3C]``.
     """
+
+    def forward(self, in_tensor: Tensor) -> Tensor:
+        """Features ``[..., 3C]`` at positions ``[..., 3]`` in ``[-1, 1]^3`` (no gradient to the positions)."""
+        flat = in_tensor.reshape(-1, 3)
+        return vm_encode(flat, self.plane_coef, self.line_coef).reshape(*in_tensor.shape[:-1], -1)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: D401 (torch hook)
         key = prefix + "plane_coef"
