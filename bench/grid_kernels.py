@@ -4,7 +4,10 @@
 Cases (shapes of the CPU presets on lego 200²): SHACIRA's hash encoding (8 levels 16→256, T = 2^15, F = 2) forward +
 backward on 200k points; one VQ-AD level (128³ cells, 16 features, 16-row codebook) straight-through lookup forward +
 backward on 100k points; the factorized-prior rate of SHACIRA's latents (2 × 211k) forward + backward; the lazy-Adam
-step of 200k rows of a 129³ × 16 logits table. Median of ``--repeats`` timed calls after ``--warmup``.
+step of 200k rows of a 129³ × 16 logits table; TensoRF's VM encoding (ectensorf on fox: planes 160², 48 appearance
+components) forward + backward on 50k samples along rays, against nerfstudio's ``TensorVMEncoding`` (grid_sample);
+the L∞ scene contraction of 300k points against nerfstudio's ``SceneContraction``. Median of ``--repeats`` timed
+calls after ``--warmup``.
 
     python bench/grid_kernels.py
 """
@@ -127,6 +130,27 @@ def main() -> None:
         return run
 
     cases["lazy Adam step (200k of 2.1M rows × 16)"] = {n: adam_step(n) for n in opts}
+
+    # --- TensoRF VM encoding (the twin: nerfstudio's TensorVMEncoding.forward, two grid_sample calls)
+    from nerfstudio.field_components.encodings import TensorVMEncoding
+    from nerfstudio.field_components.spatial_distortions import SceneContraction
+
+    from nscodec.render.contraction import contract_linf
+
+    vm = TensorVMEncoding(resolution=160, num_components=48)
+    origins = torch.rand(2_000, 3, generator=g) * 2 - 1
+    dirs = torch.nn.functional.normalize(torch.randn(2_000, 3, generator=g), dim=-1)
+    xs = (origins[:, None] + dirs[:, None] * torch.linspace(0, 0.6, 25)[None, :, None]).reshape(-1, 3).clamp(-1, 1)
+    gvm = torch.randn(xs.shape[0], 144, generator=g)
+    factors = [vm.plane_coef, vm.line_coef]
+    cases["VM encoding fwd+bwd (50k samples on rays, 160², 48 components)"] = {
+        "torch twin": lambda: torch.autograd.grad(vm(xs), factors, gvm),
+        "C++ kernel": lambda: torch.autograd.grad(_wrapper.vm_encode(xs, vm.plane_coef, vm.line_coef), factors, gvm),
+    }
+    pts = torch.randn(300_000, 3, generator=g) * 3
+    ns_contract = SceneContraction(order=float("inf"))
+    cases["L∞ scene contraction (300k points)"] = {"torch twin": lambda: ns_contract(pts),
+                                                   "amax form (contract_linf)": lambda: contract_linf(pts)}
 
     for case, impls in cases.items():
         base = None

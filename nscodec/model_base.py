@@ -115,8 +115,8 @@ class NscModelConfig(ModelConfig):
     importance resampling of the gradient-free pass's weights (:func:`nscodec.render.importance_resample_packed`,
     NeRF's hierarchical sampling with the field as its own proposal); 0: off. Captures fill their bounds, so every
     ray meets a (at first diffuse) surface and keeps ~25 samples; this caps the cost per ray. None: 0 for bounded
-    scenes, 8 with scene contraction (against 12, 1.34× the rays/s for ectensorf on fox at 0.18 dB less, one seed:
-    docs/benchmarks.md, "Capture kernels"). Rendering outside training always uses every marched sample."""
+    scenes, :attr:`capture_samples_per_ray` with scene contraction. Rendering outside training always uses every
+    marched sample."""
     resample_padding: float = 0.01
     """Uniform share of the resampling mass (nerfstudio's ``histogram_padding``): low-weight regions still get samples."""
     contraction_inner_radius: Optional[float] = None
@@ -132,6 +132,9 @@ class NscModelConfig(ModelConfig):
 
     #: header fields written by older nscodec versions that this config no longer has (ignored when decoding)
     nsc_retired_fields: ClassVar[frozenset] = frozenset()
+    #: what ``train_samples_per_ray`` resolves to with scene contraction. 12 here: on fox at 8 the grid methods
+    #: scored 0.8–1.4 dB lower; ectensorf takes 8 (docs/benchmarks.md, "Capture kernels")
+    capture_samples_per_ray: ClassVar[int] = 12
 
     def nsc_limits(self) -> Dict[str, Tuple[float, float]]:
         """``{field: (lo, hi)}``: the values a decodable file may hold for the fields that size tensors or loops.
@@ -163,7 +166,7 @@ class NscModelConfig(ModelConfig):
         if self.alpha_threshold is None:
             self.alpha_threshold = 0.0 if bounded else 1e-2
         if self.train_samples_per_ray is None:
-            self.train_samples_per_ray = 0 if bounded else 8
+            self.train_samples_per_ray = 0 if bounded else self.capture_samples_per_ray
         if self.contraction_inner_radius is None and type(dataparser).__name__ == "InstantNGPDataParserConfig":
             self.contraction_inner_radius = 1.0
 

@@ -195,7 +195,8 @@ def test_every_codec_trains_exports_and_decodes_a_capture(codec, ctx, capture, t
     assert model.config.scene_contraction == "on" and model.config.background_color == "random"
     assert model.occupancy.contraction is not None
     assert torch.allclose(model.scene_box.aabb, 2 * model.world_box.aabb)
-    assert model.config.train_samples_per_ray == 8
+    assert model.config.train_samples_per_ray == type(model.config).capture_samples_per_ray in (8, 12)
+    resolved = model.config.train_samples_per_ray
     train_rays = trainer.pipeline.datamanager.next_train(0)[0]
     counts = {}
     model.train()
@@ -203,7 +204,7 @@ def test_every_codec_trains_exports_and_decodes_a_capture(codec, ctx, capture, t
         model.config.train_samples_per_ray = k
         torch.manual_seed(1)
         counts[k] = float(model.get_outputs(train_rays)["num_samples"])
-    model.config.train_samples_per_ray = 8
+    model.config.train_samples_per_ray = resolved
     assert counts[2] <= 2 * len(train_rays) < counts[0], counts
     model.eval()
     path = tmp_path / "capture.nsc"
