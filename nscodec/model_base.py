@@ -132,8 +132,8 @@ class NscModelConfig(ModelConfig):
 
     #: header fields written by older nscodec versions that this config no longer has (ignored when decoding)
     nsc_retired_fields: ClassVar[frozenset] = frozenset()
-    #: what ``train_samples_per_ray`` resolves to with scene contraction. 12 here: on fox at 8 the grid methods
-    #: scored 0.8–1.4 dB lower; ectensorf takes 8 (docs/benchmarks.md, "Capture kernels")
+    #: what ``train_samples_per_ray`` resolves to with scene contraction: 12 here (fewer cost the grid methods
+    #: quality on fox), 8 for ectensorf (docs/benchmarks.md, "Capture kernels")
     capture_samples_per_ray: ClassVar[int] = 12
 
     def nsc_limits(self) -> Dict[str, Tuple[float, float]]:

@@ -75,8 +75,8 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     1/4 latents and masked entropy model."""
 
     _target: Type = field(default_factory=lambda: ECTensoRFModel)
-    #: on fox (600 + 300 steps, one seed) 8 samples per training ray trained at 1.34× the rays/s of 12 for 0.18 dB
-    #: less (docs/benchmarks.md, "Capture kernels")
+    #: 8 samples per training ray on captures: faster than 12 at about equal quality on fox (docs/benchmarks.md,
+    #: "Capture kernels")
     capture_samples_per_ray: ClassVar[int] = 8
     step_ratio: float = 0.5
     """Half-voxel sample spacing (denser than ``nscodec-tensorf``'s default of 1): ectensorf trains a fixed number

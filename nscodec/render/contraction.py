@@ -5,8 +5,8 @@ scene: points inside the unit ball keep their coordinates, points outside move t
 :class:`~nerfstudio.field_components.spatial_distortions.SceneContraction` implements it; with ``order=inf`` (the
 L∞ norm, as nerfacto uses for its grids) the unit *cube* stays put and everything maps into ``[-2, 2]^3``.
 :func:`contract_linf` is the same map written with ``amax(|x|)`` for the L∞ norm: nerfstudio's module computes it
-with ``torch.linalg.norm(ord=inf)``, which is ~30× slower on CPU for ``[S, 3]`` inputs and was ~10 % of a capture
-training step (docs/benchmarks.md, "Capture step profile"); the tests compare the two, values and gradients.
+with ``torch.linalg.norm(ord=inf)``, much slower on CPU for ``[S, 3]`` inputs (docs/benchmarks.md, "Capture
+kernels"); the tests compare the two, values and gradients.
 
 :class:`Contraction` applies it in the frame of a scene box (centre ``c``, half extents ``h``): the scene box is the
 inner, uncontracted region and the *field box* ``c ± 2h`` holds all of space. Every nscodec grid (TensoRF planes,
