@@ -186,6 +186,10 @@ def main() -> None:
     ap.add_argument("--reuse-nerfacto", action="store_true",
                     help="with --no-nerfacto: keep the nerfacto row of the previous bench/results/<name>.json (its own "
                          "commit, date and train time) instead of training nerfacto again")
+    ap.add_argument("--reuse", default="", metavar="METHODS",
+                    help="comma-separated methods not run now whose rows (fox and lego) are kept from the previous "
+                         "bench/results/<name>.json, marked reused_from_earlier_run (e.g. codecnerf, whose pretrained "
+                         "codec model a fresh machine lacks)")
     ap.add_argument("--lego", action="store_true", help="ectensorf and shacira on lego 200² too, at the same steps")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
@@ -216,10 +220,11 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
     for r in rows:
         r["git_commit"] = commit
-    if args.no_nerfacto and args.reuse_nerfacto:
+    reuse = {m for m in args.reuse.split(",") if m} | ({"nerfacto"} if args.no_nerfacto and args.reuse_nerfacto else set())
+    if reuse:
         old = json.loads((ROOT / "bench/results" / f"{args.name}.json").read_text())
         for r in old["rows"]:
-            if r["method"] == "nerfacto":  # keeps its git_commit, date and command: a row of the earlier run
+            if r["method"] in reuse:  # keeps its git_commit, date and command: a row of the earlier run
                 rows.insert(len([x for x in rows if x["scene"] == r["scene"]]), {**r, "reused_from_earlier_run": True})
     record(args.name, rows, command)
     update_doc_section(args.name, markdown(rows, command, commit))

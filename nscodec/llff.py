@@ -10,8 +10,9 @@ and far scene depth. nerfstudio 1.1.5 has no parser for it; this one, registered
 The poses are converted to nerfstudio's OpenGL convention, oriented and centred with nerfstudio's
 ``auto_orient_and_center_poses``, and scaled so that the median near bound becomes ``near_target`` (the role of
 LLFF's ``bd_factor``): the foreground then sits inside the scene box ``[-1, 1]^3`` and the far background in the
-contracted shell around it (nscodec models contract space for every dataparser but Blender's). Every
-``eval_interval``-th image is held out (LLFF's ``llffhold = 8``).
+contracted shell around it (nscodec models contract space for every dataparser but Blender's). The views' depth
+bounds give the rays' near and far planes (:func:`near_far_from_bounds`, dataparser metadata ``near_plane`` /
+``far_plane``). Every ``eval_interval``-th image is held out (LLFF's ``llffhold = 8``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserCo
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
-__all__ = ["LLFFDataParserConfig", "LLFFDataParser", "llff_dataparser", "read_poses_bounds"]
+__all__ = ["LLFFDataParserConfig", "LLFFDataParser", "llff_dataparser", "read_poses_bounds", "near_far_from_bounds"]
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG")
 
@@ -123,11 +124,25 @@ class LLFFDataParser(DataParser):
             camera_type=CameraType.PERSPECTIVE,
         )
         s = cfg.scene_scale
+        near, far = near_far_from_bounds(rows[:, 15:17] * scale, float(np.hypot(w_full, h_full) / (2 * focal)))
         return DataparserOutputs(
             image_filenames=[images[i] for i in idx], cameras=cameras,
             scene_box=SceneBox(aabb=torch.tensor([[-s, -s, -s], [s, s, s]], dtype=torch.float32)),
             dataparser_transform=transform, dataparser_scale=scale,
+            metadata={"near_plane": near, "far_plane": far},
         )
+
+
+def near_far_from_bounds(bounds: np.ndarray, corner_tan: float, margin: float = 0.1) -> tuple:
+    """``(near, far)`` distances along the rays of a capture (scene units) from the depth bounds ``[N, 2]`` of its
+    views (LLFF's per-view near and far z-depth, already scaled). A ray at angle θ off the optical axis reaches
+    z-depth ``z`` at distance ``z / cos θ``: near is ``(1 - margin)`` × the smallest near bound (the axis ray), far is
+    ``(1 + margin)`` × the largest far bound / cos θ of the image corner, ``corner_tan`` = tan θ (half diagonal /
+    focal length). Every view is used, held-out ones included, so train and test rays span the same range. nscodec
+    models read these as ``near_plane`` / ``far_plane`` (:class:`nscodec.model_base.NscModelConfig`)."""
+    near = float(bounds[:, 0].min()) * (1.0 - margin)
+    far = float(bounds[:, 1].max()) * float(np.sqrt(1.0 + corner_tan**2)) * (1.0 + margin)
+    return near, far
 
 
 llff_dataparser = DataParserSpecification(

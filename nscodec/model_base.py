@@ -68,6 +68,10 @@ _LIMITS: Dict[str, Tuple[float, float]] = {
 }
 
 
+#: rays of a contracted model start and end here (world units) unless the config or the data says otherwise
+DEFAULT_NEAR_PLANE, DEFAULT_FAR_PLANE = 0.05, 1000.0
+
+
 @dataclass
 class NscModelConfig(ModelConfig):
     """Options every nscodec model shares: packed ray marching through an occupancy grid (empty-space skipping,
@@ -123,10 +127,13 @@ class NscModelConfig(ModelConfig):
     """With scene contraction: half extent (world units) of the uncontracted cube around the scene box's centre;
     None: the scene box itself — except for instant-ngp data, whose scene box (``aabb_scale``) spans the whole
     environment: there the cube of radius 1 (twice instant-ngp's unit cube)."""
-    near_plane: float = 0.05
-    """With scene contraction: where rays start (world units, after the dataparser's scaling)."""
-    far_plane: float = 1000.0
-    """With scene contraction: where rays end (world units; 1000 × the scene box is contracted radius 1.999)."""
+    near_plane: Optional[float] = None
+    """With scene contraction: where rays start (world units, after the dataparser's scaling). None: from the data
+    where the dataparser measures depth bounds (``llff-data``: 0.9 × the smallest near bound of its views, recorded
+    as the dataparser metadata ``near_plane``), else 0.05. The file records the resolved value."""
+    far_plane: Optional[float] = None
+    """With scene contraction: where rays end (world units; 1000 × the scene box is contracted radius 1.999). None:
+    from the data (``llff-data``: 1.2 × the largest far bound, metadata ``far_plane``), else 1000."""
     enable_collider: bool = False
     eval_num_rays_per_chunk: int = 1 << 14
 
@@ -233,6 +240,7 @@ class NscModel(Model, metaclass=abc.ABCMeta):
         self.world_box = self.scene_box
         """The dataset's scene box (what a file records); :attr:`scene_box` is the box the grids cover — the same, or
         with scene contraction the field box, twice the uncontracted region (:meth:`NscModelConfig.inner_box`)."""
+        self._resolve_depth_range(self.kwargs.get("metadata") or {})
         if cfg.contracted:
             if not cfg.near_plane < cfg.far_plane:
                 raise ValueError(f"near_plane {cfg.near_plane} must be below far_plane {cfg.far_plane}")
@@ -262,6 +270,21 @@ class NscModel(Model, metaclass=abc.ABCMeta):
         self.viewer_lod = self.viewer_lod_bytes = None
         if self.supports_lod and self.num_lods > 1:
             self._make_lod_controls()
+
+    def _resolve_depth_range(self, metadata: Dict[str, Any]) -> None:
+        """Set :attr:`NscModelConfig.near_plane` / ``far_plane`` left at None (in place, so the file records the values):
+        from the dataparser's ``metadata`` keys of the same names where it measured them, else 0.05 and 1000.
+
+        Raises:
+            ValueError: a bound from the data that is not a positive finite number."""
+        cfg = self.config
+        for name, default in (("near_plane", DEFAULT_NEAR_PLANE), ("far_plane", DEFAULT_FAR_PLANE)):
+            if getattr(cfg, name) is not None:
+                continue
+            value = metadata.get(name, default)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")):
+                raise ValueError(f"the dataparser's {name} must be a positive finite number, got {value!r}")
+            setattr(cfg, name, float(value))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)

@@ -142,6 +142,13 @@ def test_the_llff_dataparser_reads_a_forward_facing_capture(forward_capture):
     assert float((view @ view.mean(0)).min() / view.mean(0).norm()) > 0.99
     assert float(c2w[:, :, 3].abs().max()) < 1.0  # the camera patch sits well inside the scene box
     assert float(train_out.cameras.fx[0]) == pytest.approx(0.5 * 48 / np.tan(0.5))
+    # near / far from the views' depth bounds: every pixel ray's stretch of scene depth lies between them
+    rows = np.load(forward_capture / "poses_bounds.npy") * np.r_[np.ones(15), [train_out.dataparser_scale] * 2]
+    near, far = train_out.metadata["near_plane"], train_out.metadata["far_plane"]
+    assert (near, far) == (test_out.metadata["near_plane"], test_out.metadata["far_plane"])
+    bundle = train_out.cameras.generate_rays(camera_indices=0)
+    cos = (bundle.directions.reshape(-1, 3) @ -c2w[0, :, 2]).numpy()  # unit directions · optical axis
+    assert 0 < near < rows[:, 15].min() and rows[:, 16].max() / cos.min() < far < 2 * rows[:, 16].max() / cos.min()
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -232,11 +239,37 @@ def test_a_forward_facing_capture_trains_and_decodes(ctx, forward_capture, tmp_p
     _, trainer = train(config, forward_capture, tmp_path, steps, 256, **overrides)
     model = trainer.pipeline.model
     assert model.config.scene_contraction == "on"
+    meta = trainer.pipeline.datamanager.train_dataset.metadata
+    assert (model.config.near_plane, model.config.far_plane) == (meta["near_plane"], meta["far_plane"]) != (0.05, 1000.0)
+    assert (model.occupancy.near, model.occupancy.far) == (meta["near_plane"], meta["far_plane"])
     path = tmp_path / "forward.nsc"
     export_model(model, path)
-    decoded, _ = load_model(path)
+    decoded, _ = load_model(path)  # without the capture: the file records the resolved planes
+    assert (decoded.config.near_plane, decoded.config.far_plane) == (meta["near_plane"], meta["far_plane"])
     bundle = rays(64, eye=(0.0, 0.0, 0.0), towards=(0.0, 0.0, -1.0))
     assert torch.equal(render(model.finalized_copy(), bundle), render(decoded, bundle))
+
+
+def test_near_and_far_planes_come_from_the_config_then_the_data_then_the_defaults():
+    from nerfstudio.data.scene_box import SceneBox
+
+    from nscodec.tensorf.model import NscTensoRFModelConfig
+
+    def planes(metadata, **config):
+        cfg = NscTensoRFModelConfig(scene_contraction="on", init_resolution=8, final_resolution=8, occupancy_resolution=8,
+                                    **config)
+        model = cfg.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=2,
+                          metadata=metadata)
+        assert (model.occupancy.near, model.occupancy.far) == (cfg.near_plane, cfg.far_plane)
+        return cfg.near_plane, cfg.far_plane
+
+    assert planes({}) == (0.05, 1000.0)
+    assert planes({"near_plane": 0.4, "far_plane": 9.0}) == (0.4, 9.0)
+    assert planes({"near_plane": 0.4, "far_plane": 9.0}, near_plane=0.1) == (0.1, 9.0)
+    with pytest.raises(ValueError, match="dataparser's far_plane must be a positive finite number, got inf"):
+        planes({"far_plane": float("inf")})
+    with pytest.raises(ValueError, match="near_plane 5.0 must be below far_plane 2.0"):
+        planes({"near_plane": 5.0, "far_plane": 2.0})
 
 
 def test_a_file_written_before_contraction_decodes_bounded(tmp_path, scene):

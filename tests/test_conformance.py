@@ -413,6 +413,7 @@ BAD_FILES = {
     "near plane beyond the far plane": _edit(lambda h: h["config"]["model"].update(scene_contraction="on", near_plane=10.0,
                                                                                  far_plane=1.0)),
     "far plane 1e300": _edit(lambda h: h["config"]["model"].update(scene_contraction="on", far_plane=1e300)),
+    "near plane null (unresolved)": _edit(lambda h: h["config"]["model"].update(scene_contraction="on", near_plane=None)),
     "negative contraction radius": _edit(lambda h: h["config"]["model"].update(scene_contraction="on",
                                                                               contraction_inner_radius=-1.0)),
     "training samples per ray 2**40": _edit(lambda h: h["config"]["model"].update(train_samples_per_ray=2**40)),
