@@ -235,6 +235,60 @@ def test_factorized_rate_kernel_matches_the_likelihood_path(kernels, upstream):
         torch.testing.assert_close(prior.rate(y), ref.detach(), rtol=1e-5, atol=1e-3)
 
 
+def test_tabulated_rate_kernel_matches_its_twin_for_any_thread_count(kernels):
+    from nscodec.coding.entropy_models import _tabulated_rate_torch
+
+    g = torch.Generator().manual_seed(0)
+    C, K, N = 3, 64, 70001  # N spans several blocks of the kernel and is not a multiple of one
+    lo, h = torch.tensor([-4.0, -1.0, 0.5]), torch.tensor([0.125, 0.03125, 0.0625])
+    v = lo[:, None] + torch.rand(C, N, generator=g) * (h[:, None] * (K - 1))
+    v[:, :3] = torch.stack([lo, lo + h * (K - 1), lo + 7 * h], 1)  # both ends and a knot exactly
+    f, df = torch.rand(C, K, generator=g) * 8, torch.randn(C, K, generator=g)
+    ref = _tabulated_rate_torch(v, f, df, lo, 1.0 / h, True)
+    threads = torch.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            outs.append(kernels["rate"].tabulated_rate(v, f, df, lo, 1.0 / h, True))
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(outs[0][0], ref[0], rtol=1e-6, atol=1e-3)
+    torch.testing.assert_close(outs[0][1], ref[1], rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(outs[0][2], ref[2], rtol=1e-5, atol=1e-4)
+    assert all(torch.equal(a, b) for a, b in zip(outs[0], outs[1]))  # blocks summed in order: thread-independent
+    assert float(ref[1].sum()) == pytest.approx(C * N, rel=1e-6)  # every latent spreads a weight of 1 over 2 knots
+    assert len(kernels["rate"].tabulated_rate(v, f, df, lo, 1.0 / h, False)) == 1
+
+
+@pytest.mark.parametrize("kernel_choice", ["cpp", "torch"])
+def test_tabulated_rate_matches_the_exact_rate_and_its_gradients(kernels, monkeypatch, kernel_choice):
+    """The training rate through knots: the value and every gradient within interpolation error of the exact rate;
+    too wide a spread of latents, too few latents, or no gradient take the exact path."""
+    monkeypatch.setenv("NSCODEC_KERNELS", kernel_choice)
+    torch.manual_seed(0)
+    prior = FactorizedPrior(2)
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    y = (torch.randn(2, 60000) * 3).requires_grad_(True)
+    params = [y] + [p for n, p in prior.named_parameters() if n != "quantiles"]
+    exact = prior.rate(y)
+    tab = prior.rate(y, knots=4096)
+    assert "TabulatedRate" in type(tab.grad_fn).__name__
+    torch.testing.assert_close(tab, exact, rtol=1e-5, atol=0.0)
+    g_exact = torch.autograd.grad(exact, params)
+    g_tab = torch.autograd.grad(tab, params)
+    rel = [float((a - b).norm() / b.norm()) for a, b in zip(g_tab, g_exact)]
+    assert max(rel) < 1e-4, rel
+    wide = y.detach().clone()
+    wide[0, 0] = 1e4  # a spread of 1e4 over 4096 knots: spacing 2.4 > 1/32
+    for exact_path in (prior.rate(wide.requires_grad_(True), knots=4096), prior.rate(y[:, :1000], knots=4096)):
+        assert "TabulatedRate" not in type(exact_path.grad_fn).__name__
+    with torch.no_grad():
+        assert float(prior.rate(y, knots=4096)) == float(prior.rate(y))
+
+
 @pytest.mark.parametrize("mode", ["mixed", "round"])
 def test_open_masked_prior_takes_the_fused_rate_and_matches_the_likelihood_path(kernels, mode):
     """A deterministic, fully open mask (ectensorf with use_mask off) rates through FactorizedPrior.rate: the same

@@ -73,6 +73,11 @@ class ShaciraModelConfig(NscModelConfig):
     num_layers_color: int = 2
     lambda_i: float = 1e-4
     """λ_I of Eq. 9 (weight of the self-information loss, in bits per table row)."""
+    rate_knots: int = 4096
+    """Training rate of the latents through :meth:`FactorizedPrior.rate`'s tabulated path: ``-log2 P`` exact at this
+    many knots per latent dimension, interpolated linearly between them (the density network runs on the knots,
+    not on each of the ~400 K latents of a step). 0: the exact rate of every latent. Evaluation and the file are
+    always exact."""
     anneal_fraction: float = 0.5
     """Fraction of the run with annealed soft rounding (Eq. 4); straight-through rounding afterwards. 0 = STE."""
     tau_start: float = 1.0
@@ -242,7 +247,9 @@ class ShaciraModel(NscModel):
         ``n ~ U(−½, ½)`` while training; at evaluation the rate of the rounded latents."""
         enc = self.encoding
         y = enc.latents.t()  # [D, ΣT_l]: channel-first for the per-dimension densities
-        return self.prior.rate(quantize(y, "noise" if self.training else "round"))
+        if not self.training:
+            return self.prior.rate(quantize(y, "round"))
+        return self.prior.rate(quantize(y, "noise"), knots=self.config.rate_knots)
 
     # ------------------------------------------------------------------------------------------ rendering
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
