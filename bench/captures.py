@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, git_commit, record, stub_lpips, train_timed, update_doc_section  # noqa: E402
+from common import ROOT, apply_model_set, git_commit, record, stub_lpips, train_timed, update_doc_section  # noqa: E402
 
 FOX = ROOT.parent / "shared/data/nerfstudio/fox"
 LEGO = ROOT.parent / "shared/data/blender/lego"
@@ -73,11 +73,7 @@ def child(args: argparse.Namespace) -> None:
     preload_kernels()  # a fresh machine compiles them once: not training time
     cfg = (short_config(args.child) if args.budget == "short" else None) or copy.deepcopy(all_methods[args.child])
     cfg.machine.device_type = "cpu"
-    for item in args.model_set:  # --model-set key=value: a probe of one model setting (the value parsed as JSON)
-        key, value = item.split("=", 1)
-        if not hasattr(cfg.pipeline.model, key):
-            raise SystemExit(f"--model-set: {type(cfg.pipeline.model).__name__} has no field {key!r}")
-        setattr(cfg.pipeline.model, key, json.loads(value))
+    apply_model_set(cfg, args.model_set)  # --model-set key=value: a probe of one model setting
     dm = cfg.pipeline.datamanager
     if type(dm) not in (VanillaDataManagerConfig, NscDataManagerConfig):  # nerfacto: a multi-process datamanager
         dm = VanillaDataManagerConfig(train_num_rays_per_batch=dm.train_num_rays_per_batch,

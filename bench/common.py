@@ -93,3 +93,18 @@ def train_timed(trainer, seconds: float = 0.0) -> Dict[str, float]:
         pass
     end = time.perf_counter()
     return {"steps": state["steps"], "wall_seconds": end - t0, "train_seconds": end - (state["start"] or t0)}
+
+
+def apply_model_set(cfg, items) -> None:
+    """``--model-set KEY=VALUE`` of a bench script: set model config fields of the trainer config ``cfg`` in place (each
+    value parsed as JSON), for a probe of one setting.
+
+    Raises:
+        SystemExit: the model config has no such field."""
+    import json
+
+    for item in items:
+        key, value = item.split("=", 1)
+        if not hasattr(cfg.pipeline.model, key):
+            raise SystemExit(f"--model-set: {type(cfg.pipeline.model).__name__} has no field {key!r}")
+        setattr(cfg.pipeline.model, key, json.loads(value))

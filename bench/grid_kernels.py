@@ -3,11 +3,11 @@
 
 Cases (shapes of the CPU presets on lego 200²): SHACIRA's hash encoding (8 levels 16→256, T = 2^15, F = 2) forward +
 backward on 200k points; one VQ-AD level (128³ cells, 16 features, 16-row codebook) straight-through lookup forward +
-backward on 100k points; the factorized-prior rate of SHACIRA's latents (2 × 211k) forward + backward; the lazy-Adam
-step of 200k rows of a 129³ × 16 logits table; TensoRF's VM encoding (ectensorf on fox: planes 160², 48 appearance
-components) forward + backward on 50k samples along rays, against nerfstudio's ``TensorVMEncoding`` (grid_sample);
-the L∞ scene contraction of 300k points against nerfstudio's ``SceneContraction``. Median of ``--repeats`` timed
-calls after ``--warmup``.
+backward on 100k points; the factorized-prior rate of SHACIRA's latents (2 × 211k) forward + backward (exact, and
+through 4,096 tabulated knots as shacira trains); the lazy-Adam step of 200k rows of a 129³ × 16 logits table;
+TensoRF's VM encoding (ectensorf on fox: planes 160², 48 appearance components) forward + backward on 50k samples
+along rays, against nerfstudio's ``TensorVMEncoding`` (grid_sample); the L∞ scene contraction of 300k points against
+nerfstudio's ``SceneContraction``. Median of ``--repeats`` timed calls after ``--warmup``.
 
     python bench/grid_kernels.py
 """
@@ -100,14 +100,16 @@ def main() -> None:
     prior = FactorizedPrior(2)
     y = (torch.randn(2, 211_000, generator=g) * 3).requires_grad_()
 
-    def rate_step(fused: bool):
+    def rate_step(fused: bool, knots: int = 0):
         def run():
             y_hat = quantize(y, "noise")
-            bits = prior.rate(y_hat) if fused else FactorizedPrior.rate_bits(prior.likelihood(y_hat))
+            bits = prior.rate(y_hat, knots=knots) if fused else FactorizedPrior.rate_bits(prior.likelihood(y_hat))
             bits.backward()
         return run
 
-    cases["factorized-prior rate fwd+bwd (2 × 211k latents)"] = {"torch twin": rate_step(False), "C++ kernel": rate_step(True)}
+    cases["factorized-prior rate fwd+bwd (2 × 211k latents)"] = {
+        "torch twin": rate_step(False), "C++ kernel": rate_step(True),
+        "C++ kernel, tabulated (4,096 knots; shacira's training rate)": rate_step(True, 4096)}
     if not args.no_compile:
         def rate_fn(v):
             return FactorizedPrior.rate_bits(prior.likelihood(v))

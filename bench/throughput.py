@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, git_commit, record, update_doc_section  # noqa: E402
+from common import ROOT, apply_model_set, git_commit, record, update_doc_section  # noqa: E402
 
 #: methods whose grid core has C++ kernels (the others run one point, with whatever NSCODEC_KERNELS says)
 GRID_METHODS = ("shacira", "vqad", "codecnerf")
@@ -44,6 +44,7 @@ def child(args: argparse.Namespace) -> None:
     preload_kernels()  # a first use on a fresh machine compiles them (once, ~1 min): not part of training time
     cfg = all_methods[args.child]
     cfg.machine.device_type = "cpu"
+    apply_model_set(cfg, args.model_set)
     dm = cfg.pipeline.datamanager
     dm.camera_res_scale_factor = args.scale
     steps = args.steps or cfg.max_num_iterations
@@ -74,6 +75,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="throughput")
     ap.add_argument("--report-only", action="store_true", help="rewrite the docs table from bench/results, run nothing")
+    ap.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="set a model config field of every point (value parsed as JSON), e.g. rate_knots=0: an A/B probe")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -90,6 +93,7 @@ def main() -> None:
             env = {**os.environ, "NSCODEC_KERNELS": kernels}
             cmd = [sys.executable, __file__, "--child", method, "--data", args.data, "--scale", str(args.scale),
                    "--steps", str(args.steps), "--every", str(args.every), "--threads", str(args.threads)]
+            cmd += [a for kv in args.model_set for a in ("--model-set", kv)]
             t0 = time.time()
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
@@ -97,7 +101,7 @@ def main() -> None:
                 print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
                 raise SystemExit(f"{method} ({kernels}) failed")
             row = {"method": method, "scene": f"lego {int(800 * args.scale)}²",
-                   "kernels": kernels if method in GRID_METHODS else "none used",
+                   "kernels": kernels if method in GRID_METHODS else f"{kernels} (VM encoding)",
                    **json.loads(line[7:]), "git_commit": git_commit(), "command": command}
             rows.append(row)
             kept = [r for r in kept if (r["method"], r["kernels"]) != (row["method"], row["kernels"])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -101,6 +102,10 @@ def _build_dir(name: str) -> Optional[Path]:
         return None
 
 
+#: what a build error says when it is the compiler's or linker's OpenMP support that failed (then: build without it)
+_OPENMP_ERROR = re.compile(r"openmp|omp\.h|gomp", re.IGNORECASE)
+
+
 @functools.lru_cache(maxsize=None)
 def _build(name: str, source: str, simd: bool) -> Tuple[Optional[Any], str]:
     try:
@@ -119,7 +124,10 @@ def _build(name: str, source: str, simd: bool) -> Tuple[Optional[Any], str]:
         try:
             mod = cpp_extension.load(name=name, sources=[source], extra_cflags=flags + ["-fopenmp"],
                                      extra_ldflags=["-fopenmp"], verbose=verbose)
-        except Exception:  # a compiler without OpenMP: the same kernels on one thread
+        except Exception as e:
+            if not _OPENMP_ERROR.search(str(e)):  # a genuine compile error: building again would only fail again
+                raise
+            # a compiler without OpenMP: the same kernels on one thread
             mod = cpp_extension.load(name=name, sources=[source], extra_cflags=flags, verbose=verbose)
         return mod, ""
     except Exception as e:  # no compiler, no ninja, an unwritable cache, ...

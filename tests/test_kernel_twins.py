@@ -340,6 +340,27 @@ def test_a_failed_build_falls_back_to_the_twin_with_one_warning_or_fails_when_cp
     assert _wrapper.implementation("cpu") == "torch"
 
 
+@pytest.mark.parametrize("error, builds", [("fatal error: omp.h: No such file or directory", 2),
+                                           ("error: 'foo' was not declared in this scope", 1)])
+def test_a_build_is_retried_without_openmp_only_when_openmp_failed(monkeypatch, error, builds):
+    from torch.utils import cpp_extension
+
+    calls = []
+
+    def load(name, sources, extra_cflags, verbose, extra_ldflags=()):
+        calls.append("-fopenmp" in extra_cflags)
+        if "-fopenmp" in extra_cflags:
+            raise RuntimeError(f"Error building extension '{name}': {error}")
+        return "module"
+
+    monkeypatch.setattr(cpp_extension, "load", load)
+    monkeypatch.setattr(_cpp, "_build_dir", lambda name: None)
+    mod, why = _cpp._build.__wrapped__("nscodec_test_retry", "nowhere.cpp", False)  # uncached: real kernels stay
+    assert calls == [True, False][:builds]
+    assert (mod, why) == (("module", "") if builds == 2 else (None, f"RuntimeError: Error building extension "
+                                                                  f"'nscodec_test_retry': {error}"))
+
+
 def test_a_lock_left_by_a_killed_build_is_removed_once_stale_and_a_live_one_is_waited_for(tmp_path):
     import os
     import time

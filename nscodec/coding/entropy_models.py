@@ -323,6 +323,21 @@ class FactorizedPrior(nn.Module):
         y_hat = quantize(y, mode)
         return y_hat, self.likelihood(y_hat)
 
+    def quantize_and_rate(self, y: torch.Tensor, mode: str = "noise", knots: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(y_hat, rate in bits)``: :meth:`forward`'s quantization of ``y [C, *]`` with its rate summed through
+        :meth:`rate` (the fused kernel on CPU; ``knots`` as there) instead of per-latent likelihoods. For ``mixed``
+        the rate is that of the noisy latents, as in :meth:`forward`.
+
+        Raises:
+            NscError: bad ``y`` or unknown ``mode``.
+        """
+        _as_modes(mode)
+        self._check_latents(y)
+        if mode == "mixed":
+            return quantize(y, "ste"), self.rate(quantize(y, "noise"), knots)
+        y_hat = quantize(y, mode)
+        return y_hat, self.rate(y_hat, knots)
+
     def rate(self, y_hat: torch.Tensor, knots: int = 0, max_spacing: float = 1.0 / 32) -> torch.Tensor:
         """Rate ``-Σ log2 P(y_hat)`` in bits (scalar tensor) of quantized or noisy latents ``[C, *]``.
 
@@ -606,9 +621,7 @@ class MaskedFactorizedPrior(nn.Module):
             stochastic = self.training
         mask = self.sample_mask(tau, hard) if stochastic else self.deterministic_mask()
         if not stochastic and bool(mask.all()):  # every latent coded: the fused rate (FactorizedPrior.rate)
-            _as_modes(mode)
-            y_hat = quantize(y, "ste" if mode == "mixed" else mode)
-            latent_bits = self.prior.rate(quantize(y, "noise") if mode == "mixed" else y_hat)
+            y_hat, latent_bits = self.prior.quantize_and_rate(y, mode)
         else:
             y_hat, lik = self.prior(y, mode)
             latent_bits = (mask * -torch.log2(lik)).sum()
