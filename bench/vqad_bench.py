@@ -119,7 +119,8 @@ def main() -> None:
     if partial.exists():  # keep the rows of variants not re-run now (float also owns the k-means rows)
         owner = {"vq": "vq", "float": "float", "kmeans": "float", "hash": "hash"}
         for r in json.loads(partial.read_text()):
-            if owner[r["grid_mode"]] not in variants:
+            other_bits = r["grid_mode"] == "vq" and r.get("bits") != args.bits  # a learned-VQ run at other bits
+            if owner[r["grid_mode"]] not in variants or other_bits:
                 (lod_rows if "LOD" in r["series"] else rows).append(r)
                 if r["grid_mode"] == "vq" and "ANS" in r["series"]:
                     vq_bytes = r["bytes"]
@@ -211,9 +212,9 @@ def write_doc(args, rows, command) -> None:
     lod = [r for r in rows if "LOD" in r["series"]]
     if lod:
         lines += ["", "Streaming levels of detail of the learned-VQ file (a prefix of the file decodes each LOD):", "",
-                  "| LOD | PSNR (dB) | SSIM | cumulative bytes |", "|---:|---:|---:|---:|"]
+                  "| b | LOD | PSNR (dB) | SSIM | cumulative bytes |", "|---:|---:|---:|---:|---:|"]
         for r in lod:
-            lines.append(f"| {r['lod']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['bytes']:,} |")
+            lines.append(f"| {r['bits']} | {r['lod']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['bytes']:,} |")
     lines += ["", *summary(rows), "",
               f"Notes: one run per variant, seeds not varied; {rows[0]['test_views']} test views (rendering a 200² view takes 3–9 s "
               "on one core); " + ("train seconds are the training loop of each `nscodec rd` point (setup excluded). "
@@ -249,13 +250,15 @@ def summary(rows) -> list:
             out.append(f"- Learned VQ vs post-hoc k-means VQ at b={vq['bits']}: {vq['psnr']:.2f} vs {km['psnr']:.2f} dB "
                        f"(**{vq['psnr'] - km['psnr']:+.2f} dB**; paper Table 2: +3 to +5 dB), files {vq['bytes']:,} vs {km['bytes']:,} bytes "
                        "(the k-means model comes from the float run, whose occupancy keeps fewer vertices).")
-        at_bytes = kmeans_psnr_at_bytes(rows, vq["bytes"])
-        if at_bytes is not None:
-            out.append(f"- Learned VQ vs post-hoc k-means at equal bytes ({vq['bytes']:,}, the k-means curve interpolated "
-                       f"in log bytes): {vq['psnr']:.2f} vs {at_bytes:.2f} dB (**{vq['psnr'] - at_bytes:+.2f} dB**).")
-        elif any(r["grid_mode"] == "kmeans" for r in rows):
-            out.append(f"- Equal bytes: the learned-VQ file ({vq['bytes']:,} B) lies outside the k-means files' range; "
-                       "no interpolated comparison.")
+        for lv in [r for r in rows if r["grid_mode"] == "vq" and "ANS" in r["series"]]:  # every learned b
+            at_bytes = kmeans_psnr_at_bytes(rows, lv["bytes"])
+            if at_bytes is not None:
+                out.append(f"- Learned VQ (b={lv['bits']}) vs post-hoc k-means at equal bytes ({lv['bytes']:,}, the k-means "
+                           f"curve interpolated in log bytes): {lv['psnr']:.2f} vs {at_bytes:.2f} dB "
+                           f"(**{lv['psnr'] - at_bytes:+.2f} dB**).")
+            elif any(r["grid_mode"] == "kmeans" for r in rows):
+                out.append(f"- Equal bytes, learned b={lv['bits']}: its file ({lv['bytes']:,} B) lies outside the k-means "
+                           "files' range; no interpolated comparison.")
         if raw:
             out.append(f"- Index storage: ANS with a per-level histogram {vq['bytes']:,} bytes vs raw b-bit packing (paper) "
                        f"{raw['bytes']:,} bytes ({100 * (1 - vq['bytes'] / raw['bytes']):.1f}% smaller; the learned indices are nearly "
