@@ -198,7 +198,7 @@ def write_doc(args, rows, command) -> None:
     lines = [
         f"## vqad on {rows[0]['scene']} {rows[0]['resolution']} (CPU): {args.steps:,} steps × {args.rays:,} rays "
         f"({rows[0]['epochs']} epochs)", "",
-        f"Command: `{command}` ({args.steps} steps × {args.rays} rays each run; test PSNR on every {args.every}-th test "
+        f"Command (the last invocation; each row's `ns-train` command is in the JSON): `{command}` ({args.steps} steps × {args.rays} rays each run; test PSNR on every {args.every}-th test "
         f"view = {rows[0]['test_views']} views; bytes = real `.nsc` size after decoding; peak RSS of the `ns-train` process).", "",
         "| series | bits | PSNR (dB) | SSIM | .nsc bytes | raw-index bytes | train s | peak RSS MiB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -256,9 +256,15 @@ def summary(rows) -> list:
                 out.append(f"- Learned VQ (b={lv['bits']}) vs post-hoc k-means at equal bytes ({lv['bytes']:,}, the k-means "
                            f"curve interpolated in log bytes): {lv['psnr']:.2f} vs {at_bytes:.2f} dB "
                            f"(**{lv['psnr'] - at_bytes:+.2f} dB**).")
-            elif any(r["grid_mode"] == "kmeans" for r in rows):
+            elif any(r["grid_mode"] == "kmeans" and abs(math.log(r["bytes"] / lv["bytes"])) < 0.05 for r in rows):
+                near = min((r for r in rows if r["grid_mode"] == "kmeans"), key=lambda r: abs(math.log(r["bytes"] / lv["bytes"])))
+                gap = lv["bytes"] / near["bytes"] - 1
                 out.append(f"- Equal bytes, learned b={lv['bits']}: its file ({lv['bytes']:,} B) lies outside the k-means "
-                           "files' range; no interpolated comparison.")
+                           f"files' range; the nearest, k-means b={near['bits']} at {near['bytes']:,} B ({100 * gap:+.1f}% "
+                           f"for learned): {lv['psnr']:.2f} vs {near['psnr']:.2f} dB (**{lv['psnr'] - near['psnr']:+.2f} dB**"
+                           " for learned).")
+            elif any(r["grid_mode"] == "kmeans" for r in rows):
+                out.append(f"- Equal bytes, learned b={lv['bits']}: no k-means file within 5% of its {lv['bytes']:,} B.")
         if raw:
             out.append(f"- Index storage: ANS with a per-level histogram {vq['bytes']:,} bytes vs raw b-bit packing (paper) "
                        f"{raw['bytes']:,} bytes ({100 * (1 - vq['bytes'] / raw['bytes']):.1f}% smaller; the learned indices are nearly "
