@@ -5,6 +5,7 @@ the occupancy grid has carved the box), printing the median step time before the
 sorted by self CPU time. ``NSCODEC_KERNELS=torch`` profiles the torch twins instead of the C++ kernels.
 
     python bench/profile_step.py --method shacira --steps 260 --prof-from 230
+    python bench/profile_step.py --method vqad --steps 800 --prof-from 800 --timeline 16   # the whole run's timeline
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ def main() -> None:
     ap.add_argument("--rays", type=int, default=0, help="0: the preset's rays per batch")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rows", type=int, default=30)
+    ap.add_argument("--timeline", type=int, default=0, metavar="N",
+                    help="also print the mean / median / max step time of N equal segments of the whole run (where a "
+                         "run's time goes: the steps before the first occupancy update, the refreshes, the rest)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from nerfstudio.configs.method_configs import all_methods
@@ -52,10 +56,13 @@ def main() -> None:
     rays = args.rays or cfg.pipeline.datamanager.train_num_rays_per_batch
     prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
     times: list = []
+    every_step: list = []
     last = {"t": None}
 
     def on_step(trainer, step: int) -> None:
         now = time.perf_counter()
+        if last["t"] is not None:
+            every_step.append(now - last["t"])
         if last["t"] is not None and step <= args.prof_from:
             times.append(now - last["t"])
         last["t"] = now
@@ -69,6 +76,13 @@ def main() -> None:
     t = statistics.median(times[len(times) // 2:])
     print(f"{args.method}: median step {t * 1000:.1f} ms over steps {args.prof_from // 2}-{args.prof_from}, "
           f"{rays / t:,.0f} rays/s ({rays} rays per step, {args.threads} threads)")
+    if args.timeline > 0:
+        seg = max(1, len(every_step) // args.timeline)
+        print(f"whole run: {sum(every_step):.1f} s over {len(every_step)} step intervals")
+        for i in range(0, len(every_step), seg):
+            part = every_step[i:i + seg]
+            print(f"steps {i:5d}-{i + len(part):5d}: mean {1000 * sum(part) / len(part):7.1f} ms, median "
+                  f"{1000 * statistics.median(part):7.1f} ms, max {1000 * max(part):7.1f} ms, sum {sum(part):6.1f} s")
     if args.prof_from < args.steps:
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
 

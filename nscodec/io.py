@@ -286,6 +286,9 @@ def build_model(nsc: NscFile) -> torch.nn.Module:
         if key not in header:
             raise NscFormatError(f".nsc config lacks {key!r}")
     cfg = config_from_json(cls, header["model"], "config.model")
+    for name, value in getattr(cls, "nsc_absent_field_values", {}).items():  # written before the field existed
+        if name not in header["model"]:
+            setattr(cfg, name, value)
     validate_config(cfg)
     aabb = _scene_box(header["scene_box"])
     n = header["num_train_data"]

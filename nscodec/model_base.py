@@ -139,6 +139,9 @@ class NscModelConfig(ModelConfig):
 
     #: header fields written by older nscodec versions that this config no longer has (ignored when decoding)
     nsc_retired_fields: ClassVar[frozenset] = frozenset()
+    #: what a file that lacks a field (written before it existed) decodes with, where the field's default is a
+    #: placeholder resolved at training time: files from before scene contraction marched from 0.05 to 1000
+    nsc_absent_field_values: ClassVar[Dict[str, Any]] = {"near_plane": DEFAULT_NEAR_PLANE, "far_plane": DEFAULT_FAR_PLANE}
     #: what ``train_samples_per_ray`` resolves to with scene contraction: 12 here (fewer cost the grid methods
     #: quality on fox), 8 for ectensorf (docs/benchmarks.md, "Capture kernels")
     capture_samples_per_ray: ClassVar[int] = 12
