@@ -133,7 +133,8 @@ class NscModelConfig(ModelConfig):
     as the dataparser metadata ``near_plane``), else 0.05. The file records the resolved value."""
     far_plane: Optional[float] = None
     """With scene contraction: where rays end (world units; 1000 × the scene box is contracted radius 1.999). None:
-    from the data (``llff-data``: 1.2 × the largest far bound, metadata ``far_plane``), else 1000."""
+    from the data (``llff-data``: 1.1 × the largest far bound along the image-corner ray, metadata ``far_plane``),
+    else 1000."""
     enable_collider: bool = False
     eval_num_rays_per_chunk: int = 1 << 14
 

@@ -349,9 +349,10 @@ class FactorizedPrior(nn.Module):
         gradients, at ``knots`` evenly spaced points per channel spanning the latents' range and interpolated linearly
         in between, so the density network runs ``C · knots`` times instead of once per latent; the latents then cost
         one memory pass. For a knot spacing ``h`` the error per latent is at most ``h² / 8 · max |d² log2 P / dy²|``
-        (bits) in the value and ``h² / 8 · max |d³ log2 P / dy³|`` in its gradient. The exact path runs instead when the spacing would exceed ``max_spacing`` (latents
-        spread too widely), when there are fewer than ``4 · knots`` latents per channel, or without gradients
-        (evaluation). Coding never uses it: files are coded with integer CDF tables (:meth:`build_cdf_table`).
+        (bits) in the value and ``h² / 8 · max |d³ log2 P / dy³|`` in its gradient. The exact path runs instead when the
+        spacing would exceed ``max_spacing`` (latents spread too widely), when there are fewer than ``4 · knots``
+        latents per channel, or without gradients (evaluation). Coding never uses it: files are coded with integer CDF
+        tables (:meth:`build_cdf_table`).
 
         Raises:
             NscError: ``y_hat`` not a float tensor shaped ``[C, *]``.
