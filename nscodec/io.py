@@ -83,7 +83,9 @@ def config_to_json(cfg: Any) -> Dict[str, Any]:
 def config_from_json(cls: type, data: Dict[str, Any], where: str = "config") -> Any:
     """Inverse of :func:`config_to_json`: defaults of ``cls`` overridden by ``data``, each value checked against the
     field's type (bool / int / finite float / str / ``Literal`` choices / tuples / dicts / paths / nested configs).
-    Fields in ``cls.nsc_retired_fields`` (written by older versions) are ignored.
+    Fields in ``cls.nsc_retired_fields`` (written by older versions) are ignored; a field absent from ``data`` takes
+    its ``cls.nsc_absent_field_values`` entry where it has one (a file written before the field existed), else the
+    default.
 
     Raises:
         NscFormatError: ``data`` is not a dict, names a field ``cls`` does not have, or holds a value of the wrong
@@ -92,6 +94,8 @@ def config_from_json(cls: type, data: Dict[str, Any], where: str = "config") -> 
     if not isinstance(data, dict):
         raise NscFormatError(f"{where}: expected an object, got {type(data).__name__}")
     cfg = cls()
+    for name, value in getattr(cls, "nsc_absent_field_values", {}).items():  # what files without the field held
+        setattr(cfg, name, value)
     fields = {f.name: f for f in dataclasses.fields(cfg) if not f.name.startswith("_")}
     hints = _type_hints(cls)
     retired = getattr(cls, "nsc_retired_fields", frozenset())
@@ -286,9 +290,6 @@ def build_model(nsc: NscFile) -> torch.nn.Module:
         if key not in header:
             raise NscFormatError(f".nsc config lacks {key!r}")
     cfg = config_from_json(cls, header["model"], "config.model")
-    for name, value in getattr(cls, "nsc_absent_field_values", {}).items():  # written before the field existed
-        if name not in header["model"]:
-            setattr(cfg, name, value)
     validate_config(cfg)
     aabb = _scene_box(header["scene_box"])
     n = header["num_train_data"]
