@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT  # noqa: E402
+from common import ROOT, apply_model_set  # noqa: E402
 
 
 def main() -> None:
@@ -36,6 +36,9 @@ def main() -> None:
     ap.add_argument("--timeline", type=int, default=0, metavar="N",
                     help="also print the mean / median / max step time of N equal segments of the whole run (where a "
                          "run's time goes: the steps before the first occupancy update, the refreshes, the rest)")
+    ap.add_argument("--shapes", action="store_true", help="also list the ops grouped by input shapes")
+    ap.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="set a model config field (value parsed as JSON), e.g. occupancy_warmup=16: an A/B probe")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from nerfstudio.configs.method_configs import all_methods
@@ -46,6 +49,7 @@ def main() -> None:
     preload_kernels()
     cfg = all_methods[args.method]
     cfg.machine.device_type = "cpu"
+    apply_model_set(cfg, args.model_set)
     cfg.pipeline.datamanager.camera_res_scale_factor = args.scale
     if args.dataparser:
         import copy
@@ -54,7 +58,7 @@ def main() -> None:
 
         cfg.pipeline.datamanager.dataparser = copy.deepcopy(all_dataparsers[args.dataparser])
     rays = args.rays or cfg.pipeline.datamanager.train_num_rays_per_batch
-    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=bool(args.shapes))
     times: list = []
     every_step: list = []
     last = {"t": None}
@@ -85,6 +89,8 @@ def main() -> None:
                   f"{1000 * statistics.median(part):7.1f} ms, max {1000 * max(part):7.1f} ms, sum {sum(part):6.1f} s")
     if args.prof_from < args.steps:
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+        if args.shapes:
+            print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
 
 if __name__ == "__main__":

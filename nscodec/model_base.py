@@ -118,9 +118,9 @@ class NscModelConfig(ModelConfig):
     """While training, rays that keep more samples than this for the gradient pass get this many instead, placed by
     importance resampling of the gradient-free pass's weights (:func:`nscodec.render.importance_resample_packed`,
     NeRF's hierarchical sampling with the field as its own proposal); 0: off. Captures fill their bounds, so every
-    ray meets a (at first diffuse) surface and keeps ~25 samples; this caps the cost per ray. None: 0 for bounded
-    scenes, :attr:`capture_samples_per_ray` with scene contraction. Rendering outside training always uses every
-    marched sample."""
+    ray meets a (at first diffuse) surface and keeps ~25 samples; this caps the cost per ray. None:
+    :attr:`bounded_samples_per_ray` for bounded scenes, :attr:`capture_samples_per_ray` with scene contraction.
+    Rendering outside training always uses every marched sample."""
     resample_padding: float = 0.01
     """Uniform share of the resampling mass (nerfstudio's ``histogram_padding``): low-weight regions still get samples."""
     contraction_inner_radius: Optional[float] = None
@@ -146,6 +146,9 @@ class NscModelConfig(ModelConfig):
     #: what ``train_samples_per_ray`` resolves to with scene contraction: 12 here (fewer cost the grid methods
     #: quality on fox), 8 for ectensorf (docs/benchmarks.md, "Capture kernels")
     capture_samples_per_ray: ClassVar[int] = 12
+    #: what it resolves to for bounded scenes: 0 (off) here; a method whose early fog is costly sets a cap that binds
+    #: only then (vqad: docs/benchmarks.md, "Training throughput")
+    bounded_samples_per_ray: ClassVar[int] = 0
 
     def nsc_limits(self) -> Dict[str, Tuple[float, float]]:
         """``{field: (lo, hi)}``: the values a decodable file may hold for the fields that size tensors or loops.
@@ -177,7 +180,7 @@ class NscModelConfig(ModelConfig):
         if self.alpha_threshold is None:
             self.alpha_threshold = 0.0 if bounded else 1e-2
         if self.train_samples_per_ray is None:
-            self.train_samples_per_ray = 0 if bounded else self.capture_samples_per_ray
+            self.train_samples_per_ray = self.bounded_samples_per_ray if bounded else self.capture_samples_per_ray
         if self.contraction_inner_radius is None and type(dataparser).__name__ == "InstantNGPDataParserConfig":
             self.contraction_inner_radius = 1.0
 

@@ -47,6 +47,18 @@ def _sparse_adam_kernel():
     return load_kernel("nscodec_sparse_adam", Path(__file__).resolve().parent / "csrc" / "sparse_adam.cpp")
 
 
+def _coalesced(grad: torch.Tensor) -> torch.Tensor:
+    """``grad.coalesce()``, without its sort where the rows are already strictly increasing: autograd's gradient
+    accumulation clones a sparse gradient and drops its coalesced flag, although the grid kernels emit one sorted row
+    per vertex (:func:`nscodec.grid.dense_level_vertex_grads`). Checking the order is O(nnz); a sort is not."""
+    if grad.is_coalesced():
+        return grad
+    idx = grad._indices()
+    if idx.shape[0] == 1 and (idx.shape[1] < 2 or bool((idx[0, 1:] > idx[0, :-1]).all())):
+        return torch.sparse_coo_tensor(idx, grad._values(), grad.shape, is_coalesced=True)
+    return grad.coalesce()
+
+
 class FusedSparseAdam(torch.optim.SparseAdam):
     """``torch.optim.SparseAdam`` with its row update in one fused C++ pass (``nscodec/csrc/sparse_adam.cpp``) for
     2-D float32 CPU parameters: the same lazy Adam (Kingma & Ba 2015, moments and parameter of the touched rows only,
@@ -78,7 +90,7 @@ class FusedSparseAdam(torch.optim.SparseAdam):
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
-                grad = p.grad.coalesce()
+                grad = _coalesced(p.grad)
                 values = grad._values()
                 if values.numel() == 0:
                     continue

@@ -18,14 +18,15 @@ from nscodec_configs.method_configs import nscodec_trainer_config
 
 def shacira_trainer_config(
     method_name: str = "shacira",
-    max_steps: int = 1200,
+    max_steps: int = 1800,
     rays: int = 4096,
     field_lr: float = 1e-2,
     latent_lr: float = 1e-1,
     codec_lr: float = 5e-3,
     **model_kwargs,
 ) -> TrainerConfig:
-    """TrainerConfig of SHACIRA (``rays`` per batch as nerfstudio's instant-ngp: with the fused grid kernels the
+    """TrainerConfig of SHACIRA: 1,800 steps × 4,096 rays (1.84 epochs of lego 200², the rays of ectensorf's default
+    run: issue 19's equal budget; ``rays`` per batch as nerfstudio's instant-ngp: with the fused grid kernels the
     step's fixed costs — the rate over every latent, the optimizer — are shared by 4× the rays of the 1,024 used
     before, docs/benchmarks.md "Training throughput"). Param groups: ``fields`` (MLPs), ``encodings`` (latents
     ``Q̂``, or the fp32 table of the baseline, which then uses ``field_lr`` as Instant-NGP does), ``codec``

@@ -15,8 +15,9 @@ from nscodec.vqad.model import VQADModelConfig
 from nscodec_configs.method_configs import nscodec_trainer_config
 
 
-def vqad_trainer_config(method_name: str = "vqad", max_steps: int = 800, **model_kwargs) -> TrainerConfig:
-    """TrainerConfig of VQ-AD. Learning rates: grid tables (logits / features) 100× the MLP's, as the paper's
+def vqad_trainer_config(method_name: str = "vqad", max_steps: int = 3600, **model_kwargs) -> TrainerConfig:
+    """TrainerConfig of VQ-AD: 3,600 steps × 2,048 rays (1.84 epochs of lego 200², the rays of ectensorf's default
+    run: issue 19's equal budget). Learning rates: grid tables (logits / features) 100× the MLP's, as the paper's
     supplement 7.3 (there 1e-3 × 100); here 1e-2 for the MLPs/codebooks, 0.1 → grid, for a short CPU schedule."""
     optimizers = {
         "grid": {

@@ -71,7 +71,7 @@ def test_hash_encoding_backward_does_not_depend_on_the_thread_count(kernels):
     assert torch.equal(grads[0], grads[1])
 
 
-@pytest.mark.parametrize("res", [1, 5, 16])
+@pytest.mark.parametrize("res", [1, 5, 16, 70])  # 70: 71^3 vertices, above the bitmap threshold, not a multiple of 64
 def test_dense_level_kernels_match_the_torch_twin(kernels, res):
     mod = kernels["grid"]
     x = _points()
@@ -159,6 +159,22 @@ def test_fused_sparse_adam_matches_torch_sparse_adam_and_bumps_versions(kernels)
         new.zero_grad()
     torch.testing.assert_close(p_new, p_ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(new.state[p_new]["exp_avg_sq"], ref.state[p_ref]["exp_avg_sq"], rtol=1e-5, atol=1e-8)
+
+
+def test_sparse_adam_skips_the_sort_only_for_rows_already_in_order():
+    """A gradient whose rows are strictly increasing (as the grid kernels emit them) is taken as coalesced without a
+    sort; one with repeated or unordered rows is still summed and sorted."""
+    from nscodec.optim import _coalesced
+
+    vals = torch.randn(4, 3)
+    in_order = torch.sparse_coo_tensor(torch.tensor([[1, 4, 7, 9]]), vals, (10, 3))
+    out = _coalesced(in_order)
+    assert out.is_coalesced() and torch.equal(out._values(), vals) and torch.equal(out.to_dense(), in_order.to_dense())
+    for rows in ([4, 1, 4, 9], [1, 4, 4, 9], [9, 7, 4, 1]):
+        bad = torch.sparse_coo_tensor(torch.tensor([rows]), vals, (10, 3))
+        out = _coalesced(bad)
+        assert out.is_coalesced() and out._nnz() == len(set(rows))
+        torch.testing.assert_close(out.to_dense(), bad.to_dense())
 
 
 @pytest.mark.parametrize("channels", [16, 5])
@@ -257,6 +273,9 @@ def test_tabulated_rate_kernel_matches_its_twin_for_any_thread_count(kernels):
     torch.testing.assert_close(outs[0][1], ref[1], rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(outs[0][2], ref[2], rtol=1e-5, atol=1e-4)
     assert all(torch.equal(a, b) for a, b in zip(outs[0], outs[1]))  # blocks summed in order: thread-independent
+    vt = v.t().contiguous().t()  # the channel-first view of channel-last latents [N, C], as shacira's
+    out_t = kernels["rate"].tabulated_rate(vt, f, df, lo, 1.0 / h, True)
+    assert all(torch.equal(a, b) for a, b in zip(out_t, outs[0])) and out_t[2].stride() == vt.stride()
     assert float(ref[1].sum()) == pytest.approx(C * N, rel=1e-6)  # every latent spreads a weight of 1 over 2 knots
     assert len(kernels["rate"].tabulated_rate(v, f, df, lo, 1.0 / h, False)) == 1
 

@@ -126,6 +126,12 @@ def _tabulated_rate_torch(v: torch.Tensor, f: torch.Tensor, df: torch.Tensor, lo
     return bits, W, d0 + frac * (df.gather(1, j + 1) - d0)
 
 
+def _dense_strides(v: torch.Tensor) -> bool:
+    """Whether ``v [C, N]`` is row-major or the transpose of a row-major ``[N, C]`` (no gaps, no overlap)."""
+    c, n = v.shape
+    return v.stride() in ((n, 1), (1, c)) or v.numel() <= 1
+
+
 class _TabulatedRate(torch.autograd.Function):
     """Sum over latents ``v [C, N]`` of ``-log2 P`` interpolated linearly between knots ``f [C, K]`` (bits). The
     gradient w.r.t. ``v`` is the exact derivative at the knots ``df [C, K]`` interpolated the same way (a smaller error
@@ -136,7 +142,10 @@ class _TabulatedRate(torch.autograd.Function):
     def forward(ctx, kernel, v: torch.Tensor, f: torch.Tensor, df: torch.Tensor, lo: torch.Tensor,  # type: ignore[override]
                 inv_h: torch.Tensor):
         want = bool(ctx.needs_input_grad[1] or ctx.needs_input_grad[2])
-        v, f, df, lo, inv_h = (t.detach().contiguous() for t in (v, f, df, lo, inv_h))
+        f, df, lo, inv_h = (t.detach().contiguous() for t in (f, df, lo, inv_h))
+        v = v.detach()
+        if kernel is not None and not _dense_strides(v):
+            v = v.contiguous()  # the kernel reads any dense [C, N] layout (a channel-first view of [N, C] included)
         if kernel is not None:
             out = kernel.tabulated_rate(v, f, df, lo, inv_h, want)
             bits, W, gv = (out[0], out[1], out[2]) if want else (out[0], None, None)
@@ -375,7 +384,7 @@ class FactorizedPrior(nn.Module):
         """:meth:`rate` of ``v [C, N]`` through ``knots`` knots per channel, or None where the spacing exceeds
         ``max_spacing`` (or the range is not finite)."""
         with torch.no_grad():
-            lo, hi = v.amin(dim=1), v.amax(dim=1)
+            lo, hi = torch.aminmax(v, dim=1)
             h = (hi - lo) / (knots - 1)
             if not (bool(torch.isfinite(h).all()) and float(h.max()) <= max_spacing):
                 return None

@@ -81,6 +81,13 @@ class VQADModelConfig(NscModelConfig):
     """While training, samples with smaller alpha get no gradient pass (they barely affect the render)."""
     index_coding: Literal["entropy", "raw"] = "entropy"
     """``.nsc`` index storage: ANS with a per-level histogram table, or bit-packed b-bit integers (paper)."""
+    occupancy_update_every_late: int = 400
+    """Occupancy-grid refresh period after ``occupancy_fast_until`` (the shared default is 200): a refresh evaluates
+    every level of detail on the whole (G+1)^3 corner lattice, ~11 steps' time at G = 128, and the carved grid
+    barely changes late in the run."""
+    #: bounded scenes: rays with more than 48 samples past the first pass get 48 importance-resampled ones; it binds
+    #: in the first steps, while the untrained density fills the box (a fog each ray crosses with ~100 samples)
+    bounded_samples_per_ray: ClassVar[int] = 48
 
     def resolutions(self) -> List[int]:
         """Cells per axis of every level, coarse to fine."""

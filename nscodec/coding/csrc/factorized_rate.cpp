@@ -301,8 +301,10 @@ std::vector<torch::Tensor> factorized_rate_backward(torch::Tensor v, std::vector
 // outside [lo, lo + (K - 1) / inv_h] is extrapolated from the end segment (the caller spans the latents' range).
 std::vector<torch::Tensor> tabulated_rate(torch::Tensor v, torch::Tensor f, torch::Tensor df, torch::Tensor lo,
                                           torch::Tensor inv_h, bool want_grad) {
-  check_latents(v);
-  const int64_t C = v.size(0), N = v.size(1);
+  // v may be strided (e.g. the channel-first view [C, N] of channel-last latents [N, C]); the gradient gets v's
+  // strides, so it flows back to such latents without a transposing copy either way.
+  TORCH_CHECK(v.dim() == 2 && v.dtype() == torch::kFloat32, "tabulated rate: latents must be a float32 [C, N] tensor");
+  const int64_t C = v.size(0), N = v.size(1), sc = v.stride(0), sn = v.stride(1);
   TORCH_CHECK(f.dim() == 2 && f.size(0) == C && f.size(1) >= 2 && f.is_contiguous() && f.dtype() == torch::kFloat32,
               "tabulated rate: f must be a contiguous float32 [C, K >= 2] tensor");
   TORCH_CHECK(df.sizes() == f.sizes() && df.is_contiguous() && df.dtype() == torch::kFloat32,
@@ -315,7 +317,7 @@ std::vector<torch::Tensor> tabulated_rate(torch::Tensor v, torch::Tensor f, torc
   const int64_t blocks = (N + kTabBlock - 1) / kTabBlock;
   std::vector<double> partial_bits(static_cast<size_t>(C * blocks), 0.0);
   std::vector<float> partial_w(want_grad ? static_cast<size_t>(C * blocks * K) : 0, 0.0f);
-  auto gv = want_grad ? torch::empty_like(v) : torch::empty({0}, v.options());
+  auto gv = want_grad ? torch::empty_strided(v.sizes(), v.strides(), v.options()) : torch::empty({0}, v.options());
   const float* pv = v.data_ptr<float>();
   const float* pf = f.data_ptr<float>();
   const float* pdf = df.data_ptr<float>();
@@ -332,7 +334,7 @@ std::vector<torch::Tensor> tabulated_rate(torch::Tensor v, torch::Tensor f, torc
       float* w = want_grad ? partial_w.data() + cb * K : nullptr;
       double acc = 0.0;
       for (int64_t i = i0; i < i1; ++i) {
-        const float t = (pv[c * N + i] - l) * ih;
+        const float t = (pv[c * sc + i * sn] - l) * ih;
         const float j = std::min(std::max(std::floor(t), 0.0f), top);
         const int64_t jj = static_cast<int64_t>(j);
         const float frac = t - j, f0 = fc[jj], f1 = fc[jj + 1];
@@ -340,7 +342,7 @@ std::vector<torch::Tensor> tabulated_rate(torch::Tensor v, torch::Tensor f, torc
         if (want_grad) {
           w[jj] += 1.0f - frac;
           w[jj + 1] += frac;
-          pg[c * N + i] = dc[jj] + frac * (dc[jj + 1] - dc[jj]);
+          pg[c * sc + i * sn] = dc[jj] + frac * (dc[jj + 1] - dc[jj]);
         }
       }
       partial_bits[cb] = acc;
