@@ -8,6 +8,10 @@ plain-torch twins (``torch``, the code before the kernels), so the speed-up is a
 
     python bench/throughput.py                                   # nscodec-tensorf, shacira, vqad; cpp and torch
     python bench/throughput.py --methods shacira --kernels cpp --steps 200    # a quick look
+    python bench/throughput.py --kernels cpp --repeats 2      # every method twice, rounds interleaved: medians
+
+With ``--repeats R`` the methods run in R rounds (A B C A B C …), so a slow spell of the machine hits every method
+alike; each row's ratio is against the base row of its own round, and the summary gives the ratio of the medians.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=0, help="0: the preset's steps")
     ap.add_argument("--every", type=int, default=20, help="evaluate every N-th test view")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=1, help="rounds of every method, interleaved (medians reported)")
     ap.add_argument("--name", default="throughput")
     ap.add_argument("--report-only", action="store_true", help="rewrite the docs table from bench/results, run nothing")
     ap.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
@@ -88,7 +93,7 @@ def main() -> None:
     # rows of other (method, kernels) pairs are kept from earlier invocations; each row carries its own command/commit
     kept = json.loads(out.read_text())["rows"] if out.exists() else []
     rows = []
-    for method in args.methods.split(","):
+    for rnd, method in [(r, m) for r in range(args.repeats) for m in args.methods.split(",")]:
         for kernels in (args.kernels.split(",") if method in GRID_METHODS else ["cpp"]):
             env = {**os.environ, "NSCODEC_KERNELS": kernels}
             cmd = [sys.executable, __file__, "--child", method, "--data", args.data, "--scale", str(args.scale),
@@ -103,6 +108,8 @@ def main() -> None:
             row = {"method": method, "scene": f"lego {int(800 * args.scale)}²",
                    "kernels": kernels if method in GRID_METHODS else f"{kernels} (VM encoding)",
                    **json.loads(line[7:]), "git_commit": git_commit(), "command": command}
+            if args.repeats > 1:
+                row["round"] = rnd
             rows.append(row)
             kept = [r for r in kept if (r["method"], r["kernels"]) != (row["method"], row["kernels"])
                     or (r["method"] not in GRID_METHODS and r["command"] != command and any(
@@ -122,17 +129,31 @@ def report(name: str, rows: list, every: int) -> None:
              "Each point: the method's registered preset, trained in its own process, one after the other on the same "
              "2 cores; rays/s over the whole run; PSNR of the trained model on every "
              f"{every}-th test view; each ratio is against the row of the same command (one run).", "",
-             "| method | kernels | steps × rays | epochs | train rays/s | vs nscodec-tensorf | vs torch twin | train s | peak RSS MB | PSNR (dB) |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| method | kernels | round | steps × rays | epochs | train rays/s | vs nscodec-tensorf | vs torch twin | train s | peak RSS MB | PSNR (dB) |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        base = next((b for b in rows if b["method"] == "nscodec-tensorf" and b["command"] == r["command"]), None)
-        twin = next((t for t in rows if t["method"] == r["method"] and t["kernels"] == "torch"
-                     and t["command"] == r["command"]), None)
+        same = [b for b in rows if b["command"] == r["command"] and b.get("round") == r.get("round")]
+        base = next((b for b in same if b["method"] == "nscodec-tensorf"), None)
+        twin = next((t for t in same if t["method"] == r["method"] and t["kernels"] == "torch"), None)
         vs_base = f"{r['rays_per_second'] / base['rays_per_second']:.2f}×" if base else "—"
         vs_twin = f"{r['rays_per_second'] / twin['rays_per_second']:.2f}×" if twin and twin is not r else "—"
-        lines.append(f"| `{r['method']}` | {r['kernels']} | {r['steps']} × {r['rays_per_batch']} | {r['epochs']} | "
+        lines.append(f"| `{r['method']}` | {r['kernels']} | {r.get('round', '—')} | {r['steps']} × {r['rays_per_batch']} | {r['epochs']} | "
                      f"{r['rays_per_second']:,} | {vs_base} | {vs_twin} | {r['train_seconds']} | {r['peak_rss_mb']:,} | "
                      f"{r['psnr']:.2f} |")
+    rounds = [r for r in rows if "round" in r]
+    if rounds:  # the medians of the latest invocation with rounds
+        import statistics
+
+        cmd = rounds[-1]["command"]
+        med = {}
+        for r in rounds:
+            if r["command"] == cmd:
+                med.setdefault((r["method"], r["kernels"]), []).append(r["rays_per_second"])
+        base = next((statistics.median(v) for (m, _), v in med.items() if m == "nscodec-tensorf"), None)
+        lines += ["", f"Medians over the rounds of `{cmd}`:", ""]
+        for (m, k), v in med.items():
+            ratio = f", {statistics.median(v) / base:.2f}× `nscodec-tensorf`'s median" if base else ""
+            lines.append(f"- `{m}` ({k}): {statistics.median(v):,.0f} rays/s over {len(v)} rounds{ratio}")
     update_doc_section(name, "## Training throughput: grid methods vs the TensoRF base (CPU)\n\n" + "\n".join(lines))
 
 

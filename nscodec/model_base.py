@@ -146,8 +146,8 @@ class NscModelConfig(ModelConfig):
     #: what ``train_samples_per_ray`` resolves to with scene contraction: 12 here (fewer cost the grid methods
     #: quality on fox), 8 for ectensorf (docs/benchmarks.md, "Capture kernels")
     capture_samples_per_ray: ClassVar[int] = 12
-    #: what it resolves to for bounded scenes: 0 (off) here; a method whose early fog is costly sets a cap that binds
-    #: only then (vqad: docs/benchmarks.md, "Training throughput")
+    #: what it resolves to for bounded scenes: 0 (off) here; a method whose early fog (untrained density filling the
+    #: box) is costly sets a cap (vqad: docs/benchmarks.md, "Grid core, stop 29")
     bounded_samples_per_ray: ClassVar[int] = 0
 
     def nsc_limits(self) -> Dict[str, Tuple[float, float]]:

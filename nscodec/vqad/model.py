@@ -85,10 +85,10 @@ class VQADModelConfig(NscModelConfig):
     """Samples 8× sparser until the first occupancy update (shared default 4×, shacira 8×): the untrained density is a
     fog every sample of every ray passes."""
     occupancy_update_every: int = 100
+    """Occupancy-grid refresh period before ``occupancy_fast_until`` (shared default 50): a refresh evaluates every
+    level of detail on the whole (G+1)^3 corner lattice (docs/benchmarks.md, "Grid core, stop 29")."""
     occupancy_update_every_late: int = 400
-    """Occupancy-grid refresh periods before / after ``occupancy_fast_until`` (shared defaults 50 / 200): a refresh
-    evaluates every level of detail on the whole (G+1)^3 corner lattice, ~11 steps' time at G = 128; probed at the
-    preset's budget without a PSNR change (docs/benchmarks.md, "Grid core, stop 29")."""
+    """Refresh period after ``occupancy_fast_until`` (shared default 200), for the same reason."""
     #: bounded scenes: rays with more than 48 samples past the first pass get 48 importance-resampled ones; it binds
     #: in the first steps, while the untrained density fills the box (a fog each ray crosses with ~100 samples)
     bounded_samples_per_ray: ClassVar[int] = 48
