@@ -106,3 +106,23 @@ def test_no_samples_give_no_samples():
     e = torch.zeros(0)
     r, a, b = importance_resample_packed(torch.zeros(0, dtype=torch.long), e, e, e, 3, 8)
     assert r.numel() == a.numel() == b.numel() == 0
+
+
+def test_the_cap_resolves_per_method_and_scene_kind():
+    """``train_samples_per_ray=None`` resolves to the method's bounded-scene cap on Blender-layout data (vqad: its
+    early fog is capped; the others: off) and to its capture cap on every other dataparser; an explicit value wins."""
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    from nscodec.shacira.model import ShaciraModelConfig
+    from nscodec.tensorf.model import NscTensoRFModelConfig
+    from nscodec.vqad.model import VQADModelConfig
+
+    for cls, bounded in ((VQADModelConfig, 48), (ShaciraModelConfig, 0), (NscTensoRFModelConfig, 0)):
+        for parser, want in ((BlenderDataParserConfig(), bounded), (NerfstudioDataParserConfig(), cls.capture_samples_per_ray)):
+            cfg = cls()
+            cfg.resolve_for_data(parser)
+            assert cfg.train_samples_per_ray == want, (cls.__name__, type(parser).__name__)
+        cfg = cls(train_samples_per_ray=5)
+        cfg.resolve_for_data(BlenderDataParserConfig())
+        assert cfg.train_samples_per_ray == 5
