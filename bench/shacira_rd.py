@@ -37,9 +37,20 @@ RUNS = {
 }
 
 
-#: the TensoRF base at issue 19's equal budget, for the fp32 grid's comparison (measured, not re-run here)
-TENSORF_BASE = {"psnr": 31.84, "views": 200, "rays": 1800 * 4096,
-                "source": "`nscodec-tensorf`, 1,800 × 4,096 rays, docs/benchmarks.md \"ectensorf rate–distortion\""}
+def tensorf_base() -> dict | None:
+    """The TensoRF base of the ectensorf RD sweep (``bench/results/ectensorf_rd.json``, all test views) with the rays it
+    trained on, for the fp32 grid's comparison at equal rays (issue 19, item 6); None without that file."""
+    path = ROOT / "bench/results/ectensorf_rd.json"
+    if not path.exists():
+        return None
+    row = next((r for r in json.loads(path.read_text())["rows"] if r.get("method") == "nscodec-tensorf" and "psnr_all" in r), None)
+    if row is None:
+        return None
+    from nscodec_configs.method_configs import tensorf_trainer_config
+
+    rays = row["steps"] * tensorf_trainer_config().pipeline.datamanager.train_num_rays_per_batch
+    return {"psnr": row["psnr_all"], "views": row["test_views_all"], "rays": rays,
+            "source": f"`nscodec-tensorf`, {row['steps']:,} steps, `bench/results/ectensorf_rd.json`"}
 
 
 def main() -> None:
@@ -174,9 +185,10 @@ def write_doc(name, rows, lod_rows, command) -> None:
                   + (", ".join(f"`{r}`" for r in ok) if ok else "**no run**") + ".",
                   "Goal at the equal budget (issue 19, item 6): ≥ 20× smaller within 0.5 dB — met by: "
                   + (", ".join(f"`{r}`" for r in ok20) if ok20 else "**no run**") + "."]
-        if base["steps"] * base["rays_per_batch"] == TENSORF_BASE["rays"] and base["test_views"] == TENSORF_BASE["views"]:
-            lines.append(f"fp32 hash grid vs the TensoRF base trained on as many rays ({TENSORF_BASE['psnr']:.2f} dB on "
-                         f"{TENSORF_BASE['views']} views: {TENSORF_BASE['source']}): {base['psnr'] - TENSORF_BASE['psnr']:+.2f} dB "
+        tb = tensorf_base()
+        if tb is not None and base["steps"] * base["rays_per_batch"] == tb["rays"] and base["test_views"] == tb["views"]:
+            lines.append(f"fp32 hash grid vs the TensoRF base trained on as many rays ({tb['psnr']:.2f} dB on "
+                         f"{tb['views']} views: {tb['source']}): {base['psnr'] - tb['psnr']:+.2f} dB "
                          "(issue 19's goal: within 1 dB).")
         by = {r["run"]: r for r in rows}
         if "default" in by and "ste" in by:

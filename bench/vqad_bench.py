@@ -256,14 +256,16 @@ def summary(rows) -> list:
                 out.append(f"- Learned VQ (b={lv['bits']}) vs post-hoc k-means at equal bytes ({lv['bytes']:,}, the k-means "
                            f"curve interpolated in log bytes): {lv['psnr']:.2f} vs {at_bytes:.2f} dB "
                            f"(**{lv['psnr'] - at_bytes:+.2f} dB**).")
-            elif any(r["grid_mode"] == "kmeans" and abs(math.log(r["bytes"] / lv["bytes"])) < 0.05 for r in rows):
-                near = min((r for r in rows if r["grid_mode"] == "kmeans"), key=lambda r: abs(math.log(r["bytes"] / lv["bytes"])))
+                continue
+            kmeans = [r for r in rows if r["grid_mode"] == "kmeans"]
+            near = min(kmeans, key=lambda r: abs(math.log(r["bytes"] / lv["bytes"])), default=None)
+            if near is not None and abs(math.log(near["bytes"] / lv["bytes"])) < 0.05:
                 gap = lv["bytes"] / near["bytes"] - 1
                 out.append(f"- Equal bytes, learned b={lv['bits']}: its file ({lv['bytes']:,} B) lies outside the k-means "
                            f"files' range; the nearest, k-means b={near['bits']} at {near['bytes']:,} B ({100 * gap:+.1f}% "
                            f"for learned): {lv['psnr']:.2f} vs {near['psnr']:.2f} dB (**{lv['psnr'] - near['psnr']:+.2f} dB**"
                            " for learned).")
-            elif any(r["grid_mode"] == "kmeans" for r in rows):
+            elif near is not None:
                 out.append(f"- Equal bytes, learned b={lv['bits']}: no k-means file within 5% of its {lv['bytes']:,} B.")
         if raw:
             out.append(f"- Index storage: ANS with a per-level histogram {vq['bytes']:,} bytes vs raw b-bit packing (paper) "
