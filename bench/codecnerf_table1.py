@@ -7,6 +7,12 @@ run reaching the same PSNR, and the pretraining cost.
     flock /tmp/nscodec-cpu.lock python bench/codecnerf_table1.py --pretrain-only --corpus-scenes 48 --pretrain-minutes 12
     # 2) the table on lego 200² (camera-res-scale-factor 0.25)
     flock /tmp/nscodec-cpu.lock python bench/codecnerf_table1.py --data ../shared/data/blender/lego --scale 0.25
+    # 3) the table on 3 held-out procedural scenes the codec never saw (corpus seed 1, same generator and
+    #    resolution as the pretraining corpus; 24 training views each, as the paper finetunes on 24 views)
+    flock /tmp/nscodec-cpu.lock python bench/codecnerf_table1.py --heldout 3 --name codecnerf_heldout
+
+``--train-views K`` finetunes on K evenly spaced training views of ``--data`` (the paper's 24) through a derived scene
+under bench/runs/codecnerf/subsets (its JSONs list the chosen frames; the images are links to the originals).
 
 Every training runs in this process with nerfstudio's Trainer (one thread by default, ``--threads``). Evaluation
 (test views every ``--every``-th) runs at the checkpoints and is excluded from the training wall-clock.
@@ -64,6 +70,55 @@ def do_pretrain(args) -> dict:
     return meta
 
 
+def heldout_scenes(args) -> list:
+    """Generate (once) ``--heldout`` procedural scenes from corpus seed ``--heldout-seed``, which the codec never saw:
+    the pretraining corpus uses seed 0 and each scene's seed is drawn from ``(corpus seed, index)``
+    (:func:`~nscodec.scenes.procedural.generate_corpus`). Same generator and resolution as the corpus (in distribution,
+    as the paper's held-out Objaverse objects), ``--heldout-test`` test views each.
+
+    Raises:
+        SystemExit: a held-out scene's seed is also in the pretraining corpus.
+    """
+    from nscodec.codecnerf.pretrain import find_scenes
+    from nscodec.scenes.procedural import generate_corpus
+
+    root = WORK / f"heldout_seed{args.heldout_seed}"
+    if len(find_scenes(root)) < args.heldout:
+        generate_corpus(root, args.heldout, seed=args.heldout_seed, resolution=args.corpus_resolution, n_train=24, n_val=1,
+                        n_test=args.heldout_test, overwrite=True, progress=False)
+    corpus = WORK / "corpus" / "corpus.json"
+    if corpus.exists():
+        seen = {e["seed"] for e in json.loads(corpus.read_text())["scenes"]}
+        mine = {e["seed"] for e in json.loads((root / "corpus.json").read_text())["scenes"]}
+        if seen & mine:
+            raise SystemExit(f"held-out scenes share seeds with the pretraining corpus: {sorted(seen & mine)}")
+    return find_scenes(root)[: args.heldout]
+
+
+def train_subset(data: Path, k: int) -> Path:
+    """A copy of the Blender-layout scene ``data`` whose train split keeps ``k`` evenly spaced frames (images linked,
+    not copied; val/test unchanged), under ``bench/runs/codecnerf/subsets``.
+
+    Raises:
+        SystemExit: ``k`` is not in ``[1, number of training frames]``.
+    """
+    meta = json.loads((data / "transforms_train.json").read_text())
+    n = len(meta["frames"])
+    if not 1 <= k <= n:
+        raise SystemExit(f"--train-views {k}: {data} has {n} training views")
+    out = WORK / "subsets" / f"{data.name}_train{k}"
+    out.mkdir(parents=True, exist_ok=True)
+    keep = [meta["frames"][round(i * n / k)] for i in range(k)]
+    (out / "transforms_train.json").write_text(json.dumps({**meta, "frames": keep}, indent=1))
+    for split in ("val", "test"):
+        if (data / f"transforms_{split}.json").exists():
+            (out / f"transforms_{split}.json").write_text((data / f"transforms_{split}.json").read_text())
+    for entry in data.iterdir():  # image folders, linked
+        if entry.is_dir() and not (out / entry.name).exists():
+            (out / entry.name).symlink_to(entry.resolve())
+    return out
+
+
 def run_variant(args, method: str, mode: str, checkpoints, data: Path) -> list:
     """Train one variant, evaluating + exporting at each checkpoint (excluded from the timing)."""
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
@@ -80,7 +135,8 @@ def run_variant(args, method: str, mode: str, checkpoints, data: Path) -> list:
     config.max_num_iterations = steps
     config.data = data
     config.pipeline.datamanager.data = data
-    config.pipeline.datamanager.camera_res_scale_factor = args.scale
+    scale = 1.0 if args.heldout else args.scale
+    config.pipeline.datamanager.camera_res_scale_factor = scale
     config.pipeline.datamanager.train_num_rays_per_batch = args.rays
     config.output_dir = WORK / "runs"
     config.experiment_name = method
@@ -98,11 +154,12 @@ def run_variant(args, method: str, mode: str, checkpoints, data: Path) -> list:
 
     def evaluate(done: int) -> None:
         model.eval()
-        ev = evaluate_model(model, data, "test", scale_factor=args.scale, every=args.every, progress=False)
-        nsc = WORK / f"{method}_{done}.nsc"
+        ev = evaluate_model(model, data, "test", scale_factor=scale, every=args.every, progress=False)
+        nsc = WORK / f"{method}_{data.name}_{done}.nsc"
         size = export_model(model, nsc, overwrite=True)
         model.train()
-        row = {"method": method, "mode": mode, "iterations": done, "psnr": ev["psnr"], "ssim": ev["ssim"], "bytes": size,
+        row = {"method": method, "mode": mode, "scene": data.name, "train_views": len(trainer.pipeline.datamanager.train_dataset),
+               "iterations": done, "psnr": ev["psnr"], "ssim": ev["ssim"], "bytes": size,
                "train_seconds": round(clock["train"], 2), "encode_forward_seconds": round(clock["encode"], 3),
                "test_views": ev["num_views"], "resolution": f"{ev['width']}x{ev['height']}"}
         if mode != "scratch":
@@ -165,6 +222,10 @@ def main() -> None:
     ap.add_argument("--pretrain-rays", type=int, default=1024)
     ap.add_argument("--pretrain-samples", type=int, default=64)
     ap.add_argument("--name", default="codecnerf_table1")
+    ap.add_argument("--heldout", type=int, default=0, help="run on N generated held-out procedural scenes instead of --data")
+    ap.add_argument("--heldout-seed", type=int, default=1, help="corpus seed of the held-out scenes (pretraining uses 0)")
+    ap.add_argument("--heldout-test", type=int, default=20, help="test views per held-out scene")
+    ap.add_argument("--train-views", type=int, default=0, help="finetune on K evenly spaced training views (paper: 24)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -181,60 +242,100 @@ def main() -> None:
     data = Path(args.data)
     if args.report_only:  # rebuild the table from bench/results (e.g. after a doc edit), measuring nothing
         saved = json.loads((ROOT / "bench" / "results" / f"{args.name}.json").read_text())
-        finish(args, saved["rows"], pre, saved["command"], data)
+        args.threads = saved.get("threads", args.threads)
+        write_doc(args, saved["rows"], saved.get("pretrain") or pre, saved["command"])
         return
     cps = sorted({int(c) for c in args.checkpoints.split(",")})
     methods = {"scratch": "codecnerf-scratch", "peft": "codecnerf-peft", "peft_ec": "codecnerf"}
+    scenes = heldout_scenes(args) if args.heldout else [data]
+    if args.train_views:
+        scenes = [train_subset(d, args.train_views) for d in scenes]
     rows = []
-    for v in args.variants.split(","):  # results are recorded after every variant (a cut-short run keeps what it measured)
-        rows += run_variant(args, methods[v], v, cps, data)
-        finish(args, rows, pre, command, data)
+    for scene in scenes:
+        for v in args.variants.split(","):  # results are recorded after every variant (a cut-short run keeps what it measured)
+            rows += run_variant(args, methods[v], v, cps, scene)
+            finish(args, rows, pre, command, data)
 
 
 def finish(args, rows, pre, command, data) -> None:
     for r in rows:
-        r.update(scene=data.name, series={"scratch": "triplanes (scratch)", "peft": "codecnerf PEFT", "peft_ec": "codecnerf PEFT++"}[r["mode"]])
-    scratch = [r for r in rows if r["mode"] == "scratch"]
-    for r in rows:
-        if r["mode"] != "scratch" and scratch:
-            t = seconds_to_reach(scratch, r["psnr"])
-            r["scratch_seconds_to_same_psnr"] = None if t is None else round(t, 1)
+        r.setdefault("scene", data.name)  # rows recorded before the scene was a row field
+        r["series"] = {"scratch": "triplanes (scratch)", "peft": "codecnerf PEFT", "peft_ec": "codecnerf PEFT++"}[r["mode"]]
+    for scene in dict.fromkeys(r["scene"] for r in rows):
+        scratch = [r for r in rows if r["mode"] == "scratch" and r["scene"] == scene]
+        for r in rows:
+            if r["mode"] != "scratch" and r["scene"] == scene and scratch:
+                t = seconds_to_reach(scratch, r["psnr"])
+                r["scratch_seconds_to_same_psnr"] = None if t is None else round(t, 1)
     extra = {"pretrain": {k: v for k, v in pre.items() if k not in ("scenes", "history")}, "threads": args.threads, "rays": args.rays}
     record(args.name, rows, command, extra)
     write_doc(args, rows, pre, command)
 
 
 def write_doc(args, rows, pre, command) -> None:
+    scenes = list(dict.fromkeys(r["scene"] for r in rows))
+    where = scenes[0] if len(scenes) == 1 else f"{len(scenes)} held-out procedural scenes"
+    views = sorted({r.get("train_views") for r in rows if r.get("train_views")})
+    for r in rows:  # rows recorded before these were row fields
+        r.setdefault("series", {"scratch": "triplanes (scratch)", "peft": "codecnerf PEFT", "peft_ec": "codecnerf PEFT++"}[r["mode"]])
     lines = [
-        f"## codecnerf — Table 1 style on {rows[0]['scene']} {rows[0]['resolution']} (CPU, {args.threads} thread)", "",
+        f"## codecnerf — Table 1 style on {where} {rows[0]['resolution']} (CPU, {args.threads} thread)", "",
         f"Command: `{command}`  ",
         "Pretraining: " + " then ".join(f"`{p.get('command', '?')}`" for p in pre.get("previous_sessions", []) + [pre]) + " — "
         f"{pre.get('num_scenes', '?')} procedural scenes at {pre.get('corpus_resolution', '?')}², "
         f"{pre.get('total_steps', pre.get('steps', '?'))} steps, {pre.get('total_train_seconds', pre.get('train_seconds', '?'))} s "
         f"training in all (+{pre.get('corpus_generation_seconds', '?')} s corpus generation), "
         f"final training PSNR (EMA, corpus views) {pre.get('final_train_psnr_ema', '?')} dB, "
-        f"codec model {pre.get('codec_model_bytes', 0):,} bytes.", "",
-        "| variant | iters | test PSNR (dB) | SSIM | .nsc bytes | bytes incl. codec model | train s (encode+finetune) | scratch s to same PSNR |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"codec model {pre.get('codec_model_bytes', 0):,} bytes.  ",
+        f"Finetuning views: {', '.join(map(str, views)) or '?'}; test views per scene: {rows[0]['test_views']}.", "",
     ]
-    lines += []
-    for r in rows:
-        w = r.get("bytes_with_codec_model")
-        s = r.get("scratch_seconds_to_same_psnr", "")
-        s = "not reached" if s is None else (f"{s:.0f}" if s != "" else "")
-        lines.append(f"| {r['series']} | {r['iterations']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['bytes']:,} | "
-                     f"{'' if w is None else f'{w:,}'} | {r['train_seconds']:.0f} | {s} |")
-    last = max(r["iterations"] for r in rows)
-    end = {r["mode"]: r for r in rows if r["iterations"] == last}
-    if "scratch" in end and "peft_ec" in end:
-        sc, ec = end["scratch"], end["peft_ec"]
-        lines += ["", f"At {last} iterations PEFT++ is {ec['psnr'] - sc['psnr']:+.2f} dB against per-scene triplanes from scratch "
-                  f"({'a loss' if ec['psnr'] < sc['psnr'] else 'a gain'}), in a file {sc['bytes'] / ec['bytes']:.0f}× smaller "
-                  f"({ec['bytes']:,} vs {sc['bytes']:,} bytes; {ec['bytes_with_codec_model']:,} with the codec model counted)."
-                  + (f" Entropy coding shrinks the PEFT file {end['peft']['bytes'] / ec['bytes']:.0f}× for "
-                     f"{ec['psnr'] - end['peft']['psnr']:+.2f} dB." if "peft" in end else "")]
+    head = ["| variant | iters | test PSNR (dB) | SSIM | .nsc bytes | bytes incl. codec model | train s (encode+finetune) | scratch s to same PSNR |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for scene in scenes:
+        srows = [r for r in rows if r["scene"] == scene]
+        if len(scenes) > 1:
+            lines += [f"**{scene}**", ""]
+        elif scene != scenes[0]:
+            lines += [""]
+        lines += head
+        for r in srows:
+            w = r.get("bytes_with_codec_model")
+            s = r.get("scratch_seconds_to_same_psnr", "")
+            s = "not reached" if s is None else (f"{s:.0f}" if s != "" else "")
+            lines.append(f"| {r['series']} | {r['iterations']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['bytes']:,} | "
+                         f"{'' if w is None else f'{w:,}'} | {r['train_seconds']:.0f} | {s} |")
+        lines += ["", summary(srows), ""]
+    lines.pop()
+    if len(scenes) > 1:  # the mean over scenes, per variant and iteration
+        lines += ["", f"**Mean over the {len(scenes)} scenes**", "",
+                  "| variant | iters | test PSNR (dB) | SSIM | .nsc bytes | train s |", "|---|---:|---:|---:|---:|---:|"]
+        keys = list(dict.fromkeys((r["series"], r["iterations"]) for r in rows))
+        mean_rows = []
+        for series, it in keys:
+            g = [r for r in rows if r["series"] == series and r["iterations"] == it]
+            if len(g) != len(scenes):
+                continue
+            m = {k: sum(r[k] for r in g) / len(g) for k in ("psnr", "ssim", "bytes", "train_seconds")}
+            mean_rows.append({**m, "series": series, "iterations": it, "mode": g[0]["mode"],
+                              "bytes_with_codec_model": m["bytes"] + (g[0].get("bytes_with_codec_model", 0) - g[0]["bytes"])})
+            lines.append(f"| {series} | {it} | {m['psnr']:.2f} | {m['ssim']:.3f} | {m['bytes']:,.0f} | {m['train_seconds']:.0f} |")
+        lines += ["", summary(mean_rows, "On average, at")]
     lines += ["", NOTES.strip()]
     update_doc_section(args.name, "\n".join(lines))
+
+
+def summary(rows: list, lead: str = "At") -> str:
+    """One sentence: PEFT++ against from-scratch triplanes (and PEFT) at the last iteration of ``rows``."""
+    last = max(r["iterations"] for r in rows)
+    end = {r["mode"]: r for r in rows if r["iterations"] == last}
+    if not ("scratch" in end and "peft_ec" in end):
+        return ""
+    sc, ec = end["scratch"], end["peft_ec"]
+    return (f"{lead} {last} iterations PEFT++ is {ec['psnr'] - sc['psnr']:+.2f} dB against per-scene triplanes from scratch "
+            f"({'a loss' if ec['psnr'] < sc['psnr'] else 'a gain'}), in a file {sc['bytes'] / ec['bytes']:.0f}× smaller "
+            f"({ec['bytes']:,.0f} vs {sc['bytes']:,.0f} bytes; {ec['bytes_with_codec_model']:,.0f} with the codec model counted)."
+            + (f" Entropy coding shrinks the PEFT file {end['peft']['bytes'] / ec['bytes']:.0f}× for "
+               f"{ec['psnr'] - end['peft']['psnr']:+.2f} dB." if "peft" in end else ""))
 
 
 NOTES = """
