@@ -6,6 +6,11 @@ once per machine with ``torch.utils.cpp_extension.load`` (g++ and ninja; the gri
 into torch's extension cache (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); later processes
 load the cached library. Every kernel has a plain-torch twin that runs where the kernel cannot.
 
+Each build folder is named after the kernel plus a key of its source's absolute path, its compiler flags and the
+torch version (:func:`build_name`). Two checkouts (or virtual environments) on one machine therefore never share a
+folder: with one shared folder, ninja rebuilt the kernel each time the other checkout had used it last (half a minute
+per process start), and a library built against another torch could have been loaded.
+
 A build holds the lock file ``<cache>/<name>/lock`` (torch's ``FileBaton``), and torch waits for as long as it exists. A
 build killed midway leaves it behind, and every later load would wait forever: :func:`clear_stale_lock` removes a
 lock once nothing in the build folder has changed for :data:`STALE_LOCK_SECONDS` (with one warning).
@@ -27,7 +32,7 @@ from typing import Any, Optional, Tuple
 
 from nscodec.coding.errors import NscError
 
-__all__ = ["STALE_LOCK_SECONDS", "clear_stale_lock", "kernel_choice", "load_kernel", "preload_kernels"]
+__all__ = ["STALE_LOCK_SECONDS", "build_name", "clear_stale_lock", "kernel_choice", "load_kernel", "preload_kernels"]
 
 #: seconds without a change in a build folder after which its lock counts as left by a killed build (a build here
 #: writes a file at least every minute or so: build.ninja, the object file, the library)
@@ -106,6 +111,17 @@ def _build_dir(name: str) -> Optional[Path]:
 _OPENMP_ERROR = re.compile(r"openmp|omp\.h|gomp", re.IGNORECASE)
 
 
+def build_name(name: str, source: str, flags: list) -> str:
+    """The extension (and build-folder) name of kernel ``name``: ``<name>_<key>``, ``key`` the first 10 hex digits of
+    the SHA-256 of the source's resolved path, ``flags`` and ``torch.__version__``."""
+    import hashlib
+
+    import torch
+
+    text = "|".join([str(Path(source).resolve()), " ".join(flags), torch.__version__])
+    return f"{name}_{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+
+
 @functools.lru_cache(maxsize=None)
 def _build(name: str, source: str, simd: bool) -> Tuple[Optional[Any], str]:
     try:
@@ -118,6 +134,7 @@ def _build(name: str, source: str, simd: bool) -> Tuple[Optional[Any], str]:
         # -fopenmp: ATen's at::parallel_for is inline OpenMP; compiled without it every kernel runs on one thread.
         # The library then needs libgomp.so.1, which resolves to the one torch has already loaded (same soname).
         flags = ["-O3", "-ffp-contract=off", "-fno-math-errno"] + (simd_flags() if simd else [])
+        name = build_name(name, source, flags)
         build_dir = _build_dir(name)
         if build_dir is not None:
             clear_stale_lock(build_dir)

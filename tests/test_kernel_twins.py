@@ -376,8 +376,20 @@ def test_a_build_is_retried_without_openmp_only_when_openmp_failed(monkeypatch, 
     monkeypatch.setattr(_cpp, "_build_dir", lambda name: None)
     mod, why = _cpp._build.__wrapped__("nscodec_test_retry", "nowhere.cpp", False)  # uncached: real kernels stay
     assert calls == [True, False][:builds]
+    built = _cpp.build_name("nscodec_test_retry", "nowhere.cpp", ["-O3", "-ffp-contract=off", "-fno-math-errno"])
     assert (mod, why) == (("module", "") if builds == 2 else (None, f"RuntimeError: Error building extension "
-                                                                  f"'nscodec_test_retry': {error}"))
+                                                                  f"'{built}': {error}"))
+
+
+def test_two_checkouts_never_share_a_kernel_build_folder(tmp_path):
+    """A shared folder made ninja rebuild whenever the other checkout had built last (its build.ninja names the other
+    source path), so every process start of alternating checkouts paid a compile."""
+    a, b = tmp_path / "a" / "grid_encode.cpp", tmp_path / "b" / "grid_encode.cpp"
+    flags = ["-O3"]
+    assert _cpp.build_name("nscodec_grid_encode", str(a), flags) == _cpp.build_name("nscodec_grid_encode", str(a), flags)
+    assert _cpp.build_name("nscodec_grid_encode", str(a), flags) != _cpp.build_name("nscodec_grid_encode", str(b), flags)
+    assert _cpp.build_name("nscodec_grid_encode", str(a), flags) != _cpp.build_name("nscodec_grid_encode", str(a), ["-O2"])
+    assert _cpp.build_name("nscodec_grid_encode", str(a), flags).startswith("nscodec_grid_encode_")
 
 
 def test_a_lock_left_by_a_killed_build_is_removed_once_stale_and_a_live_one_is_waited_for(tmp_path):
