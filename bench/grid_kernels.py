@@ -7,7 +7,8 @@ backward on 100k points; the factorized-prior rate of SHACIRA's latents (2 × 21
 through 4,096 tabulated knots as shacira trains); the lazy-Adam step of 200k rows of a 129³ × 16 logits table;
 TensoRF's VM encoding (ectensorf on fox: planes 160², 48 appearance components) forward + backward on 50k samples
 along rays, against nerfstudio's ``TensorVMEncoding`` (grid_sample); the L∞ scene contraction of 300k points against
-nerfstudio's ``SceneContraction``. Median of ``--repeats`` timed calls after ``--warmup``.
+nerfstudio's ``SceneContraction``. Median of ``--repeats`` timed calls after ``--warmup``. The hash and VQ-AD cases also
+time the grid kernel built without the AVX2/FMA flags (:func:`nscodec._cpp.simd_flags`), as it was before stop 30.
 
     python bench/grid_kernels.py
 """
@@ -69,9 +70,26 @@ def main() -> None:
     def hash_step(fn):
         return lambda: torch.autograd.grad(fn(x, table), table, grad)
 
+    from nscodec import _cpp
+
+    no_simd, why = _cpp._build("nscodec_grid_encode", str(_wrapper._SOURCE), False)  # the same source, no SIMD flags
+    if no_simd is None:
+        raise SystemExit(f"grid_kernels: the grid kernel did not build ({why})")
+
+    def without_simd(fn):
+        def run():
+            saved = _wrapper.cpu_kernel
+            _wrapper.cpu_kernel = lambda: no_simd
+            try:
+                return fn()
+            finally:
+                _wrapper.cpu_kernel = saved
+        return run
+
     cases = {"hash encoding fwd+bwd (200k points, 8 levels)": {
         "torch twin": hash_step(lambda a, t: _torch_impl.hash_encode(a, t, levels, 8)),
         "C++ kernel": hash_step(lambda a, t: _wrapper.hash_encode(a, t, levels)),
+        "C++ kernel, no SIMD flags": without_simd(hash_step(lambda a, t: _wrapper.hash_encode(a, t, levels))),
     }}
     if not args.no_compile:
         compiled = torch.compile(lambda a, t: _torch_impl.hash_encode(a, t, levels, 8), dynamic=False)
@@ -94,7 +112,8 @@ def main() -> None:
                 os.environ.pop("NSCODEC_KERNELS", None)
         return run
 
-    cases["VQ-AD level 128³ ST lookup fwd+bwd (100k points)"] = {"torch twin": vq_step("torch"), "C++ kernel": vq_step("cpp")}
+    cases["VQ-AD level 128³ ST lookup fwd+bwd (100k points)"] = {"torch twin": vq_step("torch"), "C++ kernel": vq_step("cpp"),
+                                                               "C++ kernel, no SIMD flags": without_simd(vq_step("cpp"))}
 
     # --- factorized prior rate
     prior = FactorizedPrior(2)
