@@ -69,6 +69,20 @@ def evaluate_file(args, path: Path, lod=None) -> dict:
             "resolution": f"{ev['width']}x{ev['height']}", "render_seconds": ev["render_seconds"], "lod": model.lod}
 
 
+def same_decoded_model(a: Path, b: Path) -> bool:
+    """True when the ``.nsc`` files ``a`` and ``b`` decode to models with equal tensors (state dicts, same keys)."""
+    from nscodec.io import load_model
+
+    sa, sb = (load_model(p)[0].state_dict() for p in (a, b))
+    return sa.keys() == sb.keys() and all(torch_equal(sa[k], sb[k]) for k in sa)
+
+
+def torch_equal(x, y) -> bool:
+    import torch
+
+    return isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.shape == y.shape and bool(torch.equal(x, y))
+
+
 def load_trained(config: str):
     from nerfstudio.utils.eval_utils import eval_setup
 
@@ -88,6 +102,7 @@ def main() -> None:
     ap.add_argument("--variants", default="vq,float,hash")
     ap.add_argument("--every", type=int, default=20, help="evaluate every N-th test view (20 → 10 of 200 views)")
     ap.add_argument("--name", default="vqad_lego")
+    ap.add_argument("--no-lods", dest="lods", action="store_false", help="skip the LOD-prefix rows of the learned-VQ file")
     ap.add_argument("--doc-only", action="store_true", help="re-record JSON + docs from the rows of a partial run")
     args = ap.parse_args()
     command = "flock /tmp/nscodec-cpu.lock python bench/vqad_bench.py " + " ".join(sys.argv[1:])
@@ -145,13 +160,18 @@ def main() -> None:
         full = rd_metrics(info)
         rows.append(base_row(info, series=f"vqad learned VQ (b={args.bits}, ANS indices)", grid_mode="vq", bits=args.bits, **full,
                              bytes_raw_indices=raw_bytes, size_report=sizes))
+        same = same_decoded_model(path, raw_path)  # index coding is lossless: the same model renders the same views
+        raw_metrics = {**full, "rendered": False} if same else evaluate_file(args, raw_path)
         rows.append(base_row(info, series="vqad learned VQ (raw b-bit indices, paper storage)", grid_mode="vq", bits=args.bits,
-                             **{**evaluate_file(args, raw_path), "bytes": raw_bytes}))
+                             **{**raw_metrics, "bytes": raw_bytes}, same_decoded_model=same))
         from nscodec.coding.container import read_nsc
         from nscodec.lod import lod_table
 
-        for r in lod_table(read_nsc(path)):
-            ev = evaluate_file(args, path, lod=r["lod"])
+        for r in (lod_table(read_nsc(path)) if args.lods else []):
+            if r["lod"] == model.num_lods - 1:  # the finest LOD reads the whole file: the model of the first row
+                ev = {**full, "lod": r["lod"], "rendered": False}
+            else:
+                ev = evaluate_file(args, path, lod=r["lod"])
             lod_rows.append(base_row(info, series=f"vqad LOD prefixes (b={args.bits})", grid_mode="vq", bits=args.bits, **ev))
             print(json.dumps(lod_rows[-1]))
         partial.write_text(json.dumps(rows + lod_rows, indent=2))
