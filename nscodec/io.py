@@ -241,7 +241,8 @@ def export_model(
     the model knows its training cameras (``viewer_cameras``), the file carries them (``viewer.cameras``).
 
     Raises:
-        NscError: the model has no codec, cannot be exported yet, or its config is not JSON-storable.
+        NscError: the model has no codec, cannot be exported yet, its config is not JSON-storable, or it is outside
+            what a decoder opens (:func:`validate_config`; nothing is written then).
         FileExistsError: ``path`` exists and ``overwrite`` is False.
     """
     from nscodec.model_base import NscModel
@@ -250,6 +251,10 @@ def export_model(
         raise NscError(f"{type(model).__name__} cannot be exported to .nsc (not an nscodec model)")
     if Path(path).exists() and not overwrite:
         raise FileExistsError(f"refusing to overwrite existing file {str(path)!r} (pass overwrite=True)")
+    try:  # a file that load_model would refuse is never written
+        validate_config(model.config)
+    except NscFormatError as e:
+        raise NscError(f"refusing to write a .nsc that no decoder would open: {e}") from None
     codec = codec_name_of(model)
     config = {
         "model": config_to_json(model.config),

@@ -75,6 +75,25 @@ def test_lod_sampling_finer_twice_as_likely():
         lod_probabilities(0)
 
 
+def test_a_grid_no_decoder_would_open_is_refused_before_training_and_before_writing(tmp_path):
+    """b = 7 at the preset's 129³ finest vertices is a 2^7-logit table per vertex (315M values): past the decoder's
+    limit. Training refuses it at once; a model whose config was changed afterwards is not written either."""
+    from nerfstudio.data.scene_box import SceneBox
+
+    from nscodec.coding.errors import NscError
+    from nscodec.io import export_model
+    from nscodec.vqad.model import VQADModelConfig
+
+    box = SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3]))
+    with pytest.raises(ValueError, match="exceeds 268,435,456"):
+        VQADModelConfig(bits=7).setup(scene_box=box, num_train_data=1)
+    model = VQADModelConfig(base_resolution=4, num_levels=2, occupancy_resolution=8, bits=2).setup(scene_box=box, num_train_data=1)
+    model.config.base_resolution = 256  # e.g. an edited config: the finest level would be 512 cells
+    with pytest.raises(NscError, match="no decoder would open.*grid vertices"):
+        export_model(model, tmp_path / "x.nsc")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("bits", [1, 2, 4, 6])
 def test_indices_round_trip_entropy_coder_and_bitpacking(bits):
     from nscodec.coding.posthoc import histogram_table

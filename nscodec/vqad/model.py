@@ -125,6 +125,10 @@ class VQADModel(NscModel):
         cfg = self.config
         if cfg.grid_mode == "vq" and cfg.bits not in (1, 2, 3, 4, 5, 6, 7, 8):
             raise ValueError(f"bits must be in 1..8, got {cfg.bits}")
+        for what, value, hi in cfg.nsc_derived_limits():  # before allocating, and before hours of training
+            if value > hi:
+                raise ValueError(f"{what} = {value:,} exceeds {hi:,}, the most a .nsc decoder allocates: lower bits, "
+                                 "num_levels or base_resolution")
         self.grid = MultiLevelVQGrid(
             cfg.resolutions(), cfg.feature_dim, cfg.grid_mode, cfg.bits, cfg.hash_bits, cfg.init_std, cfg.logit_init_std
         )
