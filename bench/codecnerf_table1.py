@@ -173,7 +173,7 @@ def run_variant(args, method: str, mode: str, checkpoints, data: Path) -> list:
             model.encode_from_dataset(trainer.pipeline.datamanager.train_dataset)
             clock["encode"] = time.perf_counter() - t
             clock["train"] += clock["encode"]
-        if step == 0 and 0 in checkpoints:
+        if step == 0 and 0 in checkpoints and mode != "scratch":  # scratch at 0 is its random init (and renders slowly)
             evaluate(0)
         clock["t"] = time.perf_counter()
 
