@@ -121,11 +121,11 @@ def main() -> None:
         if partial.exists():
             all_rows = json.loads(partial.read_text())
             cmd0 = json.loads((work / "command.txt").read_text()) if (work / "command.txt").exists() else command
-        elif saved.exists():  # no run directory here: the recorded rows (and their command)
+            record(args.name, all_rows, cmd0)
+        elif saved.exists():  # no run directory here: the recorded rows (and their command); the JSON stays as it is
             all_rows, cmd0 = json.loads(saved.read_text())["rows"], json.loads(saved.read_text())["command"]
         else:
             raise SystemExit(f"--doc-only: neither {partial} nor {saved} exists")
-        record(args.name, all_rows, cmd0)
         write_doc(args, all_rows, cmd0)
         return
     (work / "command.txt").write_text(json.dumps(command))
