@@ -149,10 +149,6 @@ class NscModelConfig(ModelConfig):
     #: what it resolves to for bounded scenes: 0 (off) here; a method whose early fog (untrained density filling the
     #: box) is costly sets a cap (vqad: docs/benchmarks.md, "Grid core, stop 29")
     bounded_samples_per_ray: ClassVar[int] = 0
-    #: refresh the occupancy grid after the last training step (before :meth:`NscModel.finalize`) even when the schedule
-    #: is not due: a method whose file stores per-vertex data around occupied cells then stores the geometry it ends
-    #: with, not the one of up to ``occupancy_update_every_late`` steps before (vqad: docs/benchmarks.md, stop 30)
-    occupancy_refresh_at_last_step: ClassVar[bool] = False
 
     def nsc_limits(self) -> Dict[str, Tuple[float, float]]:
         """``{field: (lo, hi)}``: the values a decodable file may hold for the fields that size tensors or loops.
@@ -573,9 +569,8 @@ class NscModel(Model, metaclass=abc.ABCMeta):
     # ------------------------------------------------------------------------------------------- callbacks
     def get_training_callbacks(self, attrs: TrainingCallbackAttributes) -> List[TrainingCallback]:
         """Shared callbacks around :meth:`method_training_callbacks`: before each step, track the step, drop the
-        finalized mark and the level table, set camera visibility once; after it, the occupancy schedule (plus a refresh
-        after the last step where :attr:`~NscModelConfig.occupancy_refresh_at_last_step`) and, at the last step,
-        :meth:`finalize` (when ``finalize_at_last_step`` and the model is exportable)."""
+        finalized mark and the level table, set camera visibility once; after it, the occupancy schedule and, at the
+        last step, :meth:`finalize` (when ``finalize_at_last_step`` and the model is exportable)."""
         max_steps = attrs.trainer.config.max_num_iterations if attrs.trainer is not None else None
 
         def begin(step: int) -> None:
@@ -589,9 +584,9 @@ class NscModel(Model, metaclass=abc.ABCMeta):
                 self.ensure_visibility(attrs.pipeline.datamanager.train_dataset.cameras)
 
         def end(step: int) -> None:
-            last = max_steps is not None and step == max_steps - 1
-            if self.occupancy_update_due(step) or (last and self.config.occupancy_refresh_at_last_step):
+            if self.occupancy_update_due(step):
                 self.update_occupancy()
+            last = max_steps is not None and step == max_steps - 1
             if last and self.finalize_at_last_step and self.export_blocker() is None:
                 self.finalize()
 

@@ -124,19 +124,6 @@ def test_the_file_carries_the_training_cameras(trained):
     assert lod_table(nsc)[-1]["bytes"] == path.stat().st_size
 
 
-def test_a_method_that_stores_vertices_by_occupancy_refreshes_it_after_the_last_step(trained):
-    """vqad stores the grid vertices around occupied cells: the occupancy it stores is refreshed after the last step
-    (the schedule alone would leave the grid of up to ``occupancy_update_every_late`` steps before)."""
-    codec, _, trainer, _ = trained
-    model = trainer.pipeline.model
-    if codec != "vqad":  # the others refresh elsewhere too (stage switches, encoder passes): not counted here
-        return
-    steps = trainer.config.max_num_iterations
-    due = sum(model.occupancy_update_due(s) for s in range(steps))
-    assert model.config.occupancy_refresh_at_last_step and not model.occupancy_update_due(steps - 1)
-    assert int(model.occupancy.num_updates) == due + 1
-
-
 def test_trained_model_is_finalized_and_its_file_decodes_bit_identically(trained):
     from nscodec.io import load_model
 

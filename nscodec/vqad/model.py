@@ -92,9 +92,6 @@ class VQADModelConfig(NscModelConfig):
     #: bounded scenes: rays with more than 48 samples past the first pass get 48 importance-resampled ones; it binds
     #: in the first steps, while the untrained density fills the box (a fog each ray crosses with ~100 samples)
     bounded_samples_per_ray: ClassVar[int] = 48
-    #: the stored vertices are those around occupied cells: decided by the geometry the run ends with (a refresh after the
-    #: last step stored 10% fewer level-3 vertices at the same PSNR on lego 200², docs/benchmarks.md, stop 30)
-    occupancy_refresh_at_last_step: ClassVar[bool] = True
 
     def resolutions(self) -> List[int]:
         """Cells per axis of every level, coarse to fine."""
