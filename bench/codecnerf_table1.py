@@ -343,7 +343,7 @@ def summary(rows: list, lead: str = "At") -> str:
 
 NOTES = """
 How to read it. *iters* = finetuning iterations after the one encoder forward pass (0 = the encoder's output as is;
-for the scratch baseline, its random init, which runs since stop 30 no longer evaluate). *.nsc bytes* is the real file: VQ indices + deltas + LoRA (+ a few
+the from-scratch baseline has a 0 row only in runs before stop 30: its random init). *.nsc bytes* is the real file: VQ indices + deltas + LoRA (+ a few
 hundred bytes of header) for PEFT, all planes and MLP weights as float32 for scratch. *bytes incl. codec model*
 adds the shared codec-model file, which a receiver needs once for all scenes. *train s* is the wall-clock of the
 encoder forward pass plus the finetuning steps so far (evaluation excluded); *scratch s to same PSNR* is the

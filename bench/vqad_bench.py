@@ -176,7 +176,7 @@ def main() -> None:
             print(json.dumps(lod_rows[-1]))
         partial.write_text(json.dumps(rows + lod_rows, indent=2))
 
-    if "refresh" in variants:  # the learned-VQ training above, its occupancy refreshed from the final model (stop 30)
+    if "refresh" in variants:  # the learned-VQ training above, its occupancy refreshed from the final model (stop 30 probe)
         tag = f"vq_b{args.bits}"
         info = train(args, work, tag, {"grid-mode": "vq", "bits": args.bits})  # the cached point: nothing retrains
         model = load_trained(info["config"])
@@ -312,8 +312,8 @@ def summary(rows) -> list:
             before = next((r for r in rows if r["grid_mode"] == "vq" and "ANS" in r["series"] and not r.get("refreshed")
                            and r.get("bits") == rf["bits"]), None)
             if before:
-                out.append(f"- Occupancy refreshed from the final model before export (b={rf['bits']}; vqad does this after its "
-                           f"last step since stop 30): {before['bytes']:,} → {rf['bytes']:,} bytes "
+                out.append(f"- Occupancy refreshed from the final model before export (b={rf['bits']}; a probe, not adopted: "
+                           f"the last scheduled grid stays): {before['bytes']:,} → {rf['bytes']:,} bytes "
                            f"({100 * (rf['bytes'] / before['bytes'] - 1):+.1f}%), {before['psnr']:.2f} → {rf['psnr']:.2f} dB.")
         if raw:
             out.append(f"- Index storage: ANS with a per-level histogram {vq['bytes']:,} bytes vs raw b-bit packing (paper) "
