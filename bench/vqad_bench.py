@@ -249,6 +249,8 @@ def write_doc(args, rows, command) -> None:
         for r in lod:
             lines.append(f"| {r['bits']} | {r['lod']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['bytes']:,} |")
     lines += ["", *summary(rows), "",
+              "Rows may come from several invocations on one run directory (a variant re-run replaces only its own rows); "
+              "each row's `git_commit` and `ns_train_command` are in the JSON. "
               f"Notes: one run per variant, seeds not varied; {rows[0]['test_views']} test views ({render_note(rows)}); " + ("train seconds are the training loop of each `nscodec rd` point (setup excluded). "
                            if any("ns_train_command" in r for r in rows) else
                            "train seconds include nerfstudio setup and were measured while other jobs ran outside the CPU lock "
@@ -285,13 +287,14 @@ def summary(rows) -> list:
     raw = next((r for r in rows if r["grid_mode"] == "vq" and "raw" in r["series"]), None)
     fl = next((r for r in rows if r["grid_mode"] == "float"), None)
     if vq:
-        for lv in [r for r in rows if r["grid_mode"] == "vq" and "ANS" in r["series"]]:  # equal bits, every learned b
+        learned = [r for r in rows if r["grid_mode"] == "vq" and "ANS" in r["series"] and not r.get("refreshed")]
+        for lv in learned:  # equal bits, every learned b
             km = next((r for r in rows if r["grid_mode"] == "kmeans" and r["bits"] == lv["bits"]), None)
             if km:
                 out.append(f"- Equal bits, learned VQ vs post-hoc k-means VQ at b={lv['bits']}: {lv['psnr']:.2f} vs {km['psnr']:.2f} dB "
                            f"(**{lv['psnr'] - km['psnr']:+.2f} dB**; paper Table 2: +3 to +5 dB), files {lv['bytes']:,} vs "
                            f"{km['bytes']:,} bytes (the k-means model comes from the float run, whose occupancy keeps fewer vertices).")
-        for lv in [r for r in rows if r["grid_mode"] == "vq" and "ANS" in r["series"]]:  # every learned b
+        for lv in learned:  # every learned b
             at_bytes = kmeans_psnr_at_bytes(rows, lv["bytes"])
             if at_bytes is not None:
                 out.append(f"- Learned VQ (b={lv['bits']}) vs post-hoc k-means at equal bytes ({lv['bytes']:,}, the k-means "
@@ -307,7 +310,15 @@ def summary(rows) -> list:
                            f"for learned): {lv['psnr']:.2f} vs {near['psnr']:.2f} dB (**{lv['psnr'] - near['psnr']:+.2f} dB**"
                            " for learned).")
             elif near is not None:
-                out.append(f"- Equal bytes, learned b={lv['bits']}: no k-means file within 5% of its {lv['bytes']:,} B.")
+                better = [r for r in kmeans if r["bytes"] <= lv["bytes"] and r["psnr"] >= lv["psnr"]]
+                if better:  # a smaller and better k-means file: the learned one loses at any equal-bytes reading
+                    b = max(better, key=lambda r: r["bytes"])
+                    out.append(f"- Equal bytes, learned b={lv['bits']} ({lv['bytes']:,} B, {lv['psnr']:.2f} dB): no k-means "
+                               f"file within 5% of its size, but k-means b={b['bits']} is smaller and better ({b['bytes']:,} B, "
+                               f"{b['psnr']:.2f} dB): learned is **at least {b['psnr'] - lv['psnr']:.2f} dB below** k-means at "
+                               "equal bytes.")
+                else:
+                    out.append(f"- Equal bytes, learned b={lv['bits']}: no k-means file within 5% of its {lv['bytes']:,} B.")
         for rf in [r for r in rows if r.get("refreshed")]:
             before = next((r for r in rows if r["grid_mode"] == "vq" and "ANS" in r["series"] and not r.get("refreshed")
                            and r.get("bits") == rf["bits"]), None)
