@@ -243,6 +243,7 @@ def main() -> None:
     if args.report_only:  # rebuild the table from bench/results (e.g. after a doc edit), measuring nothing
         saved = json.loads((ROOT / "bench" / "results" / f"{args.name}.json").read_text())
         args.threads = saved.get("threads", args.threads)
+        args.rays = saved.get("rays", args.rays)
         write_doc(args, saved["rows"], saved.get("pretrain") or pre, saved["command"])
         return
     cps = sorted({int(c) for c in args.checkpoints.split(",")})
@@ -287,7 +288,8 @@ def write_doc(args, rows, pre, command) -> None:
         f"training in all (+{pre.get('corpus_generation_seconds', '?')} s corpus generation), "
         f"final training PSNR (EMA, corpus views) {pre.get('final_train_psnr_ema', '?')} dB, "
         f"codec model {pre.get('codec_model_bytes', 0):,} bytes.  ",
-        f"Finetuning views: {', '.join(map(str, views)) or '?'}; test views per scene: {rows[0]['test_views']}.", "",
+        f"Finetuning views: {', '.join(map(str, views)) or '?'}; test views per scene: {rows[0]['test_views']}. "
+        + epochs_note(rows, args.rays), "",
     ]
     head = ["| variant | iters | test PSNR (dB) | SSIM | .nsc bytes | bytes incl. codec model | train s (encode+finetune) | scratch s to same PSNR |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -325,6 +327,17 @@ def write_doc(args, rows, pre, command) -> None:
         lines += ["", summary(mean_rows, "On average, at")]
     lines += ["", NOTES.strip()]
     update_doc_section(args.name, "\n".join(lines))
+
+
+def epochs_note(rows: list, rays: int) -> str:
+    """``iterations × rays ÷ (finetuning views × pixels per view)`` at the last iteration, in words."""
+    last = max(r["iterations"] for r in rows)
+    w, h = (int(v) for v in rows[0]["resolution"].split("x"))
+    views = rows[0].get("train_views")
+    if not views:
+        return f"{last:,} iterations × {rays:,} rays."
+    return (f"{last:,} iterations × {rays:,} rays = {last * rays / (views * w * h):.2f} epochs of the finetuning views "
+            f"({views} × {w}×{h} pixels).")
 
 
 def summary(rows: list, lead: str = "At") -> str:
