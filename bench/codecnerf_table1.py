@@ -40,6 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, record, update_doc_section  # noqa: E402
 
 WORK = ROOT / "bench" / "runs" / "codecnerf"
+#: the table's name of each variant (``--variants`` key → row label)
+SERIES = {"scratch": "triplanes (scratch)", "peft": "codecnerf PEFT", "peft_ec": "codecnerf PEFT++"}
 
 
 def do_pretrain(args) -> dict:
@@ -255,19 +257,16 @@ def main() -> None:
     for scene in scenes:
         for v in args.variants.split(","):  # results are recorded after every variant (a cut-short run keeps what it measured)
             rows += run_variant(args, methods[v], v, cps, scene)
-            finish(args, rows, pre, command, data)
+            finish(args, rows, pre, command)
 
 
-def finish(args, rows, pre, command, data) -> None:
+def finish(args, rows, pre, command) -> None:
     for r in rows:
-        r.setdefault("scene", data.name)  # rows recorded before the scene was a row field
-        r["series"] = {"scratch": "triplanes (scratch)", "peft": "codecnerf PEFT", "peft_ec": "codecnerf PEFT++"}[r["mode"]]
-    for scene in dict.fromkeys(r["scene"] for r in rows):
-        scratch = [r for r in rows if r["mode"] == "scratch" and r["scene"] == scene]
-        for r in rows:
-            if r["mode"] != "scratch" and r["scene"] == scene and scratch:
-                t = seconds_to_reach(scratch, r["psnr"])
-                r["scratch_seconds_to_same_psnr"] = None if t is None else round(t, 1)
+        r["series"] = SERIES[r["mode"]]
+        scratch = [s for s in rows if s["mode"] == "scratch" and s["scene"] == r["scene"]]
+        if r["mode"] != "scratch" and scratch:
+            t = seconds_to_reach(scratch, r["psnr"])
+            r["scratch_seconds_to_same_psnr"] = None if t is None else round(t, 1)
     extra = {"pretrain": {k: v for k, v in pre.items() if k not in ("scenes", "history")}, "threads": args.threads, "rays": args.rays}
     record(args.name, rows, command, extra)
     write_doc(args, rows, pre, command)
@@ -277,8 +276,8 @@ def write_doc(args, rows, pre, command) -> None:
     scenes = list(dict.fromkeys(r["scene"] for r in rows))
     where = scenes[0] if len(scenes) == 1 else f"{len(scenes)} held-out procedural scenes"
     views = sorted({r.get("train_views") for r in rows if r.get("train_views")})
-    for r in rows:  # rows recorded before these were row fields
-        r.setdefault("series", {"scratch": "triplanes (scratch)", "peft": "codecnerf PEFT", "peft_ec": "codecnerf PEFT++"}[r["mode"]])
+    for r in rows:  # rows recorded before this was a row field
+        r.setdefault("series", SERIES[r["mode"]])
     lines = [
         f"## codecnerf — Table 1 style on {where} {rows[0]['resolution']} (CPU, {args.threads} thread)", "",
         f"Command: `{command}`  ",
@@ -298,8 +297,6 @@ def write_doc(args, rows, pre, command) -> None:
         first = next((r for r in srows if r["mode"] == "scratch"), None)
         if len(scenes) > 1:
             lines += [f"**{scene}**", ""]
-        elif scene != scenes[0]:
-            lines += [""]
         lines += head
         for r in srows:
             w = r.get("bytes_with_codec_model")

@@ -137,7 +137,7 @@ def main() -> None:
             other_bits = r["grid_mode"] == "vq" and r.get("bits") != args.bits  # a learned-VQ run at other bits
             if ("refresh" if r.get("refreshed") else owner[r["grid_mode"]]) not in variants or other_bits:
                 (lod_rows if "LOD" in r["series"] else rows).append(r)
-                if r["grid_mode"] == "vq" and "ANS" in r["series"] and not r.get("refreshed"):
+                if is_learned(r):
                     vq_bytes = r["bytes"]
 
     def base_row(info, **kw):
@@ -262,6 +262,11 @@ def write_doc(args, rows, command) -> None:
     update_doc_section(args.name, "\n".join(lines))
 
 
+def is_learned(r: dict) -> bool:
+    """A learned-VQ row with ANS-coded indices, as trained (not the occupancy-refresh probe)."""
+    return r["grid_mode"] == "vq" and "ANS" in r["series"] and not r.get("refreshed")
+
+
 def render_note(rows) -> str:
     """The measured render time per test view (seconds, one thread), as a range over the rows that record it."""
     per = [r["render_seconds"] / r["test_views"] for r in rows if r.get("render_seconds") and r.get("test_views")]
@@ -283,11 +288,11 @@ def kmeans_psnr_at_bytes(rows, nbytes: int):
 def summary(rows) -> list:
     """Measured comparisons in words (paper Tables 2 and 3), computed from the rows."""
     out = []
-    vq = next((r for r in rows if r["grid_mode"] == "vq" and "ANS" in r["series"] and not r.get("refreshed")), None)
+    learned = [r for r in rows if is_learned(r)]
+    vq = learned[0] if learned else None
     raw = next((r for r in rows if r["grid_mode"] == "vq" and "raw" in r["series"]), None)
     fl = next((r for r in rows if r["grid_mode"] == "float"), None)
     if vq:
-        learned = [r for r in rows if r["grid_mode"] == "vq" and "ANS" in r["series"] and not r.get("refreshed")]
         for lv in learned:  # equal bits, every learned b
             km = next((r for r in rows if r["grid_mode"] == "kmeans" and r["bits"] == lv["bits"]), None)
             if km:
@@ -320,8 +325,7 @@ def summary(rows) -> list:
                 else:
                     out.append(f"- Equal bytes, learned b={lv['bits']}: no k-means file within 5% of its {lv['bytes']:,} B.")
         for rf in [r for r in rows if r.get("refreshed")]:
-            before = next((r for r in rows if r["grid_mode"] == "vq" and "ANS" in r["series"] and not r.get("refreshed")
-                           and r.get("bits") == rf["bits"]), None)
+            before = next((r for r in learned if r.get("bits") == rf["bits"]), None)
             if before:
                 out.append(f"- Occupancy refreshed from the final model before export (b={rf['bits']}; a probe, not adopted: "
                            f"the last scheduled grid stays): {before['bytes']:,} → {rf['bytes']:,} bytes "
