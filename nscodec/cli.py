@@ -164,20 +164,28 @@ def _add_eval(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def make_scene_command(args: argparse.Namespace) -> int:
-    """Generate the procedural demo scene (Blender layout) — no download."""
+    """Generate a procedural scene — an object in Blender layout, or with ``--capture`` a capture of it in an
+    environment (nerfstudio-data or LLFF layout) — no download."""
     from nscodec.scenes import SceneSpec, generate_blender_scene
 
     spec = SceneSpec.random(args.random) if args.random is not None else None
-    path = generate_blender_scene(
-        args.output, spec=spec, resolution=args.resolution, n_train=args.n_train, n_val=args.n_val,
-        n_test=args.n_test, seed=args.seed, overwrite=args.overwrite,
-    )
+    if args.capture:
+        from nscodec.scenes.captures import generate_capture_scene
+
+        width = args.width or args.resolution
+        path = generate_capture_scene(args.output, args.capture, spec, width=width, height=args.height or width * 3 // 4,
+                                      n_views=args.views, seed=args.seed, overwrite=args.overwrite, layout=args.layout)
+    else:
+        path = generate_blender_scene(
+            args.output, spec=spec, resolution=args.resolution, n_train=args.n_train, n_val=args.n_val,
+            n_test=args.n_test, seed=args.seed, overwrite=args.overwrite,
+        )
     print(path)
     return 0
 
 
 def _add_make_scene(subparsers: "argparse._SubParsersAction") -> None:
-    p = subparsers.add_parser("make-scene", help="generate a synthetic scene in NeRF-Synthetic (Blender) layout")
+    p = subparsers.add_parser("make-scene", help="generate a synthetic scene (Blender layout) or a capture of one (--capture)")
     p.add_argument("output")
     p.add_argument("--resolution", type=int, default=100)
     p.add_argument("--n-train", type=int, default=40)
@@ -185,6 +193,13 @@ def _add_make_scene(subparsers: "argparse._SubParsersAction") -> None:
     p.add_argument("--n-test", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--random", type=int, default=None, help="random multi-object scene with this seed")
+    p.add_argument("--capture", choices=("unbounded", "forward"), default=None,
+                   help="a capture of the scene in an environment: 360° around it (unbounded) or facing it (forward)")
+    p.add_argument("--layout", choices=("nerfstudio", "llff"), default=None,
+                   help="--capture: the files written (default: nerfstudio-data for unbounded, LLFF for forward)")
+    p.add_argument("--width", type=int, default=None, help="--capture: image width (default --resolution)")
+    p.add_argument("--height", type=int, default=None, help="--capture: image height (default 3/4 of the width)")
+    p.add_argument("--views", type=int, default=60, help="--capture: number of images (nerfstudio's split holds out 10%%)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=make_scene_command)
 

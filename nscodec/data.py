@@ -109,6 +109,11 @@ def check_split(data: Path | str, split: str, parser: str = "blender") -> None:
         img = base / name.replace("./", "", 1) if name.startswith("./") else base / name
         if kind == "blender" and not img.suffix:
             img = img.with_name(img.name + ".png")
+        mask = fr.get("mask_path") if kind == "transforms" else None
+        if mask is not None:
+            mpath = base / mask if isinstance(mask, str) else None
+            if mpath is None or not (mpath.is_file() or _downscaled_exists(mpath)):
+                raise NscDataError(f"{where}: mask file {mpath or mask!r} does not exist")
         if not img.is_file():
             if kind == "transforms" and _downscaled_exists(img):
                 continue
@@ -175,6 +180,18 @@ class NscInputDataset(InputDataset):
                 f"says {want[1]}x{want[0]}: all images of a split must match their cameras"
             )
         return image
+
+    def get_data(self, image_idx: int, image_type: Literal["uint8", "float32"] = "float32") -> Dict:
+        """nerfstudio's ``get_data``; a mask (``mask_path``) that cannot be read or is not its image's size names
+        its file (nerfstudio asserts)."""
+        try:
+            return super().get_data(image_idx, image_type)
+        except (AssertionError, OSError, ValueError, SyntaxError) as err:
+            masks = self._dataparser_outputs.mask_filenames
+            if masks is None:
+                raise
+            raise NscDataError(f"mask {masks[image_idx]} of image {self._dataparser_outputs.image_filenames[image_idx]} "
+                               f"cannot be used ({type(err).__name__}: {err or 'not the size of its image'})") from None
 
 
 @dataclass
@@ -299,10 +316,12 @@ def load_views(scene: Path | str, split: str = "train", image_size: Optional[int
 
 # ------------------------------------------------------------------------------------------------ provenance
 def dataset_fingerprint(data: Path | str) -> Optional[str]:
-    """SHA-256 (hex, 16 digits) of a dataset's camera files (``transforms*.json``, sorted by name): the same scene
-    copied elsewhere keeps it, another scene does not. None when there are no such files."""
+    """SHA-256 (hex, 16 digits) of a dataset's camera files (``transforms*.json`` and LLFF's ``poses_bounds.npy``,
+    sorted by name): the same scene copied elsewhere keeps it, another scene does not. None when there are no such
+    files."""
     data = Path(data)
-    files = [data] if data.is_file() else sorted(data.glob("transforms*.json")) if data.is_dir() else []
+    files = [data] if data.is_file() else (sorted([*data.glob("transforms*.json"), *data.glob("poses_bounds.npy")])
+                                           if data.is_dir() else [])
     if not files:
         return None
     h = hashlib.sha256()

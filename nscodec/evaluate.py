@@ -31,9 +31,13 @@ def evaluate_model(
 ) -> Dict[str, Any]:
     """Render every ``every``-th view of ``split`` and compare with the ground truth.
 
+    Where the dataset has masks (nerfstudio's ``mask_path``) the metrics count only the masked-in pixels
+    (:class:`nscodec.metrics.ImageMetrics`), as they do in training, where nerfstudio's pixel sampler draws rays from
+    those pixels only.
+
     Returns:
         dict with ``psnr`` / ``ssim`` (means; ``lpips`` when available), ``num_views``, ``per_view`` list,
-        ``render_seconds`` (wall clock of all renders), image size.
+        ``render_seconds`` (wall clock of all renders), image size, ``masked`` (whether masks were applied).
     """
     cameras, dataset = load_split(data, split, scale_factor, dataparser)
     idx: List[int] = list(range(0, len(dataset), every))[: limit or None]
@@ -52,7 +56,9 @@ def evaluate_model(
         t_render += time.perf_counter() - t0
         gt = model.renderer_rgb.blend_background(dataset.get_image_float32(i).to(model.device))
         pred = out["rgb"].clamp(0, 1)
-        m = metrics(torch.moveaxis(gt, -1, 0)[None], torch.moveaxis(pred, -1, 0)[None])
+        mask = view_mask(dataset, i)
+        m = metrics(torch.moveaxis(gt, -1, 0)[None], torch.moveaxis(pred, -1, 0)[None],
+                    None if mask is None else torch.moveaxis(mask, -1, 0)[None])
         per_view.append({"index": i, **m})
     keys = per_view[0].keys() - {"index"} if per_view else []
     result: Dict[str, Any] = {k: sum(v[k] for v in per_view) / len(per_view) for k in keys}
@@ -63,8 +69,31 @@ def evaluate_model(
         height=int(cameras.height[0]),
         render_seconds=t_render,
         per_view=per_view,
+        masked=dataset._dataparser_outputs.mask_filenames is not None,
     )
     return result
+
+
+def view_mask(dataset: Any, index: int) -> Optional[torch.Tensor]:
+    """``[H, W, 1]`` bool mask of view ``index`` of a nerfstudio dataset with masks (``mask_path``), None without.
+
+    Raises:
+        NscDataError: the mask image cannot be read or is not the image's size (naming the file)."""
+    names = dataset._dataparser_outputs.mask_filenames
+    if names is None:
+        return None
+    from nerfstudio.data.utils.data_utils import get_image_mask_tensor_from_path
+
+    from nscodec.data import NscDataError
+
+    try:
+        mask = get_image_mask_tensor_from_path(filepath=names[index], scale_factor=dataset.scale_factor)
+    except (OSError, ValueError, SyntaxError) as err:
+        raise NscDataError(f"mask {names[index]} cannot be read ({type(err).__name__}: {err})") from None
+    want = (int(dataset.cameras.height[index]), int(dataset.cameras.width[index]))
+    if tuple(mask.shape[:2]) != want:
+        raise NscDataError(f"mask {names[index]} is {mask.shape[1]}x{mask.shape[0]}, its image {want[1]}x{want[0]}")
+    return mask.bool()
 
 
 def evaluate_nsc(

@@ -43,18 +43,21 @@ def training_meta(pipeline_config: Any) -> Dict[str, Any]:
 
 def dataparser_options(parser: Any) -> Dict[str, Any]:
     """The options of a dataparser config that differ from its class's defaults (numbers, strings, booleans; the
-    data path excluded), so a file reopens its test split as it was trained (e.g. ``eval_mode interval``)."""
+    data path excluded), so a file reopens its test split as it was trained (e.g. ``eval_mode interval``), and those
+    its class names in ``nsc_recorded_options`` whatever their value (``llff-data``'s ``layout``: files recorded
+    without it were trained on an earlier frame, :func:`dataparser_from_record`)."""
     import dataclasses
 
     if not dataclasses.is_dataclass(parser):
         return {}
     default = type(parser)()
+    always = set(getattr(type(parser), "nsc_recorded_options", ()))
     out: Dict[str, Any] = {}
     for f in dataclasses.fields(parser):
         if f.name in ("data", "_target"):
             continue
         value = getattr(parser, f.name, None)
-        if isinstance(value, (bool, int, float, str)) and value != getattr(default, f.name, None):
+        if isinstance(value, (bool, int, float, str)) and (value != getattr(default, f.name, None) or f.name in always):
             out[f.name] = value
     return out
 
@@ -65,8 +68,9 @@ def dataparser_from_record(train: Dict[str, Any], fallback: Any) -> Any:
     the fallback's own class.
 
     Raises:
-        NscError: the recorded dataparser is not registered here (NscDataError, listing the registered ones), or an
-            option is not one of its fields.
+        NscError: the recorded dataparser is not registered here (NscDataError, listing the registered ones), an
+            option is not one of its fields, or the record lacks an option its class always records
+            (``nsc_recorded_options``: the file was trained in a frame this version no longer builds).
     """
     import copy
     import dataclasses
@@ -87,6 +91,11 @@ def dataparser_from_record(train: Dict[str, Any], fallback: Any) -> Any:
         if key not in fields or key in ("data", "_target") or not isinstance(value, (bool, int, float, str)):
             raise NscError(f"meta.train.dataparser_options: {key!r} is not an option of {type(parser).__name__}")
         setattr(parser, key, value)
+    missing = [k for k in getattr(type(parser), "nsc_recorded_options", ()) if k not in options]
+    if name and missing:
+        raise NscError(f"this file records {type(parser).__name__} without {', '.join(missing)}: it was trained on the "
+                       f"frame an earlier nscodec built for that dataparser, so its test views cannot be placed (the "
+                       f"file still opens in ns-viewer / nscodec render with its own cameras)")
     return parser
 
 

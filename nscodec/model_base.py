@@ -113,7 +113,10 @@ class NscModelConfig(ModelConfig):
     """While training, samples whose alpha (first, gradient-free pass) is at most this get no gradient pass
     (nerfacc's ``alpha_thre``): a capture's early density is diffuse, and without it every sample of every ray is
     evaluated with gradients. None: 0 for bounded scenes, 1e-2 with scene contraction (as nerfacc's unbounded
-    examples)."""
+    examples). Applied only once the occupancy grid is ready (:attr:`NscModel.occupancy_ready`): alpha is
+    ``1 - exp(-sigma · step)``, so a field at its initial density can sit below the threshold at every sample of
+    every ray (short world steps, e.g. a capture scaled into a small box), and filtering then would leave it without
+    a single gradient, never to learn."""
     train_samples_per_ray: Optional[int] = None
     """While training, rays that keep more samples than this for the gradient pass get this many instead, placed by
     importance resampling of the gradient-free pass's weights (:func:`nscodec.render.importance_resample_packed`,
@@ -631,10 +634,14 @@ class NscModel(Model, metaclass=abc.ABCMeta):
         return misc.scale_dict(self.rgb_loss_dict(outputs, batch), self.config.loss_coefficients)
 
     def get_image_metrics_and_images(self, outputs, batch) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
-        """PSNR / SSIM (/ LPIPS) of a full image and the ground-truth | render, accumulation and depth images."""
+        """PSNR / SSIM (/ LPIPS) of a full image — over the pixels of ``batch["mask"]`` where the dataset has masks
+        (nerfstudio's ``mask_path``; :class:`nscodec.metrics.ImageMetrics`) — and the ground-truth | render,
+        accumulation and depth images."""
         image = self.renderer_rgb.blend_background(batch["image"].to(outputs["rgb"].device))
         rgb = outputs["rgb"]
-        metrics = self.image_metrics(torch.moveaxis(image, -1, 0)[None], torch.moveaxis(rgb, -1, 0)[None])
+        mask = batch.get("mask")
+        metrics = self.image_metrics(torch.moveaxis(image, -1, 0)[None], torch.moveaxis(rgb, -1, 0)[None],
+                                     None if mask is None else torch.moveaxis(mask, -1, 0)[None])
         images = {
             "img": torch.cat([image, rgb], dim=1),
             "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
@@ -686,7 +693,7 @@ class NscModel(Model, metaclass=abc.ABCMeta):
                 sigma = density_only(pos) if density_only is not None else density_geo(pos)[0]
                 _, trans, alphas = render_weight_from_density(t0, t1, sigma, ray_idx, n_rays)
                 mask = trans > cfg.transmittance_threshold
-                if cfg.alpha_threshold:  # None (unresolved) or 0: off
+                if cfg.alpha_threshold and self.occupancy_ready:  # None (unresolved) or 0: off; see alpha_threshold
                     mask &= alphas > cfg.alpha_threshold
                 if sample_mask is not None:
                     mask &= sample_mask(sigma, alphas)

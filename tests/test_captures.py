@@ -140,7 +140,14 @@ def test_the_llff_dataparser_reads_a_forward_facing_capture(forward_capture):
     c2w = train_out.cameras.camera_to_worlds
     view = -c2w[:, :, 2]  # all cameras look the same way
     assert float((view @ view.mean(0)).min() / view.mean(0).norm()) > 0.99
-    assert float(c2w[:, :, 3].abs().max()) < 1.0  # the camera patch sits well inside the scene box
+    box = train_out.scene_box.aabb
+    assert float(box.abs().max()) == pytest.approx(1.0) and train_out.metadata["llff_layout"] == "forward"
+    # the box is fitted to the views' frusta from the nearest bound on: cameras in front of it, the near ends of
+    # their optical axes inside it
+    rows_scaled = np.load(forward_capture / "poses_bounds.npy")[:, 15] * train_out.dataparser_scale
+    near_pts = c2w[:, :, 3] - c2w[:, :, 2] * float(rows_scaled.min() * 1.01)
+    assert bool(((near_pts > box[0]) & (near_pts < box[1])).all())
+    assert not bool(((c2w[:, :, 3] > box[0]) & (c2w[:, :, 3] < box[1])).all(-1).any())
     assert float(train_out.cameras.fx[0]) == pytest.approx(0.5 * 48 / np.tan(0.5))
     # near / far from the views' depth bounds: every pixel ray's stretch of scene depth lies between them
     rows = np.load(forward_capture / "poses_bounds.npy") * np.r_[np.ones(15), [train_out.dataparser_scale] * 2]
@@ -295,3 +302,69 @@ def test_a_file_written_before_contraction_decodes_bounded(tmp_path, scene):
     model, _ = load_model(old)
     assert model.occupancy.contraction is None and model.config.background == "white"
     assert read_nsc(old).config == header["config"]
+
+
+def _masked_copy(capture: Path, out: Path, paint) -> int:
+    """A copy of ``capture`` whose frames carry ``mask_path`` (left half of every image masked out) with the
+    masked-out pixels painted ``paint``; returns the image width."""
+    import shutil
+
+    from PIL import Image
+
+    shutil.copytree(capture, out)
+    meta = json.loads((out / "transforms.json").read_text())
+    (out / "masks").mkdir()
+    for fr in meta["frames"]:
+        img = np.asarray(Image.open(out / fr["file_path"])).copy()
+        h, w = img.shape[:2]
+        keep = np.zeros((h, w), dtype=np.uint8)
+        keep[:, w // 2:] = 255
+        img[:, : w // 2] = paint
+        Image.fromarray(img).save(out / fr["file_path"])
+        fr["mask_path"] = "masks/" + Path(fr["file_path"]).name
+        Image.fromarray(keep).save(out / fr["mask_path"])
+    (out / "transforms.json").write_text(json.dumps(meta))
+    return w
+
+
+def test_a_capture_with_masks_trains_and_evaluates_only_the_masked_in_pixels(capture, tmp_path):
+    """nerfstudio's ``mask_path``: training draws rays only from masked-in pixels (nerfstudio's pixel sampler), and
+    evaluation (``nscodec eval`` / ``ns-eval``) scores only them: repainting the masked-out pixels of the ground truth
+    changes no metric, while the unmasked metric of the same render moves."""
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    from nscodec.evaluate import evaluate_model
+    from nscodec.metrics import ImageMetrics
+    from nscodec_configs.method_configs import tensorf_trainer_config
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    w = _masked_copy(capture, a, (255, 0, 255))
+    _masked_copy(capture, b, (0, 255, 0))
+    config = tensorf_trainer_config(max_steps=20)
+    config.pipeline.datamanager.dataparser = NerfstudioDataParserConfig()
+    torch.manual_seed(0)
+    _, trainer = train(config, a, tmp_path / "run", 20, 256, occupancy_resolution=16, init_resolution=16,
+                       final_resolution=16, upsampling_iters=())
+    dm = trainer.pipeline.datamanager
+    for step in range(3):
+        _, batch = dm.next_train(step)
+        assert int(batch["indices"][:, 2].min()) >= w // 2, "a ray was drawn from a masked-out pixel"
+    model = trainer.pipeline.model
+    ra = evaluate_model(model, a, "test", dataparser=NerfstudioDataParserConfig(), progress=False)
+    rb = evaluate_model(model, b, "test", dataparser=NerfstudioDataParserConfig(), progress=False)
+    assert ra["masked"] and rb["masked"] and ra["num_views"] >= 1
+    assert ra["psnr"] == pytest.approx(rb["psnr"], abs=1e-6) and ra["ssim"] == pytest.approx(rb["ssim"], abs=1e-6)
+    # the unmasked metric of the same images is not the masked one
+    gt = torch.rand(1, 3, 24, 32)
+    pred = gt.clone()
+    pred[..., :16] = 0.0
+    keep = torch.zeros(1, 1, 24, 32, dtype=torch.bool)
+    keep[..., 16:] = True
+    metrics = ImageMetrics()
+    assert metrics(gt, pred)["psnr"] < 20 and metrics(gt, pred, keep)["psnr"] > 100
+    assert metrics(gt, pred, keep)["ssim"] == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="keeps no pixel"):
+        metrics(gt, pred, torch.zeros_like(keep))
+    # ns-eval's path: the eval batch carries the mask and the model's image metrics use it
+    _, eval_batch = dm.next_eval_image(0)
+    assert "mask" in eval_batch

@@ -176,3 +176,39 @@ def test_spec_file_and_flags_expand_to_the_same_points(scene, tmp_path, capsys):
     ec = next(p for p in sweep.points if p.method == "ectensorf")
     assert ec.baseline_key == next(p.key for p in base if p.role == "baseline")
     assert not (tmp_path / "w").exists()
+
+
+def test_a_capture_scene_trains_through_its_dataparser(scene, tmp_path, capsys):
+    """A scene's dataparser comes from its layout (LLFF → ``llff-data``, with ``--downscale-factor`` when only
+    ``images_<k>/`` exists) or from the spec file with its options; it ends the ns-train command and the train key
+    (Blender points keep theirs); a bad dataparser or option is one error before anything runs."""
+    from nscodec.cli import main
+    from nscodec.rd.spec import parse_scene
+    from nscodec.scenes.captures import generate_capture_scene
+
+    fwd = generate_capture_scene(tmp_path / "fwd", "forward", width=16, height=12, n_views=4)
+    (fwd / "images").rename(fwd / "images_2")
+    assert parse_scene(fwd).dataparser == ("llff-data", "--downscale-factor", "2")
+    assert parse_scene(scene).dataparser == ()
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"methods: [shacira]\nscale: 0.5\nscenes:\n  - {scene}\n"
+                    f"  - {{data: {fwd}, dataparser: llff-data, args: '--downscale-factor 2 --eval-interval 3', scale: 1.0, name: f}}\n")
+    assert main(["rd", "--spec", str(spec), "--no-baselines", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    cmds = [ln.strip() for ln in out if ln.strip().startswith("ns-train")]
+    assert len(cmds) == 2 and "llff-data" not in cmds[0]
+    assert cmds[1].endswith("llff-data --downscale-factor 2 --eval-interval 3")
+    assert "--pipeline.datamanager.camera-res-scale-factor 1.0" in cmds[1] and out[2].startswith("f-shacira")
+    blender = build_sweep(["shacira"], [scene], baselines=False, scale=0.5, workdir=tmp_path / "w").points[0]
+    assert blender.key in out[0]
+    import hashlib  # Blender points hash what they always hashed: caches of earlier sweeps are found again
+    old = json.dumps([blender.scene, blender.method, list(blender.train_flags), blender.seed, blender.scale])
+    assert blender.train_key.endswith(hashlib.sha1(old.encode()).hexdigest()[:10])
+    spec.write_text(f"methods: [shacira]\nscenes:\n  - {{data: {fwd}, dataparser: llff-data, args: --downscale-factr 2}}\n")
+    assert main(["rd", "--spec", str(spec), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "bad options for llff-data" in err and "Unrecognized options: --downscale-factr" in err
+    with pytest.raises(SpecError, match="unknown dataparser 'llff'"):
+        build_sweep(["shacira"], [{"data": str(fwd), "dataparser": "llff"}], workdir=tmp_path / "w")
+    with pytest.raises(SpecError, match="is not a scene"):
+        build_sweep(["shacira"], [tmp_path], workdir=tmp_path / "w")

@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of ``nscodec rd``."""
     knobs = "; ".join(f"{m}: {', '.join(s.knobs) or '-'}" for m, s in METHODS.items())
     p.add_argument("--data", "--scenes", dest="scenes", nargs="+", default=None, metavar="DIR",
-                   help="scene directories (Blender or nerfstudio layout)")
+                   help="scene directories (Blender, nerfstudio-data, instant-ngp or LLFF layout: the dataparser is "
+                        "detected; a spec file's scenes may also name one with its options)")
     p.add_argument("--methods", default=None, help=f"comma-separated, of: {', '.join(METHODS)}")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD:KEY=V1,V2",
                    help="sweep a setting (an ns-train config field, model fields without 'pipeline.model.'); repeat for a "
@@ -92,7 +93,7 @@ def build_from_args(args: argparse.Namespace):
     except ValueError:
         raise SpecError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
     posthoc = pick(args.posthoc, "posthoc", DEFAULT_POSTHOC)
-    return build_sweep(methods, [Path(s) for s in ([scenes] if isinstance(scenes, str) else scenes)], grid, seeds=seeds,
+    return build_sweep(methods, [scenes] if isinstance(scenes, (str, dict)) else list(scenes), grid, seeds=seeds,
                        steps=pick(args.steps, "steps", None), rays=pick(args.rays, "rays", None),
                        scale=float(pick(args.scale, "scale", 1.0)), test_views=str(pick(args.test_views, "test_views", "all")),
                        baselines=bool(pick(args.baselines, "baselines", True)),
@@ -127,7 +128,7 @@ def rd_command(args: argparse.Namespace) -> int:
     if args.dry_run:
         for p in sweep.points:
             flags = [p.method, *ns_train_flags(p.scene, sweep.workdir / "train", p.scale), "--experiment-name", p.train_key,
-                     "--machine.seed", str(p.seed), *p.train_flags]
+                     "--machine.seed", str(p.seed), *p.train_flags, *p.dataparser_flags]
             export = " ".join(f"{k}={v}" for k, v in p.export_settings)
             print(f"{p.key}  [{p.role}: {p.series}]" + (f"  export: {export}" if export else ""))
             print("    ns-train " + shlex.join(flags))

@@ -87,7 +87,7 @@ def _train(p: Dict[str, Any], workdir: Path) -> Dict[str, Any]:
     tdir = workdir / "train" / p["train_key"]
     report = tdir / "train.json"
     flags = [p["method"], *ns_train_flags(p["scene"], workdir / "train", p["scale"]), "--experiment-name", p["train_key"],
-             "--machine.seed", str(p["seed"]), *p["train_flags"]]
+             "--machine.seed", str(p["seed"]), *p["train_flags"], *p.get("dataparser", [])]
     command = "ns-train " + shlex.join(flags)
     with _locked(workdir / "train" / f"{p['train_key']}.lock"):
         if report.is_file():
@@ -123,12 +123,7 @@ def run_point(p: Dict[str, Any], workdir: str) -> Dict[str, Any]:
     """
     work = Path(workdir)
     pdir = work / "points" / p["key"]
-    rec: Dict[str, Any] = {
-        "key": p["key"], "train_key": p["train_key"], "scene": Path(p["scene"]).name, "data": p["scene"], "method": p["method"],
-        "series": p["series"], "role": p["role"], "settings": {**p["settings"], **p["export_settings"]}, "seed": p["seed"],
-        "baseline_key": p.get("baseline_key"), "scale": p["scale"], "status": "failed", "error": None, "command": "",
-        "git_commit": git_commit(), "date": utc_now(), "steps": None, "rays_per_batch": None,
-    }
+    rec: Dict[str, Any] = _failed_stub(p)  # the point's identity; measured fields are added below
     t_start = time.perf_counter()
     try:
         pdir.mkdir(parents=True, exist_ok=True)
@@ -215,8 +210,10 @@ def _ray(todo: List[Dict[str, Any]], work: Path, runner: Callable, done: Callabl
 
 
 def _failed_stub(p: Dict[str, Any]) -> Dict[str, Any]:
-    return {"key": p["key"], "train_key": p["train_key"], "scene": Path(p["scene"]).name, "data": p["scene"], "method": p["method"],
-            "series": p["series"], "role": p["role"], "settings": {**p["settings"], **p["export_settings"]}, "seed": p["seed"],
+    """A point's record before anything is measured: its identity, ``status: "failed"`` and no error yet."""
+    return {"key": p["key"], "train_key": p["train_key"], "scene": p.get("scene_name") or Path(p["scene"]).name,
+            "data": p["scene"], "dataparser": list(p.get("dataparser", [])), "method": p["method"], "series": p["series"],
+            "role": p["role"], "settings": {**p["settings"], **p["export_settings"]}, "seed": p["seed"],
             "baseline_key": p.get("baseline_key"), "scale": p["scale"], "status": "failed", "error": None, "command": "",
             "git_commit": git_commit(), "date": utc_now(), "steps": None, "rays_per_batch": None}
 

@@ -25,8 +25,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from nscodec.coding.errors import NscError
 
-__all__ = ["SpecError", "MethodSpec", "METHODS", "Point", "Sweep", "build_sweep", "parse_set", "parse_posthoc",
-           "load_spec_file", "scene_views"]
+__all__ = ["SpecError", "MethodSpec", "METHODS", "Point", "Scene", "Sweep", "build_sweep", "parse_scene", "detect_dataparser",
+           "parse_set", "parse_posthoc", "load_spec_file", "scene_views"]
 
 
 class SpecError(NscError):
@@ -123,11 +123,24 @@ class Point:
     scale: float
     test_views: str
     baseline_key: Optional[str] = None
+    dataparser: Tuple[str, ...] = ()
+    scene_name: str = ""
+
+    @property
+    def name(self) -> str:
+        """The scene's name in tables and keys (its :class:`Scene` name, else the directory's)."""
+        return self.scene_name or Path(self.scene).name
+
+    @property
+    def dataparser_flags(self) -> List[str]:
+        """The ``ns-train`` dataparser subcommand and its flags (last on the command line); [] for the method's own."""
+        return list(self.dataparser)
 
     @property
     def train_key(self) -> str:
         """Stable id of the training this point needs (points differing only in export settings share it)."""
-        blob = json.dumps([self.scene, self.method, list(self.train_flags), self.seed, self.scale])
+        ident = [self.scene, self.method, list(self.train_flags), self.seed, self.scale]
+        blob = json.dumps(ident + [list(self.dataparser)] if self.dataparser else ident)
         return f"{_slug(self.method)}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
 
     @property
@@ -136,7 +149,7 @@ class Point:
         defines it (the same point on a re-run has the same key; any change of flags gives another)."""
         blob = json.dumps([self.train_key, list(self.export_settings), self.test_views])
         text = "_".join(f"{k}={v}" for k, v in self.settings if k not in ("max-num-iterations", "upsampling-iters"))
-        readable = _slug(f"{Path(self.scene).name}-{self.method}-{text}-seed{self.seed}")[:80]
+        readable = _slug(f"{self.name}-{self.method}-{text}-seed{self.seed}")[:80]
         return f"{readable}-{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 
     def to_dict(self) -> Dict[str, Any]:
@@ -144,7 +157,8 @@ class Point:
         return {"key": self.key, "train_key": self.train_key, "method": self.method, "settings": dict(self.settings),
                 "scene": self.scene, "seed": self.seed, "role": self.role, "series": self.series,
                 "train_flags": list(self.train_flags), "export_settings": dict(self.export_settings),
-                "scale": self.scale, "test_views": self.test_views, "baseline_key": self.baseline_key}
+                "scale": self.scale, "test_views": self.test_views, "baseline_key": self.baseline_key,
+                "dataparser": list(self.dataparser), "scene_name": self.name}
 
 
 @dataclass
@@ -249,6 +263,116 @@ def scene_views(scene: Path, split: str) -> Optional[int]:
         return len(json.loads(f.read_text())["frames"])
     except Exception:
         return None
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One scene of a sweep: a dataset directory and how ``ns-train`` reads it.
+
+    Attributes:
+        data: the dataset directory (absolute).
+        dataparser: the ``ns-train`` dataparser subcommand and its flags (e.g. ``("llff-data", "--downscale-factor",
+            "8")``); () for the method's own (Blender data).
+        scale: camera resolution scale factor of this scene (None: the sweep's ``--scale``).
+        name: its name in tables and point keys (default: the directory's).
+    """
+
+    data: str
+    dataparser: Tuple[str, ...] = ()
+    scale: Optional[float] = None
+    name: str = ""
+
+
+def detect_dataparser(data: Path) -> Tuple[str, ...]:
+    """The dataparser a dataset directory's layout asks for: () for Blender (``transforms_train.json``; the methods'
+    own), ``instant-ngp-data`` for a ``transforms.json`` with ``aabb_scale``, ``nerfstudio-data`` for another
+    ``transforms.json``, ``llff-data`` for ``poses_bounds.npy`` (with ``--downscale-factor k`` when only
+    ``images_<k>/`` folders exist: the smallest k).
+
+    Raises:
+        SpecError: none of these layouts.
+    """
+    if (data / "transforms_train.json").is_file():
+        return ()
+    if (data / "transforms.json").is_file():
+        try:
+            meta = json.loads((data / "transforms.json").read_text())
+        except (OSError, ValueError) as err:
+            raise SpecError(f"{data}/transforms.json is not readable JSON ({err})") from None
+        return ("instant-ngp-data",) if isinstance(meta, dict) and "aabb_scale" in meta else ("nerfstudio-data",)
+    if (data / "poses_bounds.npy").is_file():
+        if (data / "images").is_dir():
+            return ("llff-data",)
+        ks = sorted(int(m.group(1)) for p in data.iterdir() if (m := re.fullmatch(r"images_(\d+)", p.name)) and p.is_dir())
+        if not ks:
+            raise SpecError(f"{data}: an LLFF capture without images/ or images_<k>/")
+        return ("llff-data", "--downscale-factor", str(ks[0]))
+    raise SpecError(f"{data} is not a scene (no transforms_train.json, transforms.json or poses_bounds.npy)")
+
+
+def _check_dataparser(flags: Tuple[str, ...], where: str) -> None:
+    """``flags[0]`` is a registered dataparser and the rest parse as its options (tyro, as ``ns-train``)."""
+    from nerfstudio.configs.dataparser_configs import all_dataparsers
+
+    if flags[0] not in all_dataparsers:
+        raise SpecError(f"{where}: unknown dataparser {flags[0]!r} (registered: {', '.join(sorted(all_dataparsers))})")
+    import contextlib
+    import io
+
+    import tyro
+
+    config = copy.deepcopy(all_dataparsers[flags[0]])
+    try:
+        with contextlib.redirect_stderr(io.StringIO()) as err, contextlib.redirect_stdout(io.StringIO()):
+            tyro.cli(type(config), default=config, args=list(flags[1:]))
+    except SystemExit:
+        lines = [ln.strip(" │|╭╮╰╯+-─") for ln in err.getvalue().splitlines()]
+        lines = [ln for ln in lines if ln and not ln.startswith("For full helptext")]
+        why = lines[1] if len(lines) > 1 else "not its options"  # tyro's box: a title, then the reason
+        raise SpecError(f"{where}: bad options for {flags[0]}: {' '.join(flags[1:])!r} ({why})") from None
+
+
+def parse_scene(item: Any) -> Scene:
+    """A :class:`Scene` from a directory (its dataparser detected from the layout, :func:`detect_dataparser`) or a
+    spec-file mapping ``{data, dataparser, args, scale, name}`` (``args``: a string or list of the dataparser's
+    flags; ``dataparser`` without ``args`` keeps its defaults).
+
+    Raises:
+        SpecError: a missing directory, an unknown layout, dataparser or option, a bad key or scale.
+    """
+    if isinstance(item, Scene):
+        return item
+    if isinstance(item, (str, Path)):
+        item = {"data": str(item)}
+    if not isinstance(item, dict) or "data" not in item:
+        raise SpecError(f"a scene must be a directory or a mapping with 'data', got {item!r}")
+    unknown = set(item) - {"data", "dataparser", "args", "scale", "name"}
+    if unknown:
+        raise SpecError(f"scene {item.get('data')!r}: unknown keys {sorted(unknown)} (allowed: data, dataparser, args, scale, name)")
+    data = Path(str(item["data"])).expanduser().resolve()
+    if not data.is_dir():
+        raise SpecError(f"scene directory not found: {item['data']}")
+    if item.get("dataparser"):
+        args = item.get("args") or []
+        args = args.split() if isinstance(args, str) else [str(a) for a in args]
+        flags = (str(item["dataparser"]), *args)
+        if flags[0] in ("blender-data",) and not args:
+            flags = ()
+    else:
+        if item.get("args"):
+            raise SpecError(f"scene {item['data']!r}: 'args' needs a 'dataparser'")
+        flags = detect_dataparser(data)
+    if flags:
+        _check_dataparser(flags, f"scene {item['data']!r}")
+    scale = item.get("scale")
+    if scale is not None:
+        try:
+            scale = float(scale)
+            if not 0 < scale <= 1e3:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise SpecError(f"scene {item['data']!r}: scale must be a positive number, got {item.get('scale')!r}") from None
+    return Scene(str(data), tuple(flags), scale, str(item.get("name") or ""))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -385,7 +509,7 @@ def build_sweep(methods: Sequence[str], scenes: Sequence[Path], grid: Optional[D
 
     Args:
         methods: method names (keys of :data:`METHODS`).
-        scenes: dataset directories.
+        scenes: dataset directories or :class:`Scene` s / spec mappings (:func:`parse_scene`).
         grid: ``{method: {setting: [values]}}`` (see :func:`parse_set`).
         steps: training steps of every point (None: each preset's own); ``rays``: rays per batch (None: preset).
         scale: camera resolution scale factor; ``test_views``: ``"all"`` or a count of evenly spaced test views.
@@ -409,14 +533,7 @@ def build_sweep(methods: Sequence[str], scenes: Sequence[Path], grid: Optional[D
             raise SpecError(f"settings given for {m!r}, which is not in the methods ({', '.join(methods)})")
     if not scenes:
         raise SpecError("no scenes given (--data DIR ...)")
-    scene_paths = []
-    for s in scenes:
-        p = Path(s).expanduser().resolve()
-        if not p.is_dir():
-            raise SpecError(f"scene directory not found: {s}")
-        if not any((p / f).is_file() for f in ("transforms_train.json", "transforms.json")):
-            raise SpecError(f"{s} is not a scene (no transforms_train.json or transforms.json)")
-        scene_paths.append(str(p))
+    scene_list = [parse_scene(s) for s in scenes]
     if test_views != "all":
         try:
             if int(test_views) < 1:
@@ -453,7 +570,9 @@ def build_sweep(methods: Sequence[str], scenes: Sequence[Path], grid: Optional[D
             return point
         return old
 
-    for scene in scene_paths:
+    for sc in scene_list:
+        scene, sc_scale = sc.data, float(sc.scale if sc.scale is not None else scale)
+        where = dict(dataparser=sc.dataparser, scene_name=sc.name)
         for seed in seeds:
             for m, settings, role, base in specs:
                 flags, export = _resolve_train(m, settings, steps, rays)
@@ -482,18 +601,18 @@ def build_sweep(methods: Sequence[str], scenes: Sequence[Path], grid: Optional[D
                     bflags, bexport = _resolve_train(bm, bflags_settings, steps, rays)
                     bpoint = add(Point(bm, tuple(sorted(bflags_settings.items())), scene, int(seed), "baseline",
                                        _series(bm, "baseline", bexport),
-                                       tuple(bflags), tuple(sorted(bexport.items())), float(scale), test_views))
+                                       tuple(bflags), tuple(sorted(bexport.items())), sc_scale, test_views, **where))
                     base_key = bpoint.key
                     if m.startswith("ectensorf") and bm == "nscodec-tensorf":
                         for ph in posthoc:
                             ps = {**{k: v for k, v in bflags_settings.items() if k != "codec-scheme"}, **ph}
                             pflags, pexport = _resolve_train(bm, ps, steps, rays)
                             add(Point(bm, tuple(sorted(ps.items())), scene, int(seed), "posthoc", _series(bm, "posthoc", pexport),
-                                      tuple(pflags), tuple(sorted(pexport.items())), float(scale), test_views, base_key))
+                                      tuple(pflags), tuple(sorted(pexport.items())), sc_scale, test_views, base_key, **where))
                 if m == "nscodec-tensorf":
                     role = "baseline" if export.get("codec-scheme") == "fp32" else "posthoc"
                 add(Point(m, tuple(sorted(settings.items())), scene, int(seed), role, _series(m, role, export), tuple(flags),
-                          tuple(sorted(export.items())), float(scale), test_views, base_key))
+                          tuple(sorted(export.items())), sc_scale, test_views, base_key, **where))
     # points sharing a training run one after the other (one training, then its exports)
     order: Dict[str, int] = {}
     for p in points.values():

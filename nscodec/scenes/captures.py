@@ -9,8 +9,10 @@ environment and writes RGB images (no alpha):
   Written in the **nerfstudio-data** layout (``transforms.json`` + ``images/``), what ``ns-process-data`` writes:
   load it with ``ns-train <method> nerfstudio-data --data DIR``.
 * ``forward`` — the objects in front of a textured back wall, cameras on a small patch all looking the same way
-  (a forward-facing, LLFF-style capture). Written in the **LLFF** layout (``poses_bounds.npy`` + ``images/``);
-  :func:`nscodec.data.convert_llff` (``nscodec convert-llff``) turns it into nerfstudio-data.
+  (a forward-facing, LLFF-style capture). Written in the **LLFF** layout (``poses_bounds.npy`` + ``images/``).
+
+Either kind can be written in either layout (``layout``): a 360° capture in LLFF's format is what LLFF's
+``imgs2poses`` writes for cameras around an object, and ``llff-data`` reads both.
 
 World frame, camera convention and pixel centres are those of :mod:`nscodec.scenes.procedural` (+z up, OpenGL
 cameras looking down -z). Output bytes are a deterministic function of the arguments.
@@ -139,8 +141,9 @@ def render_capture_views(
         supersample: ``S × S`` sub-pixel rays per pixel, box-filtered.
 
     Returns:
-        ``(images uint8 [N, H, W, 3], depth_range float64 [N, 2])``: per view the nearest and farthest distance
-        (scene units, along the ray) of any surface a ray meets (the sky shell counts).
+        ``(images uint8 [N, H, W, 3], depth_range float64 [N, 2])``: per view the smallest and largest z-depth
+        (scene units along the optical axis, as LLFF's ``imgs2poses`` bounds) of any surface a ray meets (the sky
+        shell counts).
     """
     scene = _CompiledScene(spec)
     s = int(supersample)
@@ -159,6 +162,7 @@ def render_capture_views(
             for v in range(c2w.shape[0]):
                 rot = c2w[v, :3, :3].float()
                 dirs = (rot[None, :, :] * d_cam[:, None, :]).sum(-1)
+                axial = -d_cam[:, 2]  # z-depth per unit of ray length (cos of the angle to the optical axis)
                 origins = c2w[v, :3, 3].float().expand_as(dirs).contiguous()
                 hit, t = _sphere_trace(scene, origins, dirs)
                 rgb, dist = _environment(kind, origins, dirs)
@@ -169,7 +173,7 @@ def render_capture_views(
                     dist[obj] = t[obj]
                 img = rgb.reshape(height, s, width, s, 3).mean(dim=(1, 3))
                 out[v] = torch.round(img.clamp(0, 1) * 255).to(torch.uint8).numpy()
-                finite = dist[torch.isfinite(dist)]
+                finite = (dist * axial)[torch.isfinite(dist)]
                 bounds[v] = (float(finite.min()), float(finite.max())) if finite.numel() else (0.1, 100.0)
     finally:
         torch.set_num_threads(prev)
@@ -187,14 +191,16 @@ def generate_capture_scene(
     camera_angle_x: float = 1.0,
     supersample: int = 2,
     overwrite: bool = False,
+    layout: Optional[Literal["nerfstudio", "llff"]] = None,
 ) -> Path:
     """Render a procedural capture (module docstring) and write it at ``out_dir``.
 
-    ``unbounded`` writes nerfstudio-data: ``transforms.json`` (``fl_x, fl_y, cx, cy, w, h`` in pixels, frames with
-    ``file_path`` ``images/frame_00001.png`` and OpenGL ``transform_matrix``) and RGB PNGs. ``forward`` writes LLFF:
+    ``layout="nerfstudio"`` (the default of ``unbounded``) writes nerfstudio-data: ``transforms.json`` (``fl_x, fl_y,
+    cx, cy, w, h`` in pixels, frames with ``file_path`` ``images/frame_00001.png`` and OpenGL ``transform_matrix``)
+    and RGB PNGs. ``layout="llff"`` (the default of ``forward``) writes LLFF as ``imgs2poses`` does:
     ``poses_bounds.npy`` (``[N, 17]``: each row a ``3 × 5`` matrix — rotation columns down, right, back; camera
-    centre; ``(H, W, focal)`` — then the near and far depth of the view) and ``images/``. Both also write
-    ``scene.json`` (generator, spec, settings). nerfstudio's own train/eval split applies (``--eval-mode``).
+    centre; ``(H, W, focal)`` — then 0.9 × the smallest and 1.1 × the largest z-depth a view sees) and ``images/``.
+    Both also write ``scene.json`` (generator, spec, settings).
 
     Args:
         kind: ``unbounded`` or ``forward``.
@@ -202,12 +208,16 @@ def generate_capture_scene(
         width, height: image size, pixels. n_views: number of images. seed: camera seed.
         camera_angle_x: horizontal field of view, radians. supersample: anti-aliasing per axis.
         overwrite: replace a non-empty ``out_dir``.
+        layout: ``nerfstudio`` or ``llff`` (None: the kind's default, above).
 
     Raises:
-        ValueError: bad ``kind``, sizes or view count. FileExistsError: ``out_dir`` is not empty (no ``overwrite``).
+        ValueError: bad ``kind``, ``layout``, sizes or view count. FileExistsError: ``out_dir`` is not empty (no ``overwrite``).
     """
     if width < 2 or height < 2 or supersample < 1:
         raise ValueError(f"image size must be at least 2×2 and supersample ≥ 1, got {width}×{height}, {supersample}")
+    layout = layout or ("nerfstudio" if kind == "unbounded" else "llff")
+    if layout not in ("nerfstudio", "llff"):
+        raise ValueError(f"capture layout must be 'nerfstudio' or 'llff', got {layout!r}")
     spec = SceneSpec.demo() if spec is None else spec
     spec.validate()
     poses = capture_poses(kind, n_views, seed)
@@ -220,7 +230,7 @@ def generate_capture_scene(
         names = [f"images/frame_{i + 1:05d}.png" for i in range(n_views)]
         for name, img in zip(names, images):
             Image.fromarray(img, mode="RGB").save(tmp / name, format="PNG", compress_level=6)
-        if kind == "unbounded":
+        if layout == "nerfstudio":
             meta = {"camera_model": "OPENCV", "fl_x": focal, "fl_y": focal, "cx": 0.5 * width, "cy": 0.5 * height,
                     "w": width, "h": height, "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
                     "frames": [{"file_path": n, "transform_matrix": p.tolist()} for n, p in zip(names, poses)]}
@@ -234,7 +244,8 @@ def generate_capture_scene(
             np.save(tmp / "poses_bounds.npy", rows)
         info = {"generator": GENERATOR_NAME + ".captures", "version": GENERATOR_VERSION, "kind": kind,
                 "seed": int(seed), "width": int(width), "height": int(height), "n_views": int(n_views),
-                "camera_angle_x": float(camera_angle_x), "supersample": int(supersample), "world_up": [0.0, 0.0, 1.0],
+                "camera_angle_x": float(camera_angle_x), "supersample": int(supersample), "layout": layout,
+                "world_up": [0.0, 0.0, 1.0],
                 "spec": spec.to_dict()}
         (tmp / "scene.json").write_text(json.dumps(info, indent=2) + "\n")
 
