@@ -18,10 +18,21 @@ value replaced by a hostile one: huge, negative, non-finite, of another type), `
 unknown one added), ``header_section`` (a section entry's shape/dtype/coder/offset/nbytes), ``header_meta`` (a
 section's metadata), ``header_config`` (a model-config field set out of its range), ``header_deep`` (deep nesting).
 
-Outcomes: ``nsc_error`` (one NscFormatError/NscError), ``ok``, ``other_exception`` (any other exception, or an error
+``header_multi`` applies 2–4 header edits at once, among them size-bearing combinations: several of a codec's sized
+config fields (``nsc_limits``) at or near their upper bounds together, each within its own range (what a per-field
+check cannot see, only the derived decode-bytes limit).
+
+Every "ok" is verified against the decode of the unmutated file (a reference computed once per codec and kind):
+container cases compare every decoded section array, decode cases a render of 64 rays (also checked finite). Each
+mutation says what a correct decoder must do with it: refuse it (``must_fail``), decode it to exactly the unmutated
+result (``same``: free-form metadata, keys a decoder ignores), or either (a valid edit that may change the model).
+
+Outcomes: ``nsc_error`` (one NscFormatError/NscError), ``ok_identical`` (decoded to the reference), ``ok_changed``
+(decoded, finite, different, from an edit allowed to change it), ``other_exception`` (any other exception, or an error
 caught only by the decoder's safety net, ``UnvalidatedDecodeError``), ``crash`` (killed by a signal or exiting without
-a report), ``hang`` (over the time cap), ``silent_wrong`` (decoded without error although the mutation put a
-validated field out of range, or changed bytes every checksum covers). Target: all of the last four 0.
+a report), ``hang`` (over the time cap), ``silent_wrong`` (decoded although it must fail; or a non-finite render; or a
+``same`` edit that changed the result). Target: all of the last four 0. Each case also reports the peak resident
+memory it added (``peak_mb``, VmHWM after resetting it at the case's start); target ≤ 1 GB.
 """
 
 from __future__ import annotations
@@ -181,7 +192,7 @@ def _mutate(rng: random.Random, codec: str, data: bytes, kind: str):
     header, payload = split_file(data)
     lod = header["method"] in ("shacira", "vqad")
     cls = rng.choice(["bitflip", "truncate", "insert", "delete", "payload", "preamble", "header_value", "header_key",
-                      "header_section", "header_meta", "header_config", "header_deep"]
+                      "header_section", "header_meta", "header_config", "header_deep", "header_multi", "header_multi"]
                      if kind == "decode" else
                      ["bitflip", "bitflip", "truncate", "insert", "delete", "payload", "preamble", "header_value",
                       "header_key", "header_section", "header_meta", "header_deep"])
@@ -218,6 +229,8 @@ def _mutate(rng: random.Random, codec: str, data: bytes, kind: str):
         struct.pack_into(fmt, b, off, new & ((1 << (8 * struct.calcsize(fmt))) - 1))
         return (bytes(b), cls, True) if bytes(b) != data else (None, cls, None)
     h = copy.deepcopy(header)
+    if cls == "header_multi":
+        return _multi(rng, codec, h, payload, kind)
     if cls == "header_deep":
         raw = json.dumps(h).encode()
         depth = rng.choice([40, 200, 1000, 5000])
@@ -231,7 +244,11 @@ def _mutate(rng: random.Random, codec: str, data: bytes, kind: str):
         else:
             _get(h, p[:-1])["nscodec_fuzz_unknown"] = 1
             # an unknown config field must be refused when decoding; elsewhere unknown keys are ignored
-            must, what = (kind == "decode" and p[:2] == ("config", "model") and len(p) == 3) or None, f"add key under {p[:-1]}"
+            if kind == "decode" and p[:2] == ("config", "model") and len(p) == 3:
+                must = True
+            else:
+                must = "same" if p[0] == "meta" or (kind == "container" and p[0] == "config") else None
+            what = f"add key under {p[:-1]}"
         return pack(h, payload), cls, must, what
     if cls == "header_section":
         i = rng.randrange(len(h["sections"]))
@@ -297,6 +314,37 @@ def _mutate(rng: random.Random, codec: str, data: bytes, kind: str):
     return pack(h, payload), cls, _must_fail_value(codec, p, old, new, kind), f"{list(p)}: {str(old)[:40]} -> {new!r}"
 
 
+def _multi(rng: random.Random, codec: str, h: Dict[str, Any], payload: bytes, kind: str):
+    """2–4 edits at once: a size-bearing combination (sized config fields near their upper bounds together, each in
+    range) or hostile values at random places. Must fail when any single edit must; ``same`` when all are ``same``."""
+    cfg, limits = h["config"]["model"], _config_limits(codec)
+    what, musts = [], []
+    if rng.random() < 0.5:  # size-bearing: every chosen field stays inside its own range
+        sized = [k for k, (lo, hi) in sorted(limits.items()) if isinstance(cfg.get(k), int) and not isinstance(cfg.get(k), bool)
+                 and hi >= 2 and k in cfg]
+        for key in rng.sample(sized, min(len(sized), rng.randint(2, 4))):
+            lo, hi = limits[key]
+            cfg[key] = int(rng.choice([hi, hi, max(lo, hi // 2), max(lo, int(hi ** 0.5))]))
+            what.append(f"config.model.{key} = {cfg[key]}")
+        return pack(h, payload), "header_multi", None, "; ".join(what)
+    paths = [p for p in _paths(h) if p]
+    for p in rng.sample(paths, min(len(paths), rng.randint(2, 4))):
+        try:
+            old = _get(h, p)
+        except (KeyError, IndexError, TypeError):  # an earlier edit replaced a parent
+            continue
+        new = rng.choice(HOSTILE)
+        if new == old and type(new) is type(old):
+            continue
+        _set(h, p, new)
+        musts.append(_must_fail_value(codec, p, old, new, kind))
+        what.append(f"{list(p)}: {str(old)[:30]} -> {new!r}")
+    if not what:
+        return None, "header_multi", None
+    must = True if True in musts else ("same" if all(m == "same" for m in musts) else None)
+    return pack(h, payload), "header_multi", must, "; ".join(what)
+
+
 def _itemsize(dtype: Any) -> int:
     return {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16": 2, "int32": 4, "uint32": 4,
             "float32": 4, "int64": 8, "uint64": 8, "float64": 8}.get(dtype, -1)
@@ -336,8 +384,8 @@ def _must_fail_value(codec: str, p: Tuple, old: Any, new: Any, kind: str) -> Opt
     """Whether replacing header value ``p`` (``old`` → ``new``) must be refused by a decoder of ``kind``."""
     if p[0] == "sections" and len(p) >= 3 and p[2] == "name" and kind == "container":
         return True if not isinstance(new, str) or new == "" else None
-    if p[0] == "meta":  # free-form file metadata: its readers (ns-viewer, nscodec eval) check what they use
-        return True if len(p) == 1 else None
+    if p[0] == "meta":  # free-form file metadata: no decoder reads it (ns-viewer, nscodec eval check what they use)
+        return True if len(p) == 1 else "same"
     if p[0] in ("method", "sections") and (len(p) <= 3 and not (len(p) == 3 and p[2] == "meta")):
         if p[0] == "method" and kind == "container":
             return True if not isinstance(new, str) or new == "" else None
@@ -365,11 +413,25 @@ def _must_fail_value(codec: str, p: Tuple, old: Any, new: Any, kind: str) -> Opt
 
 
 # ------------------------------------------------------------------------------------------------------- cases
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
 def run_case(kind: str, data: bytes) -> Dict[str, Any]:
-    """Runs in the forked child: decode, report the outcome (no exception escapes)."""
+    """Runs in the forked child: decode, report the outcome (no exception escapes) and, when it decoded, a digest of
+    what it decoded (every section's array, or a render of 64 rays) and whether that is finite."""
+    import hashlib
+
+    import numpy as np
+
     from nscodec.coding.errors import NscError
     from nscodec.io import UnvalidatedDecodeError
 
+    digest, finite = hashlib.sha256(), True
     try:
         if kind == "container":
             from nscodec.coding.container import read_nsc
@@ -378,10 +440,14 @@ def run_case(kind: str, data: bytes) -> Dict[str, Any]:
             nsc = read_nsc(data)
             for sec in nsc.sections.values():
                 try:
-                    decode_section(sec)
+                    arr = decode_section(sec)
                 except NscError as err:
                     if "was coded with a mask" not in str(err):
                         raise
+                    arr = np.frombuffer(sec.payload, dtype=np.uint8)  # masked entropy sections: their bytes
+                digest.update(sec.name.encode() + str(arr.dtype).encode() + str(arr.shape).encode() + arr.tobytes())
+                if arr.dtype.kind == "f":
+                    finite &= bool(np.isfinite(arr).all())
         else:
             import torch
             from nerfstudio.cameras.rays import RayBundle
@@ -390,25 +456,21 @@ def run_case(kind: str, data: bytes) -> Dict[str, Any]:
 
             model, _ = load_model(data)
             g = torch.Generator().manual_seed(0)
-            o = torch.randn(16, 3, generator=g) * 0.1 + torch.tensor([0.0, -4.0, 0.5])
-            d = torch.nn.functional.normalize(torch.tensor([0.0, 1.0, -0.1]) + 0.2 * torch.randn(16, 3, generator=g), dim=-1)
+            o = torch.randn(64, 3, generator=g) * 0.1 + torch.tensor([0.0, -4.0, 0.5])
+            d = torch.nn.functional.normalize(torch.tensor([0.0, 1.0, -0.1]) + 0.2 * torch.randn(64, 3, generator=g), dim=-1)
             with torch.no_grad():
-                model.get_outputs(RayBundle(origins=o, directions=d, pixel_area=torch.ones(16, 1)))
-        return {"outcome": "ok"}
+                out = model.get_outputs(RayBundle(origins=o, directions=d, pixel_area=torch.ones(64, 1)))
+            for key in ("rgb", "accumulation", "depth"):
+                t = out[key].detach().cpu().contiguous()
+                finite &= bool(torch.isfinite(t).all())
+                digest.update(key.encode() + t.numpy().tobytes())
+        return {"outcome": "ok", "digest": digest.hexdigest(), "finite": finite}
     except UnvalidatedDecodeError as err:
         return {"outcome": "other_exception", "error": f"UnvalidatedDecodeError: {err}"[:400]}
     except NscError as err:
         return {"outcome": "nsc_error", "error": str(err)[:200]}
     except BaseException as err:  # noqa: BLE001  (what we are counting)
         return {"outcome": "other_exception", "error": f"{type(err).__name__}: {err}"[:400]}
-
-
-def _vm_kb() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1])
-    return 0
 
 
 def forked(kind: str, data: bytes, seconds: float, mem_mb: int) -> Dict[str, Any]:
@@ -418,9 +480,16 @@ def forked(kind: str, data: bytes, seconds: float, mem_mb: int) -> Dict[str, Any
     if pid == 0:  # child
         os.close(r)
         try:
-            limit = (_vm_kb() + mem_mb * 1024) * 1024
+            limit = (_status_kb("VmSize") + mem_mb * 1024) * 1024
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            try:  # VmHWM := VmRSS now, so the peak below is this case's
+                with open("/proc/self/clear_refs", "w") as fh:
+                    fh.write("5")
+            except OSError:
+                pass
+            base = _status_kb("VmRSS")
             res = run_case(kind, data)
+            res["peak_mb"] = round(max(0, _status_kb("VmHWM") - base) / 1024, 1)
             os.write(w, json.dumps(res).encode()[:60000])
         finally:
             os._exit(0)
@@ -450,6 +519,23 @@ def forked(kind: str, data: bytes, seconds: float, mem_mb: int) -> Dict[str, Any
         return {"outcome": "crash", "error": f"no report (exit {os.WEXITSTATUS(status)})"}
 
 
+OUTCOMES = ("nsc_error", "ok_identical", "ok_changed", "other_exception", "crash", "hang", "silent_wrong")
+BAD = ("other_exception", "crash", "hang", "silent_wrong")
+
+
+def classify(res: Dict[str, Any], must: Any, reference: str) -> str:
+    """The outcome of a case (module docstring) from the child's report, what the mutation demands (True: refuse;
+    ``"same"``: decode to the reference; None: either) and the unmutated decode's digest."""
+    outcome = res["outcome"]
+    if outcome != "ok":
+        return outcome
+    if must is True or not res.get("finite", False):
+        return "silent_wrong"
+    if res.get("digest") == reference:
+        return "ok_identical"
+    return "silent_wrong" if must == "same" else "ok_changed"
+
+
 # ---------------------------------------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -457,7 +543,7 @@ def main() -> None:
     ap.add_argument("--decode-cases", type=int, default=600, help="full-decode cases")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seconds", type=float, default=30.0, help="time cap per case")
-    ap.add_argument("--mem-mb", type=int, default=3072, help="extra address space per case (MB)")
+    ap.add_argument("--mem-mb", type=int, default=1024, help="extra address space per case (MB)")
     ap.add_argument("--name", default="fuzz_nsc")
     ap.add_argument("--make-sources", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -477,8 +563,16 @@ def main() -> None:
     preload_kernels()  # built (or loaded) here: a child killed at its time cap mid-build would leave torch's lock behind
     from nerfstudio.cameras.rays import RayBundle  # noqa: F401
 
+    reference = {}
+    for codec, data in sources.items():  # what the unmutated files decode to: every "ok" is compared with it
+        for kind in ("container", "decode"):
+            res = forked(kind, data, args.seconds * 4, args.mem_mb)
+            if res.get("outcome") != "ok" or not res.get("finite"):
+                raise SystemExit(f"the unmutated {codec} file does not decode ({kind}): {res}")
+            reference[codec, kind] = res["digest"]
     rng = random.Random(args.seed)
     counts: Dict[str, Counter] = {"container": Counter(), "decode": Counter()}
+    peaks: Dict[str, List[float]] = {"container": [], "decode": []}
     by_class: Dict[str, Counter] = {}
     failures: List[Dict[str, Any]] = []
     t0 = time.time()
@@ -493,35 +587,46 @@ def main() -> None:
             if data is None:
                 continue
             res = forked(kind, data, args.seconds, args.mem_mb)
-            outcome = res["outcome"]
-            if outcome == "ok" and must_fail:
-                outcome = "silent_wrong"
+            outcome = classify(res, must_fail, reference[codec, kind])
+            if "peak_mb" in res:
+                peaks[kind].append(res["peak_mb"])
             counts[kind][outcome] += 1
             by_class.setdefault(cls, Counter())[outcome] += 1
-            if outcome not in ("nsc_error", "ok") and len(failures) < 200:
+            if outcome in BAD and len(failures) < 200:
                 failures.append({"kind": kind, "codec": codec, "class": cls, "mutation": what, "outcome": outcome,
-                                 "error": res.get("error", "")})
+                                 "must": must_fail, "error": res.get("error", ""), "peak_mb": res.get("peak_mb")})
             i += 1
             done += 1
             if done % 250 == 0:
-                bad = sum(counts[k][o] for k in counts for o in ("other_exception", "crash", "hang", "silent_wrong"))
+                bad = sum(counts[k][o] for k in counts for o in BAD)
                 print(f"[fuzz] {done}/{total} cases, {time.time() - t0:.0f}s, {bad} bad", flush=True)
-    outcomes = ("nsc_error", "ok", "other_exception", "crash", "hang", "silent_wrong")
-    summary = {o: counts["container"][o] + counts["decode"][o] for o in outcomes}
+    summary = {o: counts["container"][o] + counts["decode"][o] for o in OUTCOMES}
     command = "python bench/fuzz_nsc.py " + " ".join(sys.argv[1:])
+
+    def peak(kind: str) -> Dict[str, float]:
+        v = sorted(peaks[kind]) or [0.0]
+        return {"max": v[-1], "p99": v[min(len(v) - 1, int(0.99 * len(v)))], "median": v[len(v) // 2]}
+
     row = {"cases": args.cases + args.decode_cases, "container_cases": args.cases, "decode_cases": args.decode_cases,
-           **summary, "seconds": round(time.time() - t0, 1), "seed": args.seed,
-           "container": {o: counts["container"][o] for o in outcomes}, "decode": {o: counts["decode"][o] for o in outcomes},
+           **summary, "verified_ok": summary["ok_identical"] + summary["ok_changed"], "seconds": round(time.time() - t0, 1),
+           "seed": args.seed, "mem_cap_mb": args.mem_mb,
+           "container": {o: counts["container"][o] for o in OUTCOMES}, "decode": {o: counts["decode"][o] for o in OUTCOMES},
+           "peak_mb": {"container": peak("container"), "decode": peak("decode")},
            "by_class": {c: dict(v) for c, v in sorted(by_class.items())},
            "sources": {c: len(d) for c, d in sources.items()}}
     path = record(args.name, [row], command, extra={"failures": failures})
-    print(json.dumps({k: row[k] for k in ("cases", "decode_cases", *outcomes, "seconds")}, indent=2))
+    print(json.dumps({k: row[k] for k in ("cases", "decode_cases", *OUTCOMES, "peak_mb", "seconds")}, indent=2))
     print(f"wrote {path}")
     if args.name == "fuzz_nsc":
+        outcomes = OUTCOMES
         lines = [f"`{command}` (git {git_commit()}): {row['cases']:,} cases ({args.cases:,} container, "
-                 f"{args.decode_cases:,} full decodes), each in a forked process (cap {args.seconds:g} s, +{args.mem_mb} MB).", "",
+                 f"{args.decode_cases:,} full decodes), each in a forked process (cap {args.seconds:g} s, +{args.mem_mb} MB "
+                 f"of address space). Every ok is compared with the unmutated file's decode.", "",
                  "| outcome | container | decode |", "|---|---:|---:|"]
         lines += [f"| {o} | {counts['container'][o]:,} | {counts['decode'][o]:,} |" for o in outcomes]
+        lines += [f"| peak memory per case, MB (median / p99 / max) | " + " | ".join(
+            f"{row['peak_mb'][k]['median']:g} / {row['peak_mb'][k]['p99']:g} / {row['peak_mb'][k]['max']:g}"
+            for k in ("container", "decode")) + " |"]
         lines += ["", "| mutation class | " + " | ".join(outcomes) + " |", "|---|" + "---:|" * len(outcomes)]
         lines += [f"| {c} | " + " | ".join(f"{by_class[c][o]:,}" for o in outcomes) + " |" for c in sorted(by_class)]
         update_doc_section("fuzz_nsc", "\n".join(lines))

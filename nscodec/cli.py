@@ -19,7 +19,15 @@ import argparse
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
 
-__all__ = ["main", "build_parser", "COMMANDS"]
+__all__ = ["main", "build_parser", "COMMANDS", "printable"]
+
+
+def printable(text: Any) -> str:
+    """``text`` (``str()`` of it) with every character a terminal could act on escaped as Python does (``\\x1b``,
+    ``\\n``, ``\\ud800``): control codes, escapes, separators other than the space, and lone surrogates (which no
+    encoder can write). What ``nscodec`` prints from a file goes through this."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in str(text))
 
 
 def _short(value: Any, width: int = 60) -> str:
@@ -29,6 +37,7 @@ def _short(value: Any, width: int = 60) -> str:
         text = f"[{len(value)} items]"
     else:
         text = repr(value)
+    text = printable(text)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -55,8 +64,8 @@ def info_command(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     out = sys.stdout if out is None else out
     f = read_nsc(args.file, allow_prefix=True)
     total = max(f.total_bytes, 1)
-    print(f"file:        {args.file}", file=out)
-    print(f"method:      {f.method}", file=out)
+    print(f"file:        {printable(args.file)}", file=out)
+    print(f"method:      {printable(f.method)}", file=out)
     print(f"format:      .nsc {f.version[0]}.{f.version[1]}", file=out)
     print(f"total bytes: {f.total_bytes}" + ("" if f.complete else f" (only {f.available_bytes} present)"), file=out)
     print(f"complete:    {f.complete}", file=out)
@@ -64,22 +73,22 @@ def info_command(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     if f.config:
         print("config:", file=out)
         for key, value in f.config.items():
-            print(f"  {key}: {_short(value)}", file=out)
+            print(f"  {printable(key)}: {_short(value)}", file=out)
     else:
         print("config:      {}", file=out)
     if f.meta:
         print("meta:", file=out)
         for key, value in f.meta.items():
-            print(f"  {key}: {_short(value)}", file=out)
+            print(f"  {printable(key)}: {_short(value)}", file=out)
     print(f"sections ({len(f.index)}):", file=out)
     if f.index:
         rows = [["name", "coder", "dtype", "shape", "bytes", "% of file"]]
         for s in f.index:
             rows.append(
                 [
-                    s.name,
-                    s.coder,
-                    s.dtype,
+                    printable(s.name),
+                    printable(s.coder),
+                    printable(s.dtype),
                     "x".join(str(d) for d in s.shape) or "scalar",
                     str(s.nbytes),
                     f"{100.0 * s.nbytes / total:.1f}%" + ("" if s.present else " missing"),
@@ -242,6 +251,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The top-level ``nscodec`` argparse parser with every registered subcommand."""
     parser = _Parser(prog="nscodec", description="nscodec: NeRF compression tools")
+    parser.add_argument("--max-decode-bytes", default=None, metavar="SIZE",
+                        help="largest model a decode may build (e.g. 8G; default 2G, or $NSCODEC_MAX_DECODE_BYTES)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for add in COMMANDS.values():
@@ -269,9 +280,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for commands that record it
     try:
+        if args.max_decode_bytes is not None:  # every decode of this process, the workers it starts included
+            import os
+
+            from nscodec.io import MAX_DECODE_BYTES_ENV, parse_byte_size
+
+            os.environ[MAX_DECODE_BYTES_ENV] = str(parse_byte_size(args.max_decode_bytes, "--max-decode-bytes"))
         return int(args.func(args))
     except (NscError, OSError) as err:
-        message = " ".join(str(err).split()) or type(err).__name__
+        message = printable(" ".join(str(err).split()) or type(err).__name__)
         print(f"nscodec: error: {message}", file=sys.stderr)
         return 2
 

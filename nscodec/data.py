@@ -332,12 +332,13 @@ def dataset_fingerprint(data: Path | str) -> Optional[str]:
 
 def warn_if_other_dataset(recorded: Dict[str, Any], data: Path | str) -> Optional[str]:
     """Warn (and return the warning) when ``data`` is not the dataset a file records (``meta.train``: its
-    ``data`` path and ``fingerprint``); None when it is, or when the file records no fingerprint."""
+    ``data`` path and ``fingerprint``); None when it is, when the file records no fingerprint, or when ``data`` has
+    no camera files to compare (loading it then fails with its own error)."""
     want = recorded.get("fingerprint") if isinstance(recorded, dict) else None
     if not want:
         return None
     got = dataset_fingerprint(data)
-    if got == want:
+    if got is None or got == want:  # no camera files there: the dataset's own error says what is wrong
         return None
     msg = (f"warning: evaluating on {data}, which is not the dataset this file was trained on "
            f"({recorded.get('data')!r}; camera files differ: fingerprint {got} vs {want})")

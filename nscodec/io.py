@@ -189,23 +189,76 @@ def _typed_value(value: Any, hint: Any, where: str) -> Any:
 #: bounds of the header values outside the model config
 MAX_SCENE_EXTENT = 1e6
 MAX_TRAIN_IMAGES = 1 << 24
+#: longest list a config field of a decodable file may hold (e.g. an upsampling schedule)
+MAX_CONFIG_SEQUENCE = 64
+#: what a decode may allocate for the model (sum of :meth:`~nscodec.model_base.NscModelConfig.nsc_decode_bytes`)
+#: unless ``$NSCODEC_MAX_DECODE_BYTES`` (or ``nscodec --max-decode-bytes``) says otherwise: 2 GiB
+DEFAULT_MAX_DECODE_BYTES = 2 << 30
+MAX_DECODE_BYTES_ENV = "NSCODEC_MAX_DECODE_BYTES"
 
+
+def max_decode_bytes() -> int:
+    """The largest model (bytes of parameters and buffers) a decode may build: ``$NSCODEC_MAX_DECODE_BYTES`` (an
+    integer, optionally with a K/M/G suffix, powers of 1024) or :data:`DEFAULT_MAX_DECODE_BYTES`.
+
+    Raises:
+        NscError: the variable is set to something else than a positive size.
+    """
+    import os
+
+    text = os.environ.get(MAX_DECODE_BYTES_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_DECODE_BYTES
+    return parse_byte_size(text, MAX_DECODE_BYTES_ENV)
+
+
+def parse_byte_size(text: str, what: str) -> int:
+    """``"512M"`` → 536870912: an integer number of bytes, optionally with a K, M or G suffix (powers of 1024).
+
+    Raises:
+        NscError: not a positive size (naming ``what``)."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    body, unit = (text[:-1], text[-1].upper()) if text and text[-1].upper() in "KMG" else (text, "")
+    try:
+        value = int(body) * units[unit]
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise NscError(f"{what} must be a positive number of bytes (e.g. 4G, 512M, 1000000), got {text!r}")
+    return value
 
 def validate_config(cfg: Any) -> None:
     """Check the config of a file against the bounds its class declares for values that size tensors or loops
-    (:meth:`~nscodec.model_base.NscModelConfig.nsc_limits`, then the derived sizes of
-    :meth:`~nscodec.model_base.NscModelConfig.nsc_derived_limits`) — before anything is allocated.
+    (:meth:`~nscodec.model_base.NscModelConfig.nsc_limits`; for a list, each entry and its length), then the derived
+    sizes of :meth:`~nscodec.model_base.NscModelConfig.nsc_derived_limits`, then the bytes a decode allocates
+    (:meth:`~nscodec.model_base.NscModelConfig.nsc_decode_bytes`) against :func:`max_decode_bytes` — before anything
+    is allocated.
 
     Raises:
         NscFormatError: naming the field, the bad value and the allowed range.
     """
+    def number_in(v: Any, lo: float, hi: float) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi
+
     for name, (lo, hi) in cfg.nsc_limits().items():
         v = getattr(cfg, name)
-        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi):
+        if isinstance(v, (list, tuple)):  # a schedule: every entry in range, and not too many
+            if len(v) > MAX_CONFIG_SEQUENCE or not all(number_in(x, lo, hi) for x in v):
+                text = repr(list(v)) if len(repr(list(v))) <= 60 else repr(list(v))[:57] + "..."
+                raise NscFormatError(f"config.model.{name} = {text} must hold at most {MAX_CONFIG_SEQUENCE} values in "
+                                     f"[{lo:g}, {hi:g}]")
+        elif not number_in(v, lo, hi):
             raise NscFormatError(f"config.model.{name} = {v!r} is outside the decodable range [{lo:g}, {hi:g}]")
     for what, value, hi in cfg.nsc_derived_limits():
         if value > hi:
             raise NscFormatError(f"config.model: {what} = {value:,} exceeds the decodable limit {hi:,}")
+    parts = cfg.nsc_decode_bytes()
+    total, limit = sum(parts.values()), max_decode_bytes()
+    if total > limit:
+        big = max(parts, key=parts.get)
+        raise NscFormatError(f"config.model: decoding would allocate {total:,} bytes (of which {big}: {parts[big]:,}), "
+                             f"over the limit of {limit:,} bytes (${MAX_DECODE_BYTES_ENV} or nscodec --max-decode-bytes "
+                             f"raise it)")
 
 
 def _scene_box(value: Any):
@@ -296,11 +349,24 @@ def build_model(nsc: NscFile) -> torch.nn.Module:
             raise NscFormatError(f".nsc config lacks {key!r}")
     cfg = config_from_json(cls, header["model"], "config.model")
     validate_config(cfg)
+    occupancy = next((s for s in nsc.index if s.name == "occupancy"), None)
+    if occupancy is not None and occupancy.meta.get("resolution") != cfg.occupancy_resolution:  # before it is allocated
+        raise NscFormatError(f"section 'occupancy': meta.resolution {occupancy.meta.get('resolution')!r}, the config's "
+                             f"occupancy_resolution is {cfg.occupancy_resolution}")
     aabb = _scene_box(header["scene_box"])
     n = header["num_train_data"]
     if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_TRAIN_IMAGES:
         raise NscFormatError(f".nsc config.num_train_data must be an int in [0, {MAX_TRAIN_IMAGES}], got {n!r}")
-    return cfg.setup(scene_box=SceneBox(aabb=aabb), num_train_data=n, metadata={})
+    # fields no decoder reads (initial scales, training weights) are ignored: the model is built with the class's
+    # defaults and keeps the file's values only as a record (what exporting it again writes)
+    recorded = {name: getattr(cfg, name) for name in getattr(cls, "nsc_unread_fields", ())}
+    defaults = cls()
+    for name in recorded:
+        setattr(cfg, name, getattr(defaults, name))
+    model = cfg.setup(scene_box=SceneBox(aabb=aabb), num_train_data=n, metadata={})
+    for name, value in recorded.items():
+        setattr(model.config, name, value)
+    return model
 
 
 def load_model(
@@ -325,8 +391,10 @@ def load_model(
 
     nsc = read_model_file(path, lod)
     codec_part, _ = split_viewer_sections(nsc)  # the viewer's cameras are the container's, not the codec's
-    # building and decoding initialise modules: opening a file leaves the caller's random stream as it was
+    # building and decoding initialise modules: opening a file leaves the caller's random stream as it was, and what
+    # the file does not determine (e.g. an entropy model's training parameters) starts from one seed everywhere
     with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
         model = build_model(nsc)
         if not nsc.complete and not model.supports_lod:
             raise NscFormatError(

@@ -170,6 +170,20 @@ class NscModelConfig(ModelConfig):
         after :meth:`nsc_limits` holds (e.g. a grid's vertex count times its codebook size)."""
         return [("near_plane - far_plane (rays must run from near to far)", self.near_plane - self.far_plane, -1e-9)]
 
+    def nsc_decode_bytes(self) -> Dict[str, int]:
+        """``{part: bytes}``: an upper bound of what building and decoding a model of this config allocates — every
+        parameter and buffer (float32: 4 bytes a value), at the largest size a file may give it — from the config
+        alone, so :func:`nscodec.io.validate_config` can refuse a file before anything is built (its sum against
+        :func:`nscodec.io.max_decode_bytes`). Subclasses add their parts (``{**super().nsc_decode_bytes(), ...}``);
+        ``tests/test_conformance.py`` checks the sum against a decoded model's tensors. Here: the occupancy grid
+        (``occupied`` and ``visible`` masks, ``G^3`` bytes each, and the 4×-coarser marching grid)."""
+        g = int(self.occupancy_resolution)
+        return {"occupancy grid": 2 * g ** 3 + (-(-g // 4)) ** 3}
+
+    #: fields no decoder reads (training schedules, learning signals): any value of their type decodes the same
+    #: model (``tests/test_conformance.py`` checks it); every other numeric field has a range in :meth:`nsc_limits`
+    nsc_unread_fields: ClassVar[frozenset] = frozenset()
+
     def resolve_for_data(self, dataparser: Any) -> None:
         """Resolve ``auto`` in :attr:`scene_contraction` and :attr:`background_color` for the dataparser config a
         run uses (in place): Blender-layout data is a bounded object on white, everything else a capture."""

@@ -60,3 +60,6 @@ def codec_model(tmp_path_factory):
     with fixed_threads(1):
         meta = pretrain(scenes, work / "codec.cnm", steps=4, rays=64, samples=16, arch=TINY_CODEC, progress=False)
     return work / "codec.cnm", meta, work
+
+
+pytest_plugins = ["tests.pytest_safety"]  # failures pytest cannot format are still reported as failures

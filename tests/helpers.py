@@ -46,3 +46,19 @@ def train(config, data: Path, work: Path, steps: int, rays_per_batch: int = 256,
     config_yml, trainer, _ = train_in_process(data, work, steps=steps, rays=rays_per_batch, progress=False,
                                               trainer_config=copy.deepcopy(config), on_step=on_step, **model_overrides)
     return config_yml, trainer
+
+
+def decoded_digest(model) -> str:
+    """SHA-256 of what a file decodes to: every parameter and persistent buffer of the model but the entropy models'
+    (name, dtype, shape, bytes, in ``state_dict`` order) and what its decoder networks compute (``decoded_tensors``)."""
+    import hashlib
+    import re
+
+    h = hashlib.sha256()
+    tensors = list(model.state_dict().items()) + sorted(model.decoded_tensors().items())
+    for name, t in tensors:
+        if re.search(r"(^|\.)prior(_\w+)?\.", name):  # entropy models' training parameters: the file holds CDF tables
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode() + t.numpy().tobytes())
+    return h.hexdigest()

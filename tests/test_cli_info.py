@@ -100,3 +100,23 @@ def test_export_to_an_existing_target_fails_before_importing_nerfstudio(tmp_path
                f"rc = main(['export', '--load-config', {str(tmp_path / 'config.yml')!r}, '--output-dir', {str(tmp_path / 'out')!r}])\n"
                "print('RESULT', rc, 'nerfstudio' in sys.modules or 'torch' in sys.modules)")
     assert "RESULT 2 False" in r.stdout and "already exists" in r.stderr, r.stdout + r.stderr
+
+
+def test_info_escapes_everything_unprintable_a_file_carries(tmp_path):
+    """Keys and values of a file's config and meta are printed escaped: no escape code reaches the terminal, and a
+    lone surrogate does not crash the output (run with a strict UTF-8 stdout, as a terminal has)."""
+    import json
+
+    from tests.test_container import _parts, _repack
+
+    path = tmp_path / "evil.nsc"
+    write_nsc(path, "ectensorf", {"\x1b[2J": "\x1b]0;pwned\x07", "k": ["SURROGATE"]}, [Section("a", b"x", "uint8", (1,), "raw")],
+              meta={"note\n": "\u202etxt.exe"})
+    header, payload = _parts(path.read_bytes())  # a crafted file: JSON carries a lone surrogate as an escape
+    path.write_bytes(_repack(header, payload, header_raw=json.dumps(header).replace("SURROGATE", "\\ud800").encode()))
+    out = subprocess.run([sys.executable, "-m", "nscodec.cli", "info", str(path)], capture_output=True,
+                         env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"}, cwd=REPO)
+    assert out.returncode == 0, out.stderr.decode()
+    text = out.stdout.decode("utf-8")
+    assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+    assert "\\x1b[2J" in text and "\\u202e" in text and "\\ud800" in text

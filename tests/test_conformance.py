@@ -349,6 +349,16 @@ def _finest_lod(value):
     return fn
 
 
+def _model_fields(**values):
+    """Set model config fields, only where this codec's config has all of them (False otherwise)."""
+    def fn(header):
+        model = header["config"]["model"]
+        if not all(k in model for k in values):
+            return False
+        model.update(values)
+    return fn
+
+
 def _first_entropy_int64(header):
     sec = _section(header, lambda s: s["coder"] == "ans")
     if sec is None:
@@ -417,6 +427,18 @@ BAD_FILES = {
     "negative contraction radius": _edit(lambda h: h["config"]["model"].update(scene_contraction="on",
                                                                               contraction_inner_radius=-1.0)),
     "training samples per ray 2**40": _edit(lambda h: h["config"]["model"].update(train_samples_per_ray=2**40)),
+    # --- allocation bombs inside the per-field limits, schedules, non-finite weights
+    "6 GB of planes inside every per-field limit": _edit(_model_fields(final_resolution=1024, num_den_components=512,
+                                                                       num_color_components=512)),
+    "occupancy grid at its 512 limit": _edit(lambda h: h["config"]["model"].update(occupancy_resolution=512)),
+    "upsampling step 2**64": _edit(_model_fields(upsampling_iters=[2**64])),
+    "upsampling at the stage switch": _edit(_model_fields(upsampling_iters=[900], stage1_steps=600)),
+    "stage 1 of -1 steps": _edit(_model_fields(stage1_steps=-1)),
+    "a schedule of 10**5 steps": _edit(_model_fields(upsampling_iters=list(range(1, 10**5)))),
+    "NaN in a stored float": _payload_edit(lambda s: s["coder"] == "raw" and s["dtype"] == "float16",
+                                           lambda b: b"\x00\x7e" + b[2:]),
+    "inf in a stored float": _payload_edit(lambda s: s["coder"] == "raw" and s["dtype"] == "float16",
+                                           lambda b: b"\x00\x7c" + b[2:]),
     "training samples per ray as text": _edit(lambda h: h["config"]["model"].update(train_samples_per_ray="12")),
 }
 
@@ -450,3 +472,81 @@ def test_bad_files_are_rejected_with_one_checked_error(trained, case):
     except NscFormatError:
         return
     pytest.fail(f"{case}: decoded without an error")
+
+
+def _tensor_bytes(model: torch.nn.Module) -> int:
+    """Bytes of every tensor a model holds: parameters, buffers and plain tensor attributes (e.g. decoded planes)."""
+    seen, total = set(), 0
+    for mod in model.modules():
+        for t in [*mod._parameters.values(), *mod._buffers.values(), *(v for v in vars(mod).values() if isinstance(v, torch.Tensor))]:
+            if t is not None and id(t) not in seen:
+                seen.add(id(t))
+                total += t.numel() * t.element_size()
+    return total
+
+
+def test_the_declared_decode_bytes_bound_what_a_decoded_model_holds(trained):
+    """``nsc_decode_bytes`` (what validate_config sums against the decode limit) is an upper bound of the tensors
+    of the model a file decodes to, rendered once (caches filled)."""
+    from nscodec.io import load_model
+
+    _, _, _, path = trained
+    model, _ = load_model(path)
+    render(model, rays(64))
+    declared = sum(model.config.nsc_decode_bytes().values())
+    assert _tensor_bytes(model) <= declared, (_tensor_bytes(model), model.config.nsc_decode_bytes())
+
+
+def test_the_decode_limit_refuses_a_config_before_building_and_can_be_raised(trained, monkeypatch):
+    from nscodec.coding.container import read_nsc
+    from nscodec.io import MAX_DECODE_BYTES_ENV, build_model
+
+    _, _, _, path = trained
+    need = sum(build_model(read_nsc(path)).config.nsc_decode_bytes().values())
+    monkeypatch.setenv(MAX_DECODE_BYTES_ENV, str(need - 1))
+    with pytest.raises(NscFormatError, match=f"decoding would allocate {need:,} bytes .* over the limit of {need - 1:,}"):
+        build_model(read_nsc(path))
+    monkeypatch.setenv(MAX_DECODE_BYTES_ENV, str(need))
+    build_model(read_nsc(path))
+    monkeypatch.setenv(MAX_DECODE_BYTES_ENV, "lots")
+    with pytest.raises(Exception, match="must be a positive number of bytes"):
+        build_model(read_nsc(path))
+
+
+@pytest.mark.parametrize("codec", sorted(CONFORMANCE))
+def test_every_numeric_config_field_is_bounded_or_declared_unread(codec):
+    """A decoder reads a config field only within the range its class declares; a field no decoder reads is declared
+    so (``nsc_unread_fields``, checked below). Adding a numeric field forces that choice."""
+    import dataclasses
+
+    from nscodec.io import codec_config_class
+
+    cfg = codec_config_class(codec)()
+    for name in ("near_plane", "far_plane", "alpha_threshold", "train_samples_per_ray", "contraction_inner_radius"):
+        setattr(cfg, name, 1)  # optional fields: bounded once they hold a value
+    limits, unread = cfg.nsc_limits(), type(cfg).nsc_unread_fields
+    open_fields = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        numeric = isinstance(value, (int, float, list, tuple)) and not isinstance(value, bool)
+        if numeric and not f.name.startswith("_") and f.name not in limits and f.name not in unread:
+            open_fields.append(f.name)
+    assert open_fields == [], f"{codec}: numeric fields neither bounded nor declared unread: {open_fields}"
+    assert not (set(limits) & set(unread))
+
+
+def test_fields_declared_unread_do_not_change_what_a_file_decodes_to(trained):
+    """Every ``nsc_unread_fields`` entry at an extreme value of its type: the file decodes to the same render."""
+    from nscodec.io import load_model
+
+    codec, _, _, path = trained
+    model, _ = load_model(path)
+    bundle = rays(64, seed=3)
+    want = render(model, bundle)
+    extreme = {}
+    for name in type(model.config).nsc_unread_fields:
+        value = getattr(model.config, name)
+        extreme[name] = 2**62 if isinstance(value, int) and not isinstance(value, bool) else -1e300
+    assert extreme, f"{codec} declares no unread field"
+    other, _ = load_model(_edit(lambda h: h["config"]["model"].update(extreme))(path.read_bytes()))
+    assert torch.equal(render(other, bundle), want)

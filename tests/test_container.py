@@ -211,20 +211,27 @@ def test_non_json_safe_config_leaves_no_file(tmp_path, config, meta, match):
 def test_bad_sections_rejected(tmp_path):
     with pytest.raises(NscError, match="duplicate section name 'mid'"):
         write_nsc(tmp_path / "a.nsc", "m", {}, _sections() + [Section("mid", b"", "uint8", (0,), "raw")])
-    with pytest.raises(NscError, match="non-empty str"):
-        Section("", b"", "uint8", (0,), "raw")
+    for bad in ("", "a b", "\x1b[2J", "lone\ud800", ".hidden", "x" * 129):
+        with pytest.raises(NscError, match="section name must match"):
+            Section(bad, b"", "uint8", (0,), "raw")
+    with pytest.raises(NscError, match="coder must match"):
+        Section("a", b"", "uint8", (0,), "r\naw")
     with pytest.raises(NscError, match="shape"):
         Section("a", b"", "uint8", (-1,), "raw")
     assert _no_files(tmp_path)
 
 
-def test_failed_write_leaves_no_partial_or_temp_file(tmp_path, monkeypatch):
-    def boom(src, dst):
+@pytest.mark.parametrize("unnamed", [True, False])
+@pytest.mark.parametrize("fails", ["fsync", "replace"])
+def test_failed_write_leaves_no_partial_or_temp_file(tmp_path, monkeypatch, fails, unnamed):
+    def boom(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(container.os, "replace", boom)
+    if not unnamed:
+        monkeypatch.delattr(container.os, "O_TMPFILE", raising=False)
+    monkeypatch.setattr(container.os, fails, boom)
     with pytest.raises(OSError, match="disk full"):
-        write_nsc(tmp_path / "a.nsc", "m", {}, _sections())
+        write_nsc(tmp_path / "a.nsc", "m", {}, _sections(), overwrite=fails == "replace")
     assert _no_files(tmp_path)
 
 
@@ -315,31 +322,51 @@ def test_corrupt_entropy_payload_raises_format_error():
         decode_section(Section("w", b"\x00" * 7, "float32", (2,), "raw"))
 
 
-def test_a_write_killed_midway_leaves_no_temp_after_the_next_write(tmp_path):
-    """kill -9 between writing the temp file and renaming it: the target was never written, and the next write of
-    the same target removes the dead writer's temp (a live writer's temp is left alone)."""
+def _killed_writer(target, patch: str) -> None:
+    """A process writing ``target`` with ``patch`` applied, killed (SIGKILL) once it prints ``writing``."""
     import signal
     import subprocess
     import sys
 
-    target = tmp_path / "scene.nsc"
     code = (
         "import os, time, sys\n"
         "from nscodec.coding import container\n"
         "from nscodec.coding.container import Section, write_nsc\n"
-        "container.os.replace = lambda a, b: (print('written', flush=True), time.sleep(60))\n"
+        f"{patch}\n"
         f"write_nsc({str(target)!r}, 'm', {{}}, [Section('a', b'x' * 100000, 'uint8', (100000,), 'raw')])\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "written"
+    assert proc.stdout.readline().strip() == "writing"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def test_a_write_killed_midway_leaves_nothing_behind(tmp_path):
+    """kill -9 while the data is being written: the file has no name yet (O_TMPFILE), so nothing is left."""
+    if getattr(os, "O_TMPFILE", None) is None:
+        pytest.skip("no O_TMPFILE on this platform: the named temp file path is tested below")
+    target = tmp_path / "scene.nsc"
+    _killed_writer(target, "container.os.fsync = lambda fd: (print('writing', flush=True), time.sleep(60))")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_named_temp_of_a_killed_write_is_removed_by_the_next_read_or_write_in_its_folder(tmp_path):
+    """Where the temp file has a name (no O_TMPFILE), kill -9 between writing and renaming leaves it; the next
+    nscodec read or write of any file in that folder removes it (a live writer's temp is left alone)."""
+    target = tmp_path / "scene.nsc"
+    _killed_writer(target, "del container.os.O_TMPFILE\n"
+                           "container.os.replace = lambda a, b: (print('writing', flush=True), time.sleep(60))")
     stale = list(tmp_path.glob(".scene.nsc.*.nsc-partial"))
     assert len(stale) == 1 and not target.exists()
-    live = tmp_path / f".scene.nsc.{os.getppid()}.nsc-partial"  # a writer that is still running
+    live = tmp_path / f".other.nsc.{os.getppid()}.nsc-partial"  # a writer that is still running
     live.write_bytes(b"in progress")
-    write_nsc(target, "m", {}, _sections())
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, live.name])
+    with pytest.raises(FileNotFoundError):
+        read_nsc(tmp_path / "another.nsc")  # a command on another file of the folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]
+    _killed_writer(target, "del container.os.O_TMPFILE\n"
+                           "container.os.replace = lambda a, b: (print('writing', flush=True), time.sleep(60))")
+    write_nsc(tmp_path / "b.nsc", "m", {}, _sections())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["b.nsc", live.name])
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
@@ -397,3 +424,30 @@ def test_zlib_stream_with_trailing_bytes_is_refused():
         decode_section(bad)
     with pytest.raises(NscFormatError, match="dtype 'int32', expected 'float16'"):
         decode_section(sec, dtype=("float16",))
+
+
+@pytest.mark.parametrize("where", ["method", "section", "coder"])
+@pytest.mark.parametrize("name", ["\x1b[2J\x1b[H", "lone\ud800", "a\nb", "", " x", "x" * 200])
+def test_names_outside_the_documented_charset_are_refused_at_read(nsc_bytes, where, name):
+    """A method, section or coder name a terminal could interpret (escape codes, newlines), a lone surrogate (which
+    cannot even be printed) or an over-long one is one NscFormatError, before anything prints it."""
+    header, payload = _parts(nsc_bytes)
+    if where == "method":
+        header["method"] = name
+    else:
+        header["sections"][1]["name" if where == "section" else "coder"] = name
+    raw = json.dumps(header).encode()  # ensure_ascii: the surrogate travels as \\ud800, as a crafted file would
+    with pytest.raises(NscFormatError, match="NAME|name|coder") as err:
+        read_nsc(_repack(header, payload, header_raw=raw))
+    assert "\x1b" not in str(err.value) and "\n" not in str(err.value)
+    str(err.value).encode("utf-8")  # printable: no lone surrogate in the message
+
+
+def test_a_json_number_that_overflows_to_infinity_is_refused_like_the_infinity_literal(nsc_bytes):
+    header, payload = _parts(nsc_bytes)
+    raw = json.dumps(header).replace('"lr": 0.01', '"lr": 1e999').encode()
+    assert b"1e999" in raw
+    with pytest.raises(NscFormatError, match="1e999 is not a finite double"):
+        read_nsc(_repack(header, payload, header_raw=raw))
+    with pytest.raises(NscFormatError, match="non-standard JSON constant Infinity"):
+        read_nsc(_repack(header, payload, header_raw=raw.replace(b"1e999", b"Infinity")))

@@ -135,3 +135,15 @@ def test_evaluating_on_another_dataset_warns_naming_both(scene, copy, tmp_path, 
     res = evaluate_nsc(path, other, progress=False)
     assert str(other) in res["dataset_warning"] and str(scene) in res["dataset_warning"]
     assert "not the dataset this file was trained on" in capsys.readouterr().err
+
+
+def test_a_folder_without_camera_files_gets_its_data_error_and_no_other_dataset_warning(tmp_path, capsys):
+    """The warning compares camera files; where there are none to compare, the missing dataset is the one error."""
+    from nscodec.data import warn_if_other_dataset
+
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    assert warn_if_other_dataset({"data": "/elsewhere", "fingerprint": "0123456789abcdef"}, empty) is None
+    assert capsys.readouterr().err == ""
+    with pytest.raises(NscDataError, match="split 'test' not found"):
+        load_split(empty, "test")

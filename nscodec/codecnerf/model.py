@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
 import numpy as np
 import torch
@@ -77,8 +77,30 @@ class CodecNeRFModelConfig(NscModelConfig):
     restrict_to_visible: bool = False
     """Off: the decoder recomputes the occupancy grid from the decoded field alone (no cameras in the file)."""
 
+    #: training-only fields: initial scales and the objective's weights
+    nsc_unread_fields: ClassVar[frozenset] = frozenset({"delta_init_std", "rate_lambda", "tv_weight", "scratch_init_std"})
+    #: bytes of the shared codec network a PEFT file is decoded with (the local codec-model file, not the .nsc:
+    #: its architecture is the file's, :class:`~nscodec.codecnerf.network.CodecArch` of the pretraining), an upper
+    #: bound for the CPU-sized architectures nscodec pretrains
+    codec_network_bytes: ClassVar[int] = 64 << 20
+
     def nsc_limits(self) -> Dict[str, Tuple[float, float]]:
-        return {**super().nsc_limits(), "rank": (1, 64), "lora_rank": (1, 64)}
+        # the decoder recomputes the occupancy grid from the decoded field (no occupancy section): its lattice of
+        # (G + 1)^3 density evaluations is bounded more tightly than a stored grid's
+        return {**super().nsc_limits(), "rank": (1, 64), "lora_rank": (1, 64), "occupancy_resolution": (1, 256)}
+
+    def nsc_decode_bytes(self) -> Dict[str, int]:
+        """On top of the shared parts: the triplanes (base, deltas and the decoded levels) of the default
+        architecture, the rank-``R`` deltas, and the shared codec network (:attr:`codec_network_bytes`)."""
+        from nscodec.codecnerf.network import CodecArch
+
+        arch = CodecArch()
+        planes = sum(3 * arch.plane_channels * r * r for r in arch.plane_resolutions)
+        deltas = sum(int(self.rank) * (arch.plane_channels + 3 * r * r) for r in arch.plane_resolutions)
+        g = int(self.occupancy_resolution) + 1
+        return {**super().nsc_decode_bytes(), "triplanes (stored and decoded)": 4 * 3 * planes,
+                "plane deltas": 4 * 2 * deltas, "codec network": self.codec_network_bytes,
+                "occupancy recomputed from the field (density and alpha lattices)": 3 * 4 * g ** 3}
 
 
 class CodecNeRFModel(NscModel):

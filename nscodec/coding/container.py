@@ -40,6 +40,7 @@ import json
 import math
 import numbers
 import os
+import re
 import struct
 import zlib
 from collections import OrderedDict
@@ -62,6 +63,9 @@ __all__ = [
     "encode_nsc",
     "MAX_SECTION_ELEMENTS",
     "MAX_JSON_DEPTH",
+    "NAME_PATTERN",
+    "valid_name",
+    "remove_stale_temps",
 ]
 
 MAGIC = b"NSC\x00"
@@ -85,6 +89,15 @@ _ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "float16
 _ENTROPY_DTYPES = ("int32", "int64")
 #: DEFLATE cannot expand data by more than ~1032:1; a larger declared size is a lie
 _ZLIB_MAX_RATIO = 1040
+#: the characters a method, section or coder name may hold (read and written): ASCII letters and digits first, then
+#: also ``_ . : / + -``; 1 to 128 characters. Nothing a terminal interprets (no control codes, no escapes).
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,127}"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
+def valid_name(value: Any) -> bool:
+    """Whether ``value`` is a string of :data:`NAME_PATTERN` (a method, section or coder name)."""
+    return isinstance(value, str) and _NAME_RE.fullmatch(value) is not None
 
 
 def header_crc(preamble: bytes, header: bytes, minor: int) -> int:
@@ -143,7 +156,8 @@ class Section:
         meta: JSON-safe per-section metadata.
 
     Raises:
-        NscError: on construction with an empty name, non-bytes payload, bad shape or non-JSON-safe meta.
+        NscError: on construction with a name or coder outside :data:`NAME_PATTERN`, non-bytes payload, bad shape
+            or non-JSON-safe meta.
     """
 
     name: str
@@ -154,15 +168,15 @@ class Section:
     meta: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise NscError(f"section name must be a non-empty str, got {self.name!r}")
+        if not valid_name(self.name):
+            raise NscError(f"section name must match {NAME_PATTERN} (ASCII letters, digits, _ . : / + -), got {self.name!r}")
         if not isinstance(self.payload, (bytes, bytearray, memoryview)):
             raise NscError(f"section {self.name!r}: payload must be bytes, got {type(self.payload).__name__}")
         self.payload = bytes(self.payload)
         if not isinstance(self.dtype, str) or not self.dtype:
             raise NscError(f"section {self.name!r}: dtype must be a non-empty str, got {self.dtype!r}")
-        if not isinstance(self.coder, str) or not self.coder:
-            raise NscError(f"section {self.name!r}: coder must be a non-empty str, got {self.coder!r}")
+        if not valid_name(self.coder):
+            raise NscError(f"section {self.name!r}: coder must match {NAME_PATTERN}, got {self.coder!r}")
         try:
             dims = list(self.shape)
         except TypeError:
@@ -261,8 +275,8 @@ class NscFile:
 def _build_bytes(
     method: str, config: Mapping[str, Any], sections: Sequence[Section], meta: Optional[Mapping[str, Any]]
 ) -> bytes:
-    if not isinstance(method, str) or not method:
-        raise NscError(f"method must be a non-empty str, got {method!r}")
+    if not valid_name(method):
+        raise NscError(f"method must be a name of {NAME_PATTERN}, got {method!r}")
     if not isinstance(config, Mapping):
         raise NscError(f"config must be a dict, got {type(config).__name__}")
     check_json_safe(config, "config")
@@ -354,24 +368,9 @@ def write_nsc(
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise FileNotFoundError(f"output directory does not exist: {str(directory)!r}")
-    remove_stale_temps(path)
-    tmp = _temp_path(path, os.getpid())
-    # O_EXCL: never follow or reuse a file of that name; mode 0o666 lets the umask decide, like any other output
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if not overwrite and path.exists():
-            raise FileExistsError(f"refusing to overwrite existing file {str(path)!r} (pass overwrite=True)")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    remove_stale_temps(directory)
+    if not _write_unnamed(path, directory, data, overwrite):
+        _write_named(path, data, overwrite)
     try:  # make the rename durable (best effort; not supported on every platform)
         dfd = os.open(directory, os.O_RDONLY)
         try:
@@ -386,26 +385,101 @@ def write_nsc(
 _TEMP_SUFFIX = ".nsc-partial"
 
 
+def _write_unnamed(path: Path, directory: Path, data: bytes, overwrite: bool) -> bool:
+    """Write ``data`` to ``path`` through an unnamed file (Linux ``O_TMPFILE``): a writer killed mid-write leaves
+    nothing behind, the kernel frees the file. The finished file is linked in place — directly when not
+    overwriting (``link`` fails on an existing file: no race), else under a temporary name renamed over ``path``.
+    Returns False where the platform or filesystem has no ``O_TMPFILE`` (the caller writes a named temp file)."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None:
+        return False
+    try:
+        fd = os.open(directory, flag | os.O_WRONLY, 0o666)
+    except OSError:  # EOPNOTSUPP / EISDIR / EINVAL: no O_TMPFILE on this filesystem
+        return False
+    dfd = os.open(directory, os.O_RDONLY)
+    tmp = None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+            # dst_dir_fd makes os.link call linkat(AT_SYMLINK_FOLLOW): it links the file behind /proc's fd link
+            proc = f"/proc/self/fd/{f.fileno()}"
+            try:
+                if not overwrite:
+                    os.link(proc, path.name, dst_dir_fd=dfd, follow_symlinks=True)  # fails on an existing file
+                    return True
+                tmp = _temp_path(path, os.getpid())
+                os.link(proc, tmp.name, dst_dir_fd=dfd, follow_symlinks=True)
+            except FileExistsError:
+                raise FileExistsError(f"refusing to overwrite existing file {str(path)!r} (pass overwrite=True)") from None
+            except OSError:
+                return False  # no /proc, or linkat refused: the caller writes a named temp file instead
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        return True
+    finally:
+        os.close(dfd)
+
+
+def _write_named(path: Path, data: bytes, overwrite: bool) -> None:
+    """Write ``data`` to ``path`` through the named temporary file ``.<name>.<pid>.nsc-partial`` beside it (fsync'ed,
+    then renamed into place); removed on any error, and by :func:`remove_stale_temps` after a kill."""
+    tmp = _temp_path(path, os.getpid())
+    # O_EXCL: never follow or reuse a file of that name; mode 0o666 lets the umask decide, like any other output
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if not overwrite and path.exists():
+            raise FileExistsError(f"refusing to overwrite existing file {str(path)!r} (pass overwrite=True)")
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def _temp_path(path: Path, pid: int) -> Path:
     """The temporary file :func:`write_nsc` writes ``path`` through: ``.<name>.<pid>.nsc-partial`` beside it."""
     return path.with_name(f".{path.name}.{pid}{_TEMP_SUFFIX}")
 
 
-def remove_stale_temps(path: Union[str, os.PathLike]) -> List[Path]:
-    """Delete the temporary files of earlier writes of ``path`` whose writer process is gone (killed mid-write).
-
-    A write in progress in another live process keeps its file. Returns the paths removed.
-    """
-    path = Path(path)
+def remove_stale_temps(where: Union[str, os.PathLike]) -> List[Path]:
+    """Delete the temporary files (``.<name>.<pid>.nsc-partial``) of writes whose writer process is gone (killed
+    mid-write): in the folder ``where``, or beside the file ``where`` (its folder). Every write and every read of a
+    ``.nsc`` path runs it on the folder, so no such file outlives the next nscodec command there. A write in progress
+    in another live process keeps its file. Best effort: an unreadable folder is left alone. Returns the paths
+    removed."""
+    folder = Path(where)
+    if not folder.is_dir():
+        folder = folder.parent if str(folder.parent) else Path(".")
     removed = []
-    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*{_TEMP_SUFFIX}"):
-        pid_text = tmp.name[len(path.name) + 2 : -len(_TEMP_SUFFIX)]
+    try:
+        candidates = list(folder.glob(f".*{_TEMP_SUFFIX}"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        stem = tmp.name[: -len(_TEMP_SUFFIX)]
+        pid_text = stem.rsplit(".", 1)[-1] if "." in stem[1:] else ""
         if not pid_text.isdigit() or (int(pid_text) != os.getpid() and _pid_alive(int(pid_text))):
             continue
         try:
             tmp.unlink()
             removed.append(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
     return removed
 
@@ -438,6 +512,7 @@ def _load(path_or_bytes: PathOrBytes) -> Tuple[bytes, str]:
     if not isinstance(path_or_bytes, (str, os.PathLike)):
         raise NscError(f"read_nsc needs a path or bytes, got {type(path_or_bytes).__name__}")
     path = Path(path_or_bytes)
+    remove_stale_temps(path)  # a write killed in this folder leaves nothing for long
     if not path.exists():
         raise FileNotFoundError(f"no such .nsc file: {str(path)!r}")
     if path.is_dir():
@@ -488,6 +563,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number with a fraction or exponent, refused when it overflows to infinity (``1e999``): the same rule as
+    the NaN / Infinity literals."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"JSON number {text[:40]} is not a finite double")
+    return value
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -530,7 +614,7 @@ def read_nsc(path_or_bytes: PathOrBytes, allow_prefix: bool = False) -> NscFile:
     what = "preamble or header" if minor >= 1 else "header"
     _expect(header_crc(data, header_raw, minor) == hcrc, src, f"header CRC mismatch (corrupt {what})")
     try:
-        header = json.loads(header_raw.decode("utf-8"), parse_constant=_reject_constant)
+        header = json.loads(header_raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise NscFormatError(f"{src}: header JSON nests deeper than {MAX_JSON_DEPTH} levels") from None
     except (UnicodeDecodeError, ValueError) as err:
@@ -541,6 +625,7 @@ def read_nsc(path_or_bytes: PathOrBytes, allow_prefix: bool = False) -> NscFile:
     for key, typ in (("method", str), ("config", dict), ("meta", dict), ("sections", list)):
         _expect(key in header, src, f"header is missing key {key!r}")
         _expect(isinstance(header[key], typ), src, f"header key {key!r} must be a {typ.__name__}")
+    _expect(valid_name(header["method"]), src, f"method name {_short(header['method'])} is not of {NAME_PATTERN}")
 
     base = PREAMBLE_SIZE + hlen
     payload_len = total - base
@@ -553,10 +638,11 @@ def read_nsc(path_or_bytes: PathOrBytes, allow_prefix: bool = False) -> NscFile:
         for key in _SECTION_KEYS:
             _expect(key in e, src, f"section entry {i} is missing key {key!r}")
         name = e["name"]
-        _expect(isinstance(name, str) and name != "", src, f"section entry {i} has an invalid name {name!r}")
+        _expect(valid_name(name), src, f"section entry {i} has an invalid name {_short(name)} (names are of {NAME_PATTERN})")
         _expect(name not in seen_names, src, f"duplicate section {name!r}")
         seen_names.add(name)
-        _expect(isinstance(e["dtype"], str) and isinstance(e["coder"], str), src, f"section {name!r}: dtype/coder must be strings")
+        _expect(isinstance(e["dtype"], str) and valid_name(e["coder"]), src,
+                f"section {name!r}: dtype must be a string and coder a name of {NAME_PATTERN}")
         _expect(
             isinstance(e["shape"], list) and len(e["shape"]) <= 8 and all(_is_int(s) and 0 <= s <= MAX_SECTION_ELEMENTS for s in e["shape"]),
             src,

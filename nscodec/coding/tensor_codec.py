@@ -251,7 +251,11 @@ def _expected_raw(section: Section, data: bytes) -> np.ndarray:
         raise NscFormatError(
             f"section {section.name!r}: {len(data)} bytes do not match shape {list(section.shape)} of {dt.name} ({size} bytes)"
         )
-    return np.frombuffer(data, dtype=dt.newbyteorder("<")).astype(dt).reshape(section.shape)
+    arr = np.frombuffer(data, dtype=dt.newbyteorder("<")).astype(dt).reshape(section.shape)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():  # no file holds NaN / inf weights on purpose
+        bad = int(np.flatnonzero(~np.isfinite(arr.reshape(-1)))[0])
+        raise NscFormatError(f"section {section.name!r}: value {bad} is {arr.reshape(-1)[bad]} (stored floats must be finite)")
+    return arr
 
 
 def _inflate(section: Section) -> bytes:
@@ -304,8 +308,9 @@ def decode_section(section: Section, mask: Any = None, dtype: Optional[Sequence[
         numpy array with ``section.shape`` and ``section.dtype`` (a fresh, writable copy).
 
     Raises:
-        NscFormatError: a dtype outside ``dtype``, unknown coder, payload inconsistent with dtype/shape, corrupt
-            zlib/zstd data or bytes after the stream, corrupt or mismatched entropy-coded payload (the section is named).
+        NscFormatError: a dtype outside ``dtype``, unknown coder, payload inconsistent with dtype/shape, a NaN or
+            infinite stored float, corrupt zlib/zstd data or bytes after the stream, corrupt or mismatched
+            entropy-coded payload (the section is named).
         NscError: a required ``mask`` missing or of the wrong shape; an optional backend not installed.
     """
     if not isinstance(section, Section):

@@ -59,7 +59,7 @@ from nscodec.coding.sections import (
 from nscodec.ectensorf.decoder import LatentPlaneDecoder, latent_size
 from nscodec.ectensorf.importance import accumulate_importance
 from nscodec.optim import reset_param_group
-from nscodec.tensorf.model import MAX_PLANE_RESOLUTION, NscTensoRFModel, NscTensoRFModelConfig
+from nscodec.tensorf.model import NscTensoRFModel, NscTensoRFModelConfig
 
 STACKS = ("density", "color")
 
@@ -134,9 +134,36 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     (:func:`~nscodec.coding.sections.dense_sections`); biases float16. 0 stores everything as float16. Applied in
     place at the last training step (or to the exported copy), so the evaluated model is the file."""
 
+    #: training-only fields: the stage-2 objective, its temperature anneal and the latent prefit
+    nsc_unread_fields: ClassVar[frozenset] = NscTensoRFModelConfig.nsc_unread_fields | {
+        "rate_lambda", "recon_weight", "tau_start", "tau_end", "importance_batches", "latent_prefit_steps",
+        "latent_prefit_lr"}
+
     def nsc_limits(self):
         return {**super().nsc_limits(), "latent_channels_density": (1, 256), "latent_channels_color": (1, 256),
-                "decoder_hidden": (1, 1024), "latent_downsample": (2, 4), "dense_bits": (0, 16)}
+                "decoder_hidden": (1, 1024), "latent_downsample": (2, 4), "dense_bits": (0, 16),
+                "stage1_steps": (0, 1 << 31)}
+
+    def nsc_derived_limits(self):
+        rows = list(super().nsc_derived_limits())
+        if self.init_from is None and self.upsampling_iters:  # the planes stop being free parameters at the switch
+            rows.append(("last upsampling step - stage1_steps (upsampling must end before stage 2)",
+                         max(self.upsampling_iters) - self.stage1_steps, -1))
+        return rows
+
+    def nsc_decode_bytes(self) -> Dict[str, int]:
+        """On top of the TensoRF base: the latents and their mask logits, the decoders, and the buffers of the codec
+        (target planes, decoded planes, importance maps, occupancy bound) at the largest plane resolution."""
+        r = self.max_plane_resolution()
+        h = -(-r // int(self.latent_downsample))
+        k = 9 if int(self.latent_downsample) == 2 else 16
+        hid, comps = int(self.decoder_hidden), int(self.num_den_components) + int(self.num_color_components)
+        lat = int(self.latent_channels_density) + int(self.latent_channels_color)
+        g = int(self.occupancy_resolution)
+        return {**super().nsc_decode_bytes(),
+                "latents and mask logits": 4 * 2 * 3 * lat * h * h,
+                "latent decoders": 4 * (lat * hid * k + hid * comps * 16 + 2 * (hid + comps) + 64 * lat),
+                "target and decoded planes, importance, occupancy bound": 4 * (2 * 3 * comps * r * r + 3 * r * r) + g ** 3}
 
 
 class ECTensoRFModel(NscTensoRFModel):
@@ -525,14 +552,14 @@ class ECTensoRFModel(NscTensoRFModel):
         """Inverse of :meth:`nsc_sections`: integer latents and masks, quantized dense parts, occupancy.
 
         Raises:
-            NscFormatError: missing/extra/malformed sections; a plane resolution outside [2, 1024] or not matching
-                the latents' shape; mask values other than 0/1.
+            NscFormatError: missing/extra/malformed sections; a plane resolution outside [2, the config's largest]
+                or not matching the latents' shape; mask values other than 0/1.
         """
         from nscodec.coding.tensor_codec import decode_section
 
         if "latents.density" not in nsc.sections:
             raise NscFormatError("missing section 'latents.density'")
-        res = meta_int(nsc.sections["latents.density"], "plane_resolution", 2, MAX_PLANE_RESOLUTION)
+        res = meta_int(nsc.sections["latents.density"], "plane_resolution", 2, self.config.max_plane_resolution())
         self.field.upsample(res)
         self._build_codec(res)
         dense = self.dense_modules()

@@ -111,7 +111,21 @@ class ShaciraModelConfig(NscModelConfig):
         return {**super().nsc_limits(), "num_levels": (1, 32), "min_res": (1, 1 << 16), "max_res": (1, 1 << 16),
                 "log2_hashmap_size": (1, 24), "features_per_level": (1, 16), "latent_dim": (1, 16),
                 "hidden_dim": (1, 1024), "geo_feat_dim": (1, 256), "hidden_dim_color": (1, 1024),
-                "num_layers_color": (1, 16), "render_steps": (1, 1 << 16)}
+                "num_layers_color": (1, 16), "render_steps": (1, 1 << 16), "coarse_march_above": (0.0, 1.0)}
+
+    #: training-only fields: initial scales, the rate weight and its tabulation, the rounding anneal
+    nsc_unread_fields: ClassVar[frozenset] = frozenset({"latent_init_scale", "decoder_init_scale", "lambda_i", "rate_knots",
+                                                        "anneal_fraction", "tau_start", "tau_end"})
+
+    def nsc_decode_bytes(self) -> Dict[str, int]:
+        """On top of the shared parts: the table rows (latents ``[ΣT_l, D]`` or the fp32 table, and the decoded
+        table ``[ΣT_l, F]``), the MLPs."""
+        levels, feats = int(self.num_levels), int(self.features_per_level)
+        rows = levels * min(1 << int(self.log2_hashmap_size), (int(self.max_res) + 1) ** 3)  # ≥ ΣT_l
+        hid, hc, geo = int(self.hidden_dim), int(self.hidden_dim_color), int(self.geo_feat_dim)
+        mlps = 4 * (hid * (levels * feats + hid + geo + 3) + hc * (geo + 32 + hc * int(self.num_layers_color) + 3))
+        return {**super().nsc_decode_bytes(), "table rows (stored and decoded)": 4 * rows * (max(int(self.latent_dim), feats) + feats),
+                "MLPs": mlps}
 
     def nsc_derived_limits(self) -> List[Tuple[str, float, float]]:
         rows = self.num_levels * (1 << self.log2_hashmap_size)  # upper bound of ΣT_l

@@ -71,11 +71,33 @@ class NscTensoRFModelConfig(NscModelConfig):
     codec_bits: int = 8
     """``.nsc`` export: bits per plane/line value (``uniform``) or log2 of the codebook size (``kmeans``)."""
 
+    #: training-only fields (the upsampling schedule is read only for its length, bounded in :meth:`nsc_limits`)
+    nsc_unread_fields: ClassVar[frozenset] = frozenset({"density_init_scale"})
+
     def nsc_limits(self) -> Dict[str, Tuple[float, float]]:
         res = (1, MAX_PLANE_RESOLUTION)
         comp = (1, 512)
         return {**super().nsc_limits(), "init_resolution": res, "final_resolution": res, "num_den_components": comp,
-                "num_color_components": comp, "appearance_dim": comp, "codec_bits": (0, 16)}
+                "num_color_components": comp, "appearance_dim": comp, "codec_bits": (0, 16),
+                "upsampling_iters": (0, 1 << 31)}
+
+    def max_plane_resolution(self) -> int:
+        """The largest plane resolution a file of this config may store (training grows it from
+        ``init_resolution`` to ``final_resolution``; an export mid-training holds one in between)."""
+        return max(int(self.init_resolution), int(self.final_resolution))
+
+    def nsc_decode_bytes(self) -> Dict[str, int]:
+        """The VM planes and lines at the initial resolution (built) and at the largest stored one (decoded), the
+        basis matrix and the MLP head, on top of the shared parts."""
+        comps = int(self.num_den_components) + int(self.num_color_components)
+
+        def vm(r: int) -> int:
+            return 4 * 3 * comps * (r * r + r)
+
+        app = int(self.appearance_dim)
+        head = 4 * ((5 * app + 15) * 128 + 128 * 128 + 3 * 128 + 259 + 3 * int(self.num_color_components) * app)
+        return {**super().nsc_decode_bytes(), "VM planes and lines": vm(int(self.init_resolution)) + vm(self.max_plane_resolution()),
+                "basis matrix and MLP head": head}
 
 
 class NscTensoRFModel(NscModel):
@@ -285,7 +307,8 @@ class NscTensoRFModel(NscModel):
 
     def _declared_vm_shape(self, sec: Section) -> Tuple[int, int, int, int]:
         """``meta.shape`` of a VM section: ``[3, C, N, N]`` (planes) or ``[3, C, N, 1]`` (lines) with ``C`` the
-        configured components and ``N`` ≤ :data:`MAX_PLANE_RESOLUTION`. Raises NscFormatError otherwise."""
+        configured components and ``N`` ≤ the config's largest resolution
+        (:meth:`NscTensoRFModelConfig.max_plane_resolution`). Raises NscFormatError otherwise."""
         cfg = self.config
         comps = cfg.num_den_components if sec.name.startswith("density") else cfg.num_color_components
         shape = sec.meta.get("shape")
@@ -293,11 +316,11 @@ class NscTensoRFModel(NscModel):
         if ok:
             n = shape[2]
             last = n if sec.name.endswith("planes") else 1
-            ok = shape[0] == 3 and shape[1] == comps and 1 <= n <= MAX_PLANE_RESOLUTION and shape[3] == last
+            ok = shape[0] == 3 and shape[1] == comps and 1 <= n <= cfg.max_plane_resolution() and shape[3] == last
         if not ok:
             kind = "[3, C, N, N]" if sec.name.endswith("planes") else "[3, C, N, 1]"
             raise NscFormatError(f"section {sec.name!r}: meta.shape {shape!r}, expected {kind} with C = {comps}, "
-                                 f"N ≤ {MAX_PLANE_RESOLUTION}")
+                                 f"N ≤ {cfg.max_plane_resolution()} (the config's largest resolution)")
         return tuple(shape)
 
     @staticmethod

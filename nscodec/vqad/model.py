@@ -101,6 +101,19 @@ class VQADModelConfig(NscModelConfig):
         return {**super().nsc_limits(), "bits": (1, 8), "hash_bits": (1, 24), "base_resolution": (1, 512),
                 "num_levels": (1, 8), "feature_dim": (1, 256), "hidden_dim": (1, 1024), "geo_feat_dim": (1, 256)}
 
+    #: training-only fields: initialisation scales
+    nsc_unread_fields: ClassVar[frozenset] = frozenset({"init_std", "logit_init_std"})
+
+    def nsc_decode_bytes(self) -> Dict[str, int]:
+        """On top of the shared parts: the grid tables (index logits, features or nothing per vertex), the codebooks
+        and the MLPs."""
+        verts = sum((r + 1) ** 3 for r in self.resolutions())
+        per_vertex = {"vq": 1 << int(self.bits), "float": int(self.feature_dim)}.get(self.grid_mode, 0)
+        rows = {"vq": 1 << int(self.bits), "hash": 1 << int(self.hash_bits)}.get(self.grid_mode, 0)
+        hid, geo, k = int(self.hidden_dim), int(self.geo_feat_dim), int(self.feature_dim)
+        return {**super().nsc_decode_bytes(), "grid tables": 4 * verts * max(per_vertex, 1) + verts,
+                "codebooks": 4 * int(self.num_levels) * rows * k, "MLPs": 4 * hid * (k + geo + 1 + geo + 27 + 3 + 2)}
+
     def nsc_derived_limits(self) -> List[Tuple[str, float, float]]:
         verts = sum((r + 1) ** 3 for r in self.resolutions())
         per_vertex = {"vq": 1 << self.bits, "float": self.feature_dim, "hash": 0}.get(self.grid_mode, 1)
