@@ -28,9 +28,9 @@ def child(steps: int, k: int, rays: int) -> None:
     torch.set_num_threads(2)
     from nerfstudio.configs.dataparser_configs import all_dataparsers
 
-    from nscodec._cpp import preload_kernels
-    from nscodec.demo import train_in_process
-    from nscodec.evaluate import evaluate_model
+    from nscodec._backend import preload_kernels
+    from nscodec.tools.demo import train_in_process
+    from nscodec.tools.evaluate import evaluate_model
     from nscodec_configs.method_configs import tensorf_trainer_config
 
     preload_kernels()

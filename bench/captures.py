@@ -40,15 +40,15 @@ def short_config(method: str):
 
         return ectensorf_trainer_config(stage1_steps=600, stage2_steps=300, upsampling_iters=(120, 240, 360, 480))
     if method == "shacira":
-        from nscodec_configs.shacira import shacira_trainer_config
+        from nscodec_configs.shacira_configs import shacira_trainer_config
 
         return shacira_trainer_config(max_steps=600, anneal_fraction=0.0)
     if method == "codecnerf":
-        from nscodec_configs.codecnerf import codecnerf_trainer_config
+        from nscodec_configs.codecnerf_configs import codecnerf_trainer_config
 
         return codecnerf_trainer_config(max_steps=1000)
     if method == "vqad":  # the 800 steps its preset had when the table's row was measured
-        from nscodec_configs.vqad import vqad_trainer_config
+        from nscodec_configs.vqad_configs import vqad_trainer_config
 
         return vqad_trainer_config(max_steps=800)
     return None  # nerfacto: as registered
@@ -67,12 +67,12 @@ def child(args: argparse.Namespace) -> None:
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
 
-    from nscodec._cpp import preload_kernels
+    from nscodec._backend import preload_kernels
     from nscodec.data import NscDataManagerConfig
-    from nscodec.evaluate import evaluate_model
-    from nscodec.export import training_meta
+    from nscodec.tools.evaluate import evaluate_model
+    from nscodec.data import training_meta
     from nscodec.io import export_model
-    from nscodec.model_base import NscModel
+    from nscodec.core.model_base import NscModel
 
     preload_kernels()  # a fresh machine compiles them once: not training time
     cfg = (short_config(args.child) if args.budget == "short" else None) or copy.deepcopy(all_methods[args.child])

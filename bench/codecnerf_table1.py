@@ -125,9 +125,9 @@ def run_variant(args, method: str, mode: str, checkpoints, data: Path) -> list:
     """Train one variant, evaluating + exporting at each checkpoint (excluded from the timing)."""
     from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 
-    from nscodec.evaluate import evaluate_model
+    from nscodec.tools.evaluate import evaluate_model
     from nscodec.io import export_model
-    from nscodec_configs.codecnerf import codecnerf_trainer_config
+    from nscodec_configs.codecnerf_configs import codecnerf_trainer_config
 
     steps = max(checkpoints)
     kw = {} if mode == "scratch" else {"codec_model_path": Path(args.codec)}

@@ -30,7 +30,7 @@ OUT = ROOT / "bench/results/ectensorf_capacity.json"
 
 def main() -> None:
     from nscodec.ectensorf.model import ECTensoRFModelConfig
-    from nscodec.evaluate import evaluate_model
+    from nscodec.tools.evaluate import evaluate_model
 
     pipe, dm, ckpt = ectensorf_sweep_base(1200)
     rows = json.loads(OUT.read_text()) if OUT.exists() else []

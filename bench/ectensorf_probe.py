@@ -25,14 +25,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, device_string, git_commit, ns_train_flags  # noqa: E402
 
-from nscodec.export import export_from_config, load_run  # noqa: E402
+from nscodec.tools.export import export_from_config, load_run  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
 
 def _eval_in_process(config_yml: Path, step: int, args) -> dict:
     """Evaluate checkpoint ``step`` of a run in this process (for diagnostics whose model no file holds)."""
-    from nscodec.evaluate import evaluate_model
+    from nscodec.tools.evaluate import evaluate_model
 
     _, pipeline = load_run(config_yml, load_step=step)
     ev = evaluate_model(pipeline.model, Path(args.data), "test", args.scale, every=args.every, progress=False)

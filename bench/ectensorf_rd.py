@@ -99,7 +99,7 @@ def reexport(nsc: Path, config_yml: Path) -> None:
     is evaluated again. Prints what it did."""
     import torch
 
-    from nscodec.export import export_from_config
+    from nscodec.tools.export import export_from_config
     from nscodec.io import load_model
 
     old, _ = load_model(nsc)
@@ -191,7 +191,7 @@ def main() -> None:
     if pending:
         from nerfstudio.utils.eval_utils import eval_setup
 
-        from nscodec.export import training_meta
+        from nscodec.data import training_meta
         from nscodec.io import export_model
 
         config, pipeline, _, _ = eval_setup(base_dir / "config.yml", test_mode="inference")

@@ -85,15 +85,15 @@ def _train_sources() -> None:
 
     from nscodec.codecnerf.pretrain import find_scenes, pretrain
     from nscodec.codecnerf.network import CodecArch
-    from nscodec.demo import train_in_process
+    from nscodec.tools.demo import train_in_process
     from nscodec.io import export_model
-    from nscodec.export import training_meta
+    from nscodec.data import training_meta
     from nscodec.scenes import generate_blender_scene
     from nscodec.scenes.procedural import generate_corpus
-    from nscodec_configs.codecnerf import codecnerf_trainer_config
+    from nscodec_configs.codecnerf_configs import codecnerf_trainer_config
     from nscodec_configs.method_configs import ectensorf_trainer_config, tensorf_trainer_config
-    from nscodec_configs.shacira import shacira_trainer_config
-    from nscodec_configs.vqad import vqad_trainer_config
+    from nscodec_configs.shacira_configs import shacira_trainer_config
+    from nscodec_configs.vqad_configs import vqad_trainer_config
 
     torch.set_num_threads(1)
     scene = RUNS / "scene"
@@ -428,7 +428,7 @@ def run_case(kind: str, data: bytes) -> Dict[str, Any]:
 
     import numpy as np
 
-    from nscodec.coding.errors import NscError
+    from nscodec.errors import NscError
     from nscodec.io import UnvalidatedDecodeError
 
     digest, finite = hashlib.sha256(), True
@@ -558,7 +558,7 @@ def main() -> None:
     for codec in sources:
         nscodec.io.codec_config_class(codec)
     nscodec.io.load_model(sources["nscodec-tensorf"])  # warm: first-use imports and one-time notices happen here
-    from nscodec._cpp import preload_kernels
+    from nscodec._backend import preload_kernels
 
     preload_kernels()  # built (or loaded) here: a child killed at its time cap mid-build would leave torch's lock behind
     from nerfstudio.cameras.rays import RayBundle  # noqa: F401

@@ -8,7 +8,7 @@ through 4,096 tabulated knots as shacira trains); the lazy-Adam step of 200k row
 TensoRF's VM encoding (ectensorf on fox: planes 160², 48 appearance components) forward + backward on 50k samples
 along rays, against nerfstudio's ``TensorVMEncoding`` (grid_sample); the L∞ scene contraction of 300k points against
 nerfstudio's ``SceneContraction``. Median of ``--repeats`` timed calls after ``--warmup``. The hash and VQ-AD cases also
-time the grid kernel built without the AVX2/FMA flags (:func:`nscodec._cpp.simd_flags`), as it was before stop 30.
+time the grid kernel built without the AVX2/FMA flags (:func:`nscodec._backend.simd_flags`), as it was before stop 30.
 
     python bench/grid_kernels.py
 """
@@ -48,7 +48,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     command = "python bench/grid_kernels.py " + " ".join(sys.argv[1:])
 
-    from nscodec._cpp import preload_kernels
+    from nscodec._backend import preload_kernels
     from nscodec.coding.entropy_models import FactorizedPrior
     from nscodec.coding.quantization import quantize
     from nscodec.grid import _torch_impl, _wrapper
@@ -70,9 +70,9 @@ def main() -> None:
     def hash_step(fn):
         return lambda: torch.autograd.grad(fn(x, table), table, grad)
 
-    from nscodec import _cpp
+    from nscodec import _backend
 
-    no_simd, why = _cpp._build("nscodec_grid_encode", str(_wrapper._SOURCE), False)  # the same source, no SIMD flags
+    no_simd, why = _backend.build_kernel("grid_encode", simd=False)  # the same source, no SIMD flags
     if no_simd is None:
         raise SystemExit(f"grid_kernels: the grid kernel did not build ({why})")
 

@@ -43,8 +43,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from nerfstudio.configs.method_configs import all_methods
 
-    from nscodec._cpp import preload_kernels
-    from nscodec.demo import train_in_process
+    from nscodec._backend import preload_kernels
+    from nscodec.tools.demo import train_in_process
 
     preload_kernels()
     cfg = all_methods[args.method]

@@ -92,7 +92,7 @@ def main() -> None:
             settings = {"anneal-fraction": str(ShaciraModelConfig.anneal_fraction)}
             settings.update({k.replace("_", "-"): str(v) for k, v in RUNS[run][1].items()})
             if settings.get("compress") == "False":  # the fp32 grid: nscodec rd's shacira baseline settings
-                settings.update(METHODS["shacira"].baseline[1])
+                settings.update(METHODS["shacira"].base[1])
             grid = {"shacira": {k: [v] for k, v in settings.items()}}
             points += build_sweep(["shacira"], [data], grid, steps=args.steps, rays=args.rays, scale=args.scale,
                                   test_views=views, baselines=False, workdir=work).points
@@ -135,9 +135,9 @@ def _row(run: str, rec: dict, command: str) -> dict:
 def _lod_rows(path: Path, data: Path, args) -> list:
     """PSNR / SSIM of each level-of-detail prefix of ``path`` (decoded from the prefix alone)."""
     from nscodec.coding.container import read_nsc
-    from nscodec.evaluate import evaluate_model
+    from nscodec.tools.evaluate import evaluate_model
     from nscodec.io import load_model
-    from nscodec.lod import lod_table
+    from nscodec.coding.lod import lod_table
 
     out = []
     for r in lod_table(read_nsc(path)):

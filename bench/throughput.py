@@ -40,10 +40,10 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     from nerfstudio.configs.method_configs import all_methods
 
-    from nscodec.demo import train_in_process
-    from nscodec.evaluate import evaluate_model
+    from nscodec.tools.demo import train_in_process
+    from nscodec.tools.evaluate import evaluate_model
 
-    from nscodec._cpp import preload_kernels
+    from nscodec._backend import preload_kernels
 
     preload_kernels()  # a first use on a fresh machine compiles them (once, ~1 min): not part of training time
     cfg = all_methods[args.child]

@@ -37,7 +37,7 @@ def main() -> None:
     from nerfstudio.configs.base_config import MachineConfig
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
-    from nscodec.evaluate import evaluate_model
+    from nscodec.tools.evaluate import evaluate_model
 
     config = all_methods[args.method]
     config.machine = MachineConfig(device_type="cpu")

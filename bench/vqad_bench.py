@@ -60,7 +60,7 @@ def rd_metrics(rec: dict) -> dict:
 
 
 def evaluate_file(args, path: Path, lod=None) -> dict:
-    from nscodec.evaluate import evaluate_model
+    from nscodec.tools.evaluate import evaluate_model
     from nscodec.io import load_model
 
     model, nsc = load_model(path, lod=lod)
@@ -165,7 +165,7 @@ def main() -> None:
         rows.append(base_row(info, series="vqad learned VQ (raw b-bit indices, paper storage)", grid_mode="vq", bits=args.bits,
                              **{**raw_metrics, "bytes": raw_bytes}, same_decoded_model=same))
         from nscodec.coding.container import read_nsc
-        from nscodec.lod import lod_table
+        from nscodec.coding.lod import lod_table
 
         for r in (lod_table(read_nsc(path)) if args.lods else []):
             if r["lod"] == model.num_lods - 1:  # the finest LOD reads the whole file: the model of the first row

@@ -31,7 +31,7 @@ from nerfstudio.data.scene_box import SceneBox
 from torch import Tensor
 
 from nscodec.coding.container import NscFile, Section
-from nscodec.coding.errors import NscError, NscFormatError
+from nscodec.errors import NscError, NscFormatError
 
 __all__ = [
     "CAMERAS_SECTION",

@@ -96,7 +96,7 @@ def info_command(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
             )
         for line in _format_table(rows, right=(4, 5)):
             print("  " + line, file=out)
-    from nscodec.lod import describe_lods
+    from nscodec.coding.lod import describe_lods
 
     lods = describe_lods(f)
     if len(lods) > 1:
@@ -123,7 +123,7 @@ def export_command(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"training config not found: {args.load_config}")
     if (out / args.filename).exists() and not args.overwrite:
         raise FileExistsError(f"{out / args.filename} already exists; pass --overwrite to replace it")
-    from nscodec.export import export_from_config
+    from nscodec.tools.export import export_from_config
 
     out.mkdir(parents=True, exist_ok=True)
     export_from_config(Path(args.load_config), out / args.filename, overwrite=args.overwrite, load_step=args.load_step)
@@ -145,7 +145,7 @@ def eval_command(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from nscodec.evaluate import evaluate_nsc
+    from nscodec.tools.evaluate import evaluate_nsc
 
     res = evaluate_nsc(
         Path(args.file), Path(args.data) if args.data else None, args.split, args.scale_factor, lod=args.lod, every=args.every
@@ -214,7 +214,7 @@ def _add_make_scene(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def _add_demo(subparsers: "argparse._SubParsersAction") -> None:
-    from nscodec.demo import add_arguments, demo_command  # import-light: torch is imported when the demo runs
+    from nscodec.tools.demo import add_arguments, demo_command  # import-light: torch is imported when the demo runs
 
     p = subparsers.add_parser("demo", help="end to end: make a scene, train on CPU, export .nsc, decode, evaluate")
     add_arguments(p)
@@ -222,7 +222,7 @@ def _add_demo(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def _add_render(subparsers: "argparse._SubParsersAction") -> None:
-    from nscodec.video import add_arguments, render_command  # import-light: nerfstudio is imported when it runs
+    from nscodec.tools.video import add_arguments, render_command  # import-light: nerfstudio is imported when it runs
 
     p = subparsers.add_parser("render", help="render a .nsc to a video or frames (an orbit, or a camera-path JSON)")
     add_arguments(p)
@@ -268,10 +268,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     Returns:
         Exit code: 0 on success, 2 on a user-facing error (printed as one ``nscodec: error: ...`` line on
-        stderr: :class:`~nscodec.coding.errors.NscError`, :class:`FileNotFoundError` and other
+        stderr: :class:`~nscodec.errors.NscError`, :class:`FileNotFoundError` and other
         :class:`OSError`, argparse usage errors).
     """
-    from nscodec.coding.errors import NscError
+    from nscodec.errors import NscError
 
     parser = build_parser()
     try:

@@ -28,7 +28,7 @@ from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, Va
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from torch import Tensor
 
-from nscodec.coding.errors import NscError
+from nscodec.errors import NscDataError, NscError  # NscDataError: defined there, exported here too
 
 __all__ = [
     "NscDataError",
@@ -42,12 +42,10 @@ __all__ = [
     "SceneViews",
     "dataset_fingerprint",
     "warn_if_other_dataset",
+    "training_meta",
+    "dataparser_options",
+    "dataparser_from_record",
 ]
-
-
-class NscDataError(NscError):
-    """A dataset nscodec cannot train or evaluate on: a missing split or image, an empty split, a non-finite pose,
-    an unreadable or wrongly sized image. The message names the file and frame."""
 
 
 # ------------------------------------------------------------------------------------------------ split checks
@@ -346,3 +344,82 @@ def warn_if_other_dataset(recorded: Dict[str, Any], data: Path | str) -> Optiona
 
     print(f"nscodec: {msg}", file=sys.stderr)
     return msg
+
+
+# ------------------------------------------------------------------------------------ the record in a file
+def training_meta(pipeline_config: Any) -> Dict[str, Any]:
+    """The ``.nsc`` metadata recording where a model was trained: dataset path, dataparser, camera scale, and the
+    fingerprint of its camera files (:func:`nscodec.data.dataset_fingerprint`).
+
+    A function of the pipeline config only, so ``ns-export compressed`` and ``ns-eval``'s ``compressed_bytes``
+    (:class:`nscodec.pipeline.NscPipeline`) write byte-identical files.
+    """
+    dm = pipeline_config.datamanager
+    parser = dm.dataparser
+    data = getattr(parser, "data", "")
+    train = {
+        "data": str(data),
+        "dataparser": type(parser).__name__,
+        "camera_res_scale_factor": float(getattr(dm, "camera_res_scale_factor", 1.0)),
+    }
+    options = dataparser_options(parser)
+    if options:
+        train["dataparser_options"] = options
+    fingerprint = dataset_fingerprint(data) if data else None
+    if fingerprint:
+        train["fingerprint"] = fingerprint
+    return {"train": train}
+
+
+def dataparser_options(parser: Any) -> Dict[str, Any]:
+    """The options of a dataparser config that differ from its class's defaults (numbers, strings, booleans; the
+    data path excluded), so a file reopens its test split as it was trained (e.g. ``eval_mode interval``), and those
+    its class names in ``nsc_recorded_options`` whatever their value (``llff-data``'s ``layout``: files recorded
+    without it were trained on an earlier frame, :func:`dataparser_from_record`)."""
+    import dataclasses
+
+    if not dataclasses.is_dataclass(parser):
+        return {}
+    default = type(parser)()
+    always = set(getattr(type(parser), "nsc_recorded_options", ()))
+    out: Dict[str, Any] = {}
+    for f in dataclasses.fields(parser):
+        if f.name in ("data", "_target"):
+            continue
+        value = getattr(parser, f.name, None)
+        if isinstance(value, (bool, int, float, str)) and (value != getattr(default, f.name, None) or f.name in always):
+            out[f.name] = value
+    return out
+
+
+def dataparser_from_record(train: Dict[str, Any], fallback: Any) -> Any:
+    """The dataparser config a file's ``meta.train`` records (class name + :func:`dataparser_options`), built from
+    nerfstudio's registered dataparsers; ``fallback`` (the method's default) when the record names none, or names
+    the fallback's own class.
+
+    Raises:
+        NscError: the recorded dataparser is not registered here (NscDataError, listing the registered ones), an
+            option is not one of its fields, or the record lacks an option its class always records
+            (``nsc_recorded_options``: the file was trained in a frame this version no longer builds).
+    """
+    import copy
+    import dataclasses
+
+    name = train.get("dataparser")
+    options = train.get("dataparser_options") or {}
+    if not isinstance(options, dict):
+        raise NscError(f"meta.train.dataparser_options must be a mapping, got {type(options).__name__}")
+    parser = copy.deepcopy(fallback)
+    if name and name != type(fallback).__name__:  # the registry lookup by class name (NscDataError if unknown)
+        parser = dataparser_config(name, getattr(fallback, "data", Path()))
+    fields = {f.name: f for f in dataclasses.fields(parser)}
+    for key, value in options.items():
+        if key not in fields or key in ("data", "_target") or not isinstance(value, (bool, int, float, str)):
+            raise NscError(f"meta.train.dataparser_options: {key!r} is not an option of {type(parser).__name__}")
+        setattr(parser, key, value)
+    missing = [k for k in getattr(type(parser), "nsc_recorded_options", ()) if k not in options]
+    if name and missing:
+        raise NscError(f"this file records {type(parser).__name__} without {', '.join(missing)}: it was trained on the "
+                       f"frame an earlier nscodec built for that dataparser, so its test views cannot be placed (the "
+                       f"file still opens in ns-viewer / nscodec render with its own cameras)")
+    return parser

@@ -5,15 +5,18 @@ JSON, everything needed to rebuild the model: the model config's fields, the sce
 training images. No pickle or YAML is involved, so opening a file never runs code from it; codecs are looked
 up in an allow-list (:data:`CODECS`), never imported by a name taken from the file.
 
-A model takes part by implementing the contract of :class:`nscodec.model_base.NscModel` (``nsc_sections``,
+A model takes part by implementing the contract of :class:`nscodec.core.model_base.NscModel` (``nsc_sections``,
 ``load_nsc_sections``, ``finalize_for_storage``, the level-of-detail API). Export encodes a finalized copy, never
-the live model (:meth:`~nscodec.model_base.NscModel.encode`).
+the live model (:meth:`~nscodec.core.model_base.NscModel.encode`).
 
 Decoding validates before it allocates: :func:`validate_config` checks every config value of the header against the
 config class (types, enums, finite numbers) and the bounds the class declares for values that size tensors
-(:meth:`~nscodec.model_base.NscModelConfig.nsc_limits`), in one place, before the model is built; each codec checks
+(:meth:`~nscodec.core.model_base.NscModelConfig.nsc_limits`), in one place, before the model is built; each codec checks
 its sections' declared shapes and metadata against the built model before decoding them. Every problem is one
-:class:`~nscodec.coding.errors.NscFormatError` naming the field and the bad value.
+:class:`~nscodec.errors.NscFormatError` naming the field and the bad value.
+
+Length: the file around a model — header config (typed, bounded), decode-size limits, export, decode, level table and
+viewer cameras — one owner of what a .nsc holds.
 """
 
 from __future__ import annotations
@@ -21,23 +24,20 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
 from nscodec import __version__
+from nscodec.cameras import CAMERAS_SECTION, cameras_section, decode_cameras, split_viewer_sections
 from nscodec.coding.container import NscFile, read_nsc, write_nsc
-from nscodec.coding.errors import NscError, NscFormatError
+from nscodec.coding.lod import lod_table, read_lod_prefix
+from nscodec.core.methods import codecs
+from nscodec.errors import NscError, NscFormatError, UnvalidatedDecodeError
 
-#: codec name (``.nsc`` header ``method``) -> "module:ModelConfigClass". An allow-list: a file can only
-#: select one of these.
-CODECS: Dict[str, str] = {
-    "nscodec-tensorf": "nscodec.tensorf.model:NscTensoRFModelConfig",
-    "ectensorf": "nscodec.ectensorf.model:ECTensoRFModelConfig",
-    "codecnerf": "nscodec.codecnerf.model:CodecNeRFModelConfig",
-    "shacira": "nscodec.shacira.model:ShaciraModelConfig",
-    "vqad": "nscodec.vqad.model:VQADModelConfig",
-}
+#: codec name (``.nsc`` header ``method``) -> "module:ModelConfigClass", from the method declarations
+#: (:data:`nscodec.core.methods.METHODS`). An allow-list: a file can only select one of these.
+CODECS: Dict[str, str] = codecs()
 
 
 def preload(codec: str) -> None:
@@ -49,7 +49,7 @@ def preload(codec: str) -> None:
     """
     codec_config_class(codec)
     for module in ("torchmetrics", "constriction", "nscodec.coding.sections", "nscodec.coding.tensor_codec",
-                   "nscodec.cameras", "nscodec.lod", "nscodec.metrics"):
+                   "nscodec.cameras", "nscodec.coding.lod", "nscodec.core.metrics"):
         importlib.import_module(module)
 
 
@@ -191,7 +191,7 @@ MAX_SCENE_EXTENT = 1e6
 MAX_TRAIN_IMAGES = 1 << 24
 #: longest list a config field of a decodable file may hold (e.g. an upsampling schedule)
 MAX_CONFIG_SEQUENCE = 64
-#: what a decode may allocate for the model (sum of :meth:`~nscodec.model_base.NscModelConfig.nsc_decode_bytes`)
+#: what a decode may allocate for the model (sum of :meth:`~nscodec.core.model_base.NscModelConfig.nsc_decode_bytes`)
 #: unless ``$NSCODEC_MAX_DECODE_BYTES`` (or ``nscodec --max-decode-bytes``) says otherwise: 2 GiB
 DEFAULT_MAX_DECODE_BYTES = 2 << 30
 MAX_DECODE_BYTES_ENV = "NSCODEC_MAX_DECODE_BYTES"
@@ -229,9 +229,9 @@ def parse_byte_size(text: str, what: str) -> int:
 
 def validate_config(cfg: Any) -> None:
     """Check the config of a file against the bounds its class declares for values that size tensors or loops
-    (:meth:`~nscodec.model_base.NscModelConfig.nsc_limits`; for a list, each entry and its length), then the derived
-    sizes of :meth:`~nscodec.model_base.NscModelConfig.nsc_derived_limits`, then the bytes a decode allocates
-    (:meth:`~nscodec.model_base.NscModelConfig.nsc_decode_bytes`) against :func:`max_decode_bytes` — before anything
+    (:meth:`~nscodec.core.model_base.NscModelConfig.nsc_limits`; for a list, each entry and its length), then the derived
+    sizes of :meth:`~nscodec.core.model_base.NscModelConfig.nsc_derived_limits`, then the bytes a decode allocates
+    (:meth:`~nscodec.core.model_base.NscModelConfig.nsc_decode_bytes`) against :func:`max_decode_bytes` — before anything
     is allocated.
 
     Raises:
@@ -289,7 +289,7 @@ def export_model(
 ) -> int:
     """Compress ``model`` into the ``.nsc`` file ``path`` (atomic write). Returns the file size in bytes.
 
-    The sections come from :meth:`~nscodec.model_base.NscModel.encode`: a finalized copy of the model unless it is
+    The sections come from :meth:`~nscodec.core.model_base.NscModel.encode`: a finalized copy of the model unless it is
     finalized already; ``model`` (parameters, buffers, training mode) and the global RNG are left as they were. When
     the model knows its training cameras (``viewer_cameras``), the file carries them (``viewer.cameras``).
 
@@ -298,7 +298,7 @@ def export_model(
             what a decoder opens (:func:`validate_config`; nothing is written then).
         FileExistsError: ``path`` exists and ``overwrite`` is False.
     """
-    from nscodec.model_base import NscModel
+    from nscodec.core.model_base import NscModel
 
     if not isinstance(model, NscModel):
         raise NscError(f"{type(model).__name__} cannot be exported to .nsc (not an nscodec model)")
@@ -316,8 +316,6 @@ def export_model(
     }
     sections = model.encode()
     if getattr(model, "viewer_cameras", None) is not None:  # first: level 0, before any level-of-detail section
-        from nscodec.cameras import cameras_section
-
         sections.insert(0, cameras_section(model.viewer_cameras, getattr(model, "world_box", model.scene_box)))
     full_meta = {"nscodec_version": __version__, **(meta or {})}
     return write_nsc(path, codec, config, sections, meta=full_meta, overwrite=overwrite)
@@ -328,8 +326,6 @@ def read_model_file(path: Path | str | bytes, lod: Optional[int] = None) -> NscF
     if isinstance(path, (bytes, bytearray, memoryview)):
         return read_nsc(path, allow_prefix=True)
     if lod is not None:
-        from nscodec.lod import read_lod_prefix
-
         return read_lod_prefix(path, lod)
     return read_nsc(path)
 
@@ -377,7 +373,7 @@ def load_model(
     Args:
         path: the file (or its bytes; bytes may be a prefix of a streamed LOD file).
         device: where the model goes.
-        lod: read only the file prefix that level of detail ``lod`` needs (see :mod:`nscodec.lod`); the model
+        lod: read only the file prefix that level of detail ``lod`` needs (see :mod:`nscodec.coding.lod`); the model
             decodes what is present. ``None`` reads the whole file.
 
     Returns:
@@ -385,10 +381,9 @@ def load_model(
 
     Raises:
         FileNotFoundError: no such file.
-        NscFormatError: malformed file, unknown codec, bad config, missing/extra/malformed sections.
+        NscFormatError: malformed file, unknown codec, bad config, missing/extra/malformed sections (the viewer's
+            ``viewer.cameras`` among them).
     """
-    from nscodec.cameras import split_viewer_sections
-
     nsc = read_model_file(path, lod)
     codec_part, _ = split_viewer_sections(nsc)  # the viewer's cameras are the container's, not the codec's
     # building and decoding initialise modules: opening a file leaves the caller's random stream as it was, and what
@@ -410,11 +405,14 @@ def load_model(
                 raise UnvalidatedDecodeError(
                     f".nsc decode of codec {nsc.method!r} failed on an unchecked value: {type(err).__name__}: {err}"
                 ) from err
-        model.on_decoded(nsc)
+        model.on_decoded([sec for name, sec in nsc.sections.items() if name != CAMERAS_SECTION],
+                         [int(r["bytes"]) for r in lod_table(nsc)])
+        if CAMERAS_SECTION in nsc.sections:  # the file's own cameras: it opens in a viewer without its dataset
+            model.viewer_cameras, model.viewer_default_view = decode_cameras(nsc.sections[CAMERAS_SECTION])
     return model.to(device).eval(), nsc
 
 
-#: types of the ``meta.train`` record (where a file was trained, :func:`nscodec.export.training_meta`)
+#: types of the ``meta.train`` record (where a file was trained, :func:`nscodec.data.training_meta`)
 _TRAIN_FIELDS = {"data": str, "dataparser": str, "camera_res_scale_factor": float, "fingerprint": str,
                  "method_name": str, "step": int}
 
@@ -442,11 +440,6 @@ def train_record(nsc: NscFile) -> Dict[str, Any]:
     return train
 
 
-class UnvalidatedDecodeError(NscFormatError):
-    """A malformed file that no explicit check caught (the decoder failed inside). Users see one clear message;
-    the fuzz bench (``bench/fuzz_nsc.py``) counts these apart, as checks to add."""
-
-
 def compressed_size(model: torch.nn.Module, meta: Optional[Dict[str, Any]] = None) -> int:
     """Bytes on disk of ``model`` exported as ``.nsc`` with ``meta`` (a real file, written to a temporary directory).
 
@@ -457,3 +450,23 @@ def compressed_size(model: torch.nn.Module, meta: Optional[Dict[str, Any]] = Non
 
     with tempfile.TemporaryDirectory(prefix="nscodec-size-") as tmp:
         return export_model(model, Path(tmp) / "model.nsc", meta=meta)
+
+
+def lod_bytes(model: torch.nn.Module) -> List[int]:
+    """Cumulative ``.nsc`` bytes (preamble and header included) needed to decode each level of detail of ``model``: a
+    decoded file's level table, else that of a file exported from a finalized copy (with the model's ``export_meta``,
+    so the counts are the exported file's), kept until the next training step.
+
+    Raises:
+        NscError: the model cannot be exported yet.
+    """
+    import tempfile
+
+    known = model.lod_bytes_cached()
+    if known is not None:
+        return known
+    with tempfile.TemporaryDirectory(prefix="nscodec-lod-") as tmp:
+        export_model(model, Path(tmp) / "m.nsc", meta=model.export_meta)
+        table = [int(r["bytes"]) for r in lod_table(read_nsc(Path(tmp) / "m.nsc"))]
+    model.remember_lod_bytes(table)
+    return table

@@ -69,7 +69,7 @@ class LLFFDataParserConfig(DataParserConfig):
     orientation_method: Literal["up", "pca", "vertical", "none"] = "up"
     """nerfstudio's ``auto_orient_and_center_poses`` method (``up``, ``pca``, ``vertical``, ``none``)."""
 
-    #: options a ``.nsc`` always records (:func:`nscodec.export.dataparser_options`): ``layout`` marks the frame of
+    #: options a ``.nsc`` always records (:func:`nscodec.data.dataparser_options`): ``layout`` marks the frame of
     #: this version (files from before it, trained in another frame, are refused by ``nscodec eval``)
     nsc_recorded_options: ClassVar[Tuple[str, ...]] = ("layout",)
 
@@ -221,7 +221,7 @@ def near_far_from_bounds(bounds: np.ndarray, corner_tan: float, margin: float = 
     z-depth ``z`` at distance ``z / cos θ``: near is ``(1 - margin)`` × the smallest near bound (the axis ray), far is
     ``(1 + margin)`` × the largest far bound / cos θ of the image corner, ``corner_tan`` = tan θ (half diagonal /
     focal length). Every view is used, held-out ones included, so train and test rays span the same range. nscodec
-    models read these as ``near_plane`` / ``far_plane`` (:class:`nscodec.model_base.NscModelConfig`)."""
+    models read these as ``near_plane`` / ``far_plane`` (:class:`nscodec.core.model_base.NscModelConfig`)."""
     near = float(bounds[:, 0].min()) * (1.0 - margin)
     far = float(bounds[:, 1].max()) * float(np.sqrt(1.0 + corner_tan**2)) * (1.0 + margin)
     return near, far

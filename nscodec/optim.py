@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -41,10 +40,10 @@ class SparseAdamOptimizerConfig(OptimizerConfig):
 
 
 def _sparse_adam_kernel():
-    """The compiled lazy-Adam kernel, or None where torch's step runs (:func:`nscodec._cpp.load_kernel`)."""
-    from nscodec._cpp import load_kernel
+    """The compiled lazy-Adam kernel, or None where torch's step runs (:func:`nscodec._backend.kernel`)."""
+    from nscodec._backend import kernel
 
-    return load_kernel("nscodec_sparse_adam", Path(__file__).resolve().parent / "csrc" / "sparse_adam.cpp")
+    return kernel("sparse_adam")
 
 
 def _coalesced(grad: torch.Tensor) -> torch.Tensor:
@@ -64,7 +63,7 @@ class FusedSparseAdam(torch.optim.SparseAdam):
     2-D float32 CPU parameters: the same lazy Adam (Kingma & Ba 2015, moments and parameter of the touched rows only,
     bias correction by the parameter's step count), without the sparse-tensor ops (``sparse_mask``, a second
     coalesce, sparse ``add_``) that made torch's step ~20 ms per VQ-AD iteration. Other parameters, and every
-    parameter where the kernel is unavailable (:mod:`nscodec._cpp`), take torch's own step. Results equal
+    parameter where the kernel is unavailable (:mod:`nscodec._backend`), take torch's own step. Results equal
     torch's up to float rounding (tested against it in ``tests/test_kernel_twins.py``).
     """
 

@@ -25,7 +25,7 @@ import torch
 from nerfstudio.models.base_model import ModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 
-from nscodec.coding.errors import NscError
+from nscodec.errors import NscError
 
 __all__ = ["NscPipelineConfig", "NscPipeline", "nsc_eval_setup", "eval_setup_any", "is_nsc_path"]
 
@@ -43,7 +43,7 @@ class NscPipeline(VanillaPipeline):
     """VanillaPipeline + ``compressed_bytes`` in ``get_average_eval_image_metrics`` (``ns-eval``'s output).
 
     The evaluation of a model that is not finalized yet (an evaluation during training) runs on a finalized copy
-    (:meth:`nscodec.model_base.NscModel.finalized_copy`): the PSNR and the bytes are those of the same file, and the
+    (:meth:`nscodec.core.model_base.NscModel.finalized_copy`): the PSNR and the bytes are those of the same file, and the
     training state (parameters, optimizer, RNG) is untouched.
 
     Attributes:
@@ -53,14 +53,18 @@ class NscPipeline(VanillaPipeline):
     nsc_path: Optional[Path] = None
 
     def __init__(self, config: NscPipelineConfig, *args, **kwargs) -> None:
-        from nscodec.model_base import NscModelConfig
+        from nscodec.core.model_base import NscModelConfig
 
         if isinstance(config.model, NscModelConfig):  # `auto` contraction / background, from the run's dataparser
             config.model.resolve_for_data(getattr(config.datamanager, "dataparser", None))
         super().__init__(config, *args, **kwargs)
-        from nscodec.export import training_meta
-        from nscodec.model_base import NscModel
+        from nscodec.data import training_meta
+        from nscodec.core.model_base import NscModel
 
+        if isinstance(self._model, NscModel):
+            from nscodec.viewer import attach_lod_controls
+
+            attach_lod_controls(self._model)  # the level-of-detail slider, for the viewer of a run or of a file
         if isinstance(self._model, NscModel) and not self._model.decoded_from_file:
             # what `ns-export compressed` will record, so the model's own byte counts match the exported file's
             self._model.export_meta = training_meta(self.config)
@@ -71,7 +75,7 @@ class NscPipeline(VanillaPipeline):
     def _stored_model(self):
         """The model as its file decodes (a finalized copy, or the model itself), or None when it cannot be stored
         yet (e.g. an ``ectensorf`` run still in stage 1; a console note says why)."""
-        from nscodec.model_base import NscModel
+        from nscodec.core.model_base import NscModel
 
         model = self._model
         if not isinstance(model, NscModel):
@@ -92,7 +96,7 @@ class NscPipeline(VanillaPipeline):
         model = model if model is not None else self._stored_model()
         if model is None:
             return None
-        from nscodec.export import training_meta
+        from nscodec.data import training_meta
         from nscodec.io import compressed_size
 
         # the same metadata as `ns-export compressed` writes: the same bytes
@@ -180,7 +184,7 @@ def nsc_eval_setup(
                                                                source=path)
         config.data = None
     else:
-        from nscodec.export import dataparser_from_record
+        from nscodec.data import dataparser_from_record
 
         dm = config.pipeline.datamanager
         dm.dataparser = dataparser_from_record(train, dm.dataparser)

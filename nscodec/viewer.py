@@ -10,9 +10,12 @@ For a pipeline decoded from a file (``pipeline.nsc_path``) it:
   (:func:`nscodec.cameras.default_view`) — instead of nerfstudio's default pose (often inside the scene), with the
   training-camera frustums hidden (their images are placeholders; "Show Train Cams" shows them).
 
-The model's own controls (e.g. the level-of-detail slider with each level's bytes, :class:`nscodec.model_base.NscModel`)
-appear under "Custom Elements" as for any nerfstudio model. For any other pipeline this class is nerfstudio's
-``Viewer`` unchanged.
+The model's own controls appear under "Custom Elements" as for any nerfstudio model: for a method with levels of
+detail, one control serves every such method — :func:`attach_lod_controls` gives the model a slider picking the
+rendered level and a text showing that level's cumulative bytes (from the decoded file's level table, or from
+exporting a finalized copy, :func:`nscodec.io.lod_bytes`); :class:`nscodec.pipeline.NscPipeline` attaches them, in
+training runs and decoded files alike. For any other pipeline :class:`NscViewerState` is nerfstudio's ``Viewer``
+unchanged.
 """
 
 from __future__ import annotations
@@ -22,7 +25,48 @@ import os
 import numpy as np
 from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO, Viewer
 
-__all__ = ["NscViewerState", "viser_pose"]
+__all__ = ["NscViewerState", "attach_lod_controls", "lod_label", "viser_pose"]
+
+
+def lod_label(model, lod: int) -> str:
+    """The text beside the level-of-detail slider: level, top level, and the level's cumulative file bytes when
+    known."""
+    top = model.num_lods - 1
+    known = model.lod_bytes_cached()
+    if known is None:
+        return f"level {lod}/{top} (bytes: exported on first move)"
+    return f"level {lod}/{top}: {known[min(lod, len(known) - 1)]:,} bytes"
+
+
+def attach_lod_controls(model) -> None:
+    """Give a model with levels of detail (``supports_lod`` and ``num_lods`` > 1) the viewer's level-of-detail slider
+    (``model.viewer_lod``) and the read-only text with that level's cumulative bytes (``model.viewer_lod_bytes``), as
+    attributes, where nerfstudio's viewer finds them. Moving the slider measures the level table once
+    (:func:`nscodec.io.lod_bytes`) and renders that level (:meth:`~nscodec.core.contract.NscContract.set_lod`).
+    Other models, a model that has them already, or a missing viewer: nothing is attached."""
+    if not (getattr(model, "supports_lod", False) and model.num_lods > 1) or getattr(model, "viewer_lod", None) is not None:
+        return
+    try:
+        from nerfstudio.viewer.viewer_elements import ViewerSlider, ViewerText
+    except Exception:  # viewer extras missing: the model works without the controls
+        return
+    from nscodec.errors import NscError
+    from nscodec.io import lod_bytes
+
+    top = model.num_lods - 1
+
+    def on_change(slider) -> None:
+        try:
+            lod_bytes(model)
+        except NscError:  # nothing exportable yet: the label says so
+            pass
+        model.set_lod(int(slider.value))
+
+    model.viewer_lod = ViewerSlider("Level of detail", top, 0, top, step=1, cb_hook=on_change,
+                                    hint="render with levels 0..l of the file (a file prefix decodes them)")
+    model.viewer_lod_bytes = ViewerText("Level-of-detail bytes", lod_label(model, model.lod), disabled=True,
+                                        hint="cumulative .nsc bytes needed to decode this level")
+    model.lod_listeners.append(lambda lod: setattr(model.viewer_lod_bytes, "value", lod_label(model, lod)))
 
 
 def viser_pose(c2w) -> tuple:

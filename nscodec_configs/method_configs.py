@@ -10,7 +10,6 @@ from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
-from nerfstudio.plugins.types import MethodSpecification
 
 import nscodec.compat  # noqa: F401  (torch.load weights_only fix, applied as soon as methods are discovered)
 from nscodec.data import NscDataManagerConfig
@@ -76,12 +75,6 @@ def tensorf_trainer_config(method_name: str = "nscodec-tensorf", max_steps: int 
     )
 
 
-nscodec_tensorf = MethodSpecification(
-    config=tensorf_trainer_config(),
-    description="TensoRF-VM, CPU-fast (occupancy skipping, early termination, packed samples); uncompressed base.",
-)
-
-
 def ectensorf_trainer_config(
     method_name: str = "ectensorf", stage1_steps: int = 1200, stage2_steps: int = 600, **model_kwargs
 ) -> TrainerConfig:
@@ -98,19 +91,3 @@ def ectensorf_trainer_config(
         "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=total),
     }
     return config
-
-
-ectensorf = MethodSpecification(
-    config=ectensorf_trainer_config(),
-    description="ECTensoRF (Neural NeRF Compression): TensoRF-VM planes -> entropy-coded latents, CPU-sized.",
-)
-
-ectensorf_paper = MethodSpecification(
-    config=ectensorf_trainer_config(
-        "ectensorf-paper", stage1_steps=30000, stage2_steps=30000, init_resolution=128, final_resolution=300,
-        upsampling_iters=(2000, 3000, 4000, 5500, 7000),
-        # the paper's architecture and entropy model (the CPU default differs: ECTensoRFModelConfig's docstring)
-        latent_downsample=4, use_mask=True, recon_weight=0.01, rate_lambda=1e-3, decoder_hidden=64,
-    ),
-    description="ECTensoRF with the paper-scale schedule (for GPU runs).",
-)

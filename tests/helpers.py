@@ -41,7 +41,7 @@ def train(config, data: Path, work: Path, steps: int, rays_per_batch: int = 256,
           on_step: Optional[Callable[[Any, int], None]] = None, **model_overrides):
     """Train ``config`` (a TrainerConfig, copied) in-process with nerfstudio's Trainer, as ``ns-train`` does, for
     ``steps`` steps; ``on_step(trainer, step)`` runs after each step. Returns ``(config_yml, trainer)``."""
-    from nscodec.demo import train_in_process
+    from nscodec.tools.demo import train_in_process
 
     config_yml, trainer, _ = train_in_process(data, work, steps=steps, rays=rays_per_batch, progress=False,
                                               trainer_config=copy.deepcopy(config), on_step=on_step, **model_overrides)

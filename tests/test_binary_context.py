@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nscodec.coding.binary_context import decode_binary_grid, encode_binary_grid
-from nscodec.coding.errors import NscError, NscFormatError
+from nscodec.errors import NscError, NscFormatError
 
 
 def _blobs(shape=(64, 60, 56), seed=0) -> np.ndarray:

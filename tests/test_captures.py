@@ -197,7 +197,7 @@ def test_every_codec_trains_exports_and_decodes_a_capture(codec, ctx, capture, t
     contraction: the decoded model renders bit-identically (also rays that leave the scene box), and ns-eval's setup
     of the file reads the capture with the dataparser it was trained with."""
     from nscodec.coding.container import read_nsc
-    from nscodec.export import training_meta
+    from nscodec.data import training_meta
     from nscodec.io import export_model, load_model
     from nscodec.pipeline import nsc_eval_setup
     from tests.helpers import rays
@@ -333,8 +333,8 @@ def test_a_capture_with_masks_trains_and_evaluates_only_the_masked_in_pixels(cap
     changes no metric, while the unmasked metric of the same render moves."""
     from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
-    from nscodec.evaluate import evaluate_model
-    from nscodec.metrics import ImageMetrics
+    from nscodec.tools.evaluate import evaluate_model
+    from nscodec.core.metrics import ImageMetrics
     from nscodec_configs.method_configs import tensorf_trainer_config
 
     a, b = tmp_path / "a", tmp_path / "b"

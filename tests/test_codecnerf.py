@@ -18,11 +18,10 @@ from nscodec.coding.determinism import fixed_threads
 from nscodec.codecnerf.network import CODEC_MODEL_ENV
 from nscodec.codecnerf.peft import LoRALinear, PlaneDeltas, add_lora
 from nscodec.codecnerf.triplane import sample_triplanes
-from tests.conftest import SHARED
-from tests.helpers import TINY_CODEC as TINY
+from tests.conftest import shared_path
+from tests.helpers import TINY_CODEC as TINY, rays
 
 BIN = Path(sys.executable).parent
-OFFLINE = SHARED / "tools" / "offline"
 AABB = torch.tensor([[-1.5] * 3, [1.5] * 3])
 
 
@@ -172,8 +171,8 @@ def test_pretrain_resumes_from_a_codec_model(codec_model):
 
 @pytest.fixture(scope="module")
 def finetuned(codec_model, scene, tmp_path_factory):
-    from nscodec.demo import train_in_process
-    from nscodec_configs.codecnerf import codecnerf_trainer_config
+    from nscodec.tools.demo import train_in_process
+    from nscodec_configs.codecnerf_configs import codecnerf_trainer_config
 
     path, _, _ = codec_model
     work = tmp_path_factory.mktemp("finetuned")
@@ -182,15 +181,6 @@ def finetuned(codec_model, scene, tmp_path_factory):
     with fixed_threads(1):
         config_yml, trainer, _ = train_in_process(scene, work, steps=12, rays=256, progress=False, trainer_config=cfg)
     return config_yml, trainer, work
-
-
-def _rays(n=128, seed=0):
-    from nerfstudio.cameras.rays import RayBundle
-
-    g = torch.Generator().manual_seed(seed)
-    o = torch.randn(n, 3, generator=g) * 0.1 + torch.tensor([0.0, -4.0, 0.5])
-    d = torch.nn.functional.normalize(torch.tensor([0.0, 1.0, -0.1]) + 0.2 * torch.randn(n, 3, generator=g), dim=-1)
-    return RayBundle(origins=o, directions=d, pixel_area=torch.ones(n, 1))
 
 
 def test_step0_renders_equal_the_encoder_output(codec_model, scene):
@@ -210,12 +200,12 @@ def test_step0_renders_equal_the_encoder_output(codec_model, scene):
     model.encode_from_dataset(dataset)
     model.eval()
     with torch.no_grad():
-        a = model.get_outputs(_rays())["rgb"]
+        a = model.get_outputs(rays(128, seed=0))["rgb"]
         for s, lv in enumerate(model.levels()):
             assert torch.equal(lv, getattr(model, f"base_{s}"))
         plain, _ = load_codec_model(path)
         model.renderer = plain.renderer  # the pretrained MLP without LoRA
-        b = model.get_outputs(_rays())["rgb"]
+        b = model.get_outputs(rays(128, seed=0))["rgb"]
     assert torch.equal(a, b)
 
 
@@ -238,7 +228,7 @@ def test_finetuned_file_holds_indices_coded_deltas_and_no_occupancy(finetuned):
 
 def test_wrong_codec_model_is_a_clear_error(finetuned, codec_model, monkeypatch):
     from nscodec.codecnerf.network import load_codec_model, save_codec_model
-    from nscodec.coding.errors import NscFormatError
+    from nscodec.errors import NscFormatError
     from nscodec.io import export_model, load_model
 
     path, _, work = codec_model
@@ -258,9 +248,9 @@ def test_wrong_codec_model_is_a_clear_error(finetuned, codec_model, monkeypatch)
 
 
 def test_scratch_baseline_export_decode_identical(scene, tmp_path):
-    from nscodec.demo import train_in_process
+    from nscodec.tools.demo import train_in_process
     from nscodec.io import export_model, load_model
-    from nscodec_configs.codecnerf import codecnerf_trainer_config
+    from nscodec_configs.codecnerf_configs import codecnerf_trainer_config
 
     torch.manual_seed(0)
     cfg = codecnerf_trainer_config("codecnerf-scratch", mode="scratch", max_steps=8, occupancy_resolution=32, occupancy_warmup=4)
@@ -273,7 +263,7 @@ def test_scratch_baseline_export_decode_identical(scene, tmp_path):
     assert "codec_ref" not in nsc.sections
     model.eval()
     with torch.no_grad():
-        assert torch.equal(model.get_outputs(_rays())["rgb"], dec.get_outputs(_rays())["rgb"])
+        assert torch.equal(model.get_outputs(rays(128, seed=0))["rgb"], dec.get_outputs(rays(128, seed=0))["rgb"])
 
 
 @pytest.mark.slow
@@ -282,13 +272,13 @@ def test_ns_export_and_ns_eval_report_compressed_bytes(finetuned):
     config_yml, trainer, work = finetuned
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out_dir = work / "export"
-    r = subprocess.run([str(OFFLINE), str(BIN / "ns-export"), "compressed", "--load-config", str(config_yml), "--output-dir", str(out_dir)],
+    r = subprocess.run([str(shared_path("tools/offline")), str(BIN / "ns-export"), "compressed", "--load-config", str(config_yml), "--output-dir", str(out_dir)],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     files = list(out_dir.glob("*.nsc"))
     assert len(files) == 1
     out = work / "ns_eval.json"
-    r = subprocess.run([str(OFFLINE), str(BIN / "ns-eval"), "--load-config", str(config_yml), "--output-path", str(out)],
+    r = subprocess.run([str(shared_path("tools/offline")), str(BIN / "ns-eval"), "--load-config", str(config_yml), "--output-path", str(out)],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())["results"]
@@ -299,4 +289,4 @@ def test_ns_export_and_ns_eval_report_compressed_bytes(finetuned):
     model = trainer.pipeline.model
     model.eval()
     with torch.no_grad():
-        assert torch.equal(model.get_outputs(_rays())["rgb"], dec.get_outputs(_rays())["rgb"])
+        assert torch.equal(model.get_outputs(rays(128, seed=0))["rgb"], dec.get_outputs(rays(128, seed=0))["rgb"])

@@ -11,7 +11,7 @@ import torch
 from torchvision.models.vision_transformer import VisionTransformer
 
 from nscodec.codecnerf.backbone import ViTFeatures, read_vit_weights
-from nscodec.coding.errors import NscError
+from nscodec.errors import NscError
 
 # tiny ViT: patch 8, width 32, 2 blocks, 2 heads, trained token grid 2 × 2 (16 px)
 PATCH, DIM, DEPTH, HEADS, MLP, GRID = 8, 32, 2, 2, 64, 2

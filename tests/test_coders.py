@@ -7,7 +7,7 @@ import pytest
 
 from nscodec.coding.cdf_tables import IntegerCDFTable, decode_varints
 from nscodec.coding.coders import ConstrictionCoder, TorchacCoder, available_coders, get_coder
-from nscodec.coding.errors import EntropyCodingError, NscError
+from nscodec.errors import EntropyCodingError, NscError
 
 
 def laplace_table(scales, support=30, escape_mass=1e-4, precision=16, offsets=None) -> IntegerCDFTable:

@@ -21,7 +21,7 @@ import torch
 
 from nscodec.coding import container
 from nscodec.coding.container import PREAMBLE_SIZE
-from nscodec.coding.errors import NscFormatError
+from nscodec.errors import NscFormatError
 from nscodec.io import CODECS, UnvalidatedDecodeError
 from tests.helpers import rays, render, train
 
@@ -43,21 +43,21 @@ def _ectensorf(ctx):
 
 
 def _shacira(ctx):
-    from nscodec_configs.shacira import shacira_trainer_config
+    from nscodec_configs.shacira_configs import shacira_trainer_config
 
     return shacira_trainer_config(max_steps=20, rays=256, num_levels=4, max_res=32, log2_hashmap_size=10,
                                   occupancy_resolution=32, anneal_fraction=0.5), 20, {}
 
 
 def _vqad(ctx):
-    from nscodec_configs.vqad import vqad_trainer_config
+    from nscodec_configs.vqad_configs import vqad_trainer_config
 
     return vqad_trainer_config(max_steps=20), 20, dict(base_resolution=4, num_levels=3, occupancy_resolution=32,
                                                        occupancy_warmup=6, occupancy_update_every=6)
 
 
 def _codecnerf(ctx):
-    from nscodec_configs.codecnerf import codecnerf_trainer_config
+    from nscodec_configs.codecnerf_configs import codecnerf_trainer_config
 
     return codecnerf_trainer_config(mode="peft_ec", max_steps=8, codec_model_path=ctx["codec_model"],
                                     occupancy_resolution=32), 8, {}
@@ -96,7 +96,7 @@ def trained(request, ctx, scene, tmp_path_factory):
     """``(codec, config_yml, trainer, exported file)`` — one training per codec, shared by the tests of this file."""
     codec = request.param
     if codec not in _TRAINED:
-        from nscodec.export import training_meta
+        from nscodec.data import training_meta
         from nscodec.io import export_model
 
         work = tmp_path_factory.mktemp(codec)
@@ -110,7 +110,7 @@ def trained(request, ctx, scene, tmp_path_factory):
 def test_the_file_carries_the_training_cameras(trained):
     from nscodec.cameras import CAMERAS_SECTION, MAX_STORED_CAMERAS, decode_cameras
     from nscodec.coding.container import read_nsc
-    from nscodec.lod import lod_table
+    from nscodec.coding.lod import lod_table
 
     _, _, trainer, path = trained
     nsc = read_nsc(path)
@@ -173,7 +173,7 @@ def test_compressed_bytes_is_the_file_size(trained):
 def test_a_prefix_decodes_the_coarser_levels(trained):
     from nscodec.coding.container import read_nsc
     from nscodec.io import load_model
-    from nscodec.lod import lod_table
+    from nscodec.coding.lod import lod_table
 
     _, _, trainer, path = trained
     model = trainer.pipeline.model.finalized_copy()
@@ -184,12 +184,14 @@ def test_a_prefix_decodes_the_coarser_levels(trained):
         return
     table = lod_table(read_nsc(path))
     assert [r["lod"] for r in table] == list(range(model.num_lods)) and table[-1]["bytes"] == len(data)
-    assert model.lod_bytes() == [r["bytes"] for r in table]
+    from nscodec.io import lod_bytes
+
+    assert lod_bytes(model) == [r["bytes"] for r in table]
     bundle = rays(128)
     for row in table:
         decoded, nsc = load_model(data[: row["bytes"]])
         assert decoded.lod == decoded.decoded_lod == row["lod"] and nsc.available_bytes == row["bytes"]
-        assert decoded.lod_bytes() == model.lod_bytes()  # the level table travels in the header
+        assert lod_bytes(decoded) == lod_bytes(model)  # the level table travels in the header
         model.set_lod(row["lod"])
         assert torch.equal(render(decoded, bundle), render(model, bundle))
     with pytest.raises(ValueError):
@@ -550,3 +552,26 @@ def test_fields_declared_unread_do_not_change_what_a_file_decodes_to(trained):
     assert extreme, f"{codec} declares no unread field"
     other, _ = load_model(_edit(lambda h: h["config"]["model"].update(extreme))(path.read_bytes()))
     assert torch.equal(render(other, bundle), want)
+
+
+def test_a_level_of_detail_model_gets_the_viewer_slider_and_its_bytes(trained):
+    """The one control of every level-of-detail method (:func:`nscodec.viewer.attach_lod_controls`): a slider over
+    the levels and a text with the chosen level's cumulative bytes, which follows the rendered level."""
+    from nscodec.io import load_model, lod_bytes
+    from nscodec.viewer import attach_lod_controls, lod_label
+
+    _, _, trainer, path = trained
+    decoded, _ = load_model(path)
+    if not (decoded.supports_lod and decoded.num_lods > 1):
+        attach_lod_controls(decoded)
+        assert getattr(decoded, "viewer_lod", None) is None
+        return
+    attach_lod_controls(decoded)
+    table = lod_bytes(decoded)
+    assert (decoded.viewer_lod.min, decoded.viewer_lod.max) == (0, decoded.num_lods - 1)
+    decoded.set_lod(0)
+    assert decoded.viewer_lod_bytes.value == lod_label(decoded, 0) == f"level 0/{decoded.num_lods - 1}: {table[0]:,} bytes"
+    decoded.set_lod(decoded.num_lods - 1)
+    assert decoded.viewer_lod_bytes.value.endswith(f"{table[-1]:,} bytes")
+    live = trainer.pipeline.model  # a training run's model: the pipeline attached them
+    assert live.viewer_lod is not None and live.viewer_lod_bytes is not None

@@ -13,7 +13,7 @@ import pytest
 from nscodec.coding import container
 from nscodec.coding.cdf_tables import IntegerCDFTable
 from nscodec.coding.container import PREAMBLE_SIZE, Section, read_nsc, write_nsc
-from nscodec.coding.errors import NscError, NscFormatError
+from nscodec.errors import NscError, NscFormatError
 from nscodec.coding.tensor_codec import decode_section, entropy_section, raw_section, zlib_section
 
 PRE = struct.Struct("<4sHHQII")

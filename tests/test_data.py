@@ -115,7 +115,7 @@ def test_ns_train_on_a_broken_dataset_prints_one_line(copy):
 def test_evaluating_on_another_dataset_warns_naming_both(scene, copy, tmp_path, capsys):
     from nerfstudio.data.scene_box import SceneBox
 
-    from nscodec.evaluate import evaluate_nsc
+    from nscodec.tools.evaluate import evaluate_nsc
     from nscodec.io import export_model
     from nscodec.scenes import SceneSpec, generate_blender_scene
     from nscodec.tensorf.model import NscTensoRFModelConfig

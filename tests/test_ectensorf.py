@@ -113,7 +113,7 @@ def test_init_from_stock_tensorf_checkpoint(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def trained_ec(scene, tmp_path_factory):
-    from nscodec.demo import train_in_process
+    from nscodec.tools.demo import train_in_process
     from nscodec_configs.method_configs import ectensorf_trainer_config
 
     work = tmp_path_factory.mktemp("ectensorf")
@@ -131,7 +131,7 @@ def trained_ec(scene, tmp_path_factory):
 def test_masked_stage2_compresses_and_decodes_bit_identically(trained_ec, scene):
     from nerfstudio.cameras.rays import RayBundle
 
-    from nscodec.evaluate import evaluate_model
+    from nscodec.tools.evaluate import evaluate_model
     from nscodec.io import export_model, load_model
 
     _, trainer, work = trained_ec

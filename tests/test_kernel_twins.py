@@ -8,9 +8,9 @@ import shutil
 import pytest
 import torch
 
-from nscodec import _cpp
+from nscodec import _backend
 from nscodec.coding.entropy_models import FactorizedPrior, _rate_kernel
-from nscodec.coding.errors import NscError
+from nscodec.errors import NscError
 from nscodec.grid import HashLevels, _torch_impl, _wrapper
 from nscodec.optim import FusedSparseAdam, _sparse_adam_kernel
 
@@ -22,7 +22,7 @@ def kernels():
         pytest.skip("no C++ compiler on this machine: the torch twins run (tested elsewhere)")
     mods = {"grid": _wrapper.cpu_kernel(), "rate": _rate_kernel(), "adam": _sparse_adam_kernel(),
             "vm": _wrapper.vm_kernel()}
-    assert all(m is not None for m in mods.values()), f"a kernel did not build: {_cpp._build.cache_info()}"
+    assert all(m is not None for m in mods.values()), f"a kernel did not build: {_backend._build.cache_info()}"
     return mods
 
 
@@ -338,12 +338,12 @@ def test_open_masked_prior_takes_the_fused_rate_and_matches_the_likelihood_path(
 def test_kernel_choice_rejects_unknown_values(monkeypatch):
     monkeypatch.setenv("NSCODEC_KERNELS", "fast")
     with pytest.raises(NscError, match="NSCODEC_KERNELS"):
-        _cpp.kernel_choice()
+        _backend.kernel_choice()
 
 
 def test_a_failed_build_falls_back_to_the_twin_with_one_warning_or_fails_when_cpp_is_required(monkeypatch):
-    monkeypatch.setattr(_cpp, "_build", lambda name, source, simd: (None, "CalledProcessError: no compiler"))
-    _cpp._warn_once.cache_clear()
+    monkeypatch.setattr(_backend, "_build", lambda name, source, simd: (None, "CalledProcessError: no compiler"))
+    _backend._warn_once.cache_clear()
     monkeypatch.setenv("NSCODEC_KERNELS", "auto")
     levels, rows = _levels()
     x = _points(100)
@@ -373,10 +373,10 @@ def test_a_build_is_retried_without_openmp_only_when_openmp_failed(monkeypatch, 
         return "module"
 
     monkeypatch.setattr(cpp_extension, "load", load)
-    monkeypatch.setattr(_cpp, "_build_dir", lambda name: None)
-    mod, why = _cpp._build.__wrapped__("nscodec_test_retry", "nowhere.cpp", False)  # uncached: real kernels stay
+    monkeypatch.setattr(_backend, "_build_dir", lambda name: None)
+    mod, why = _backend._build.__wrapped__("nscodec_test_retry", "nowhere.cpp", False)  # uncached: real kernels stay
     assert calls == [True, False][:builds]
-    built = _cpp.build_name("nscodec_test_retry", "nowhere.cpp", ["-O3", "-ffp-contract=off", "-fno-math-errno"])
+    built = _backend.build_name("nscodec_test_retry", "nowhere.cpp", ["-O3", "-ffp-contract=off", "-fno-math-errno"])
     assert (mod, why) == (("module", "") if builds == 2 else (None, f"RuntimeError: Error building extension "
                                                                   f"'{built}': {error}"))
 
@@ -386,10 +386,10 @@ def test_two_checkouts_never_share_a_kernel_build_folder(tmp_path):
     source path), so every process start of alternating checkouts paid a compile."""
     a, b = tmp_path / "a" / "grid_encode.cpp", tmp_path / "b" / "grid_encode.cpp"
     flags = ["-O3"]
-    assert _cpp.build_name("nscodec_grid_encode", str(a), flags) == _cpp.build_name("nscodec_grid_encode", str(a), flags)
-    assert _cpp.build_name("nscodec_grid_encode", str(a), flags) != _cpp.build_name("nscodec_grid_encode", str(b), flags)
-    assert _cpp.build_name("nscodec_grid_encode", str(a), flags) != _cpp.build_name("nscodec_grid_encode", str(a), ["-O2"])
-    assert _cpp.build_name("nscodec_grid_encode", str(a), flags).startswith("nscodec_grid_encode_")
+    assert _backend.build_name("nscodec_grid_encode", str(a), flags) == _backend.build_name("nscodec_grid_encode", str(a), flags)
+    assert _backend.build_name("nscodec_grid_encode", str(a), flags) != _backend.build_name("nscodec_grid_encode", str(b), flags)
+    assert _backend.build_name("nscodec_grid_encode", str(a), flags) != _backend.build_name("nscodec_grid_encode", str(a), ["-O2"])
+    assert _backend.build_name("nscodec_grid_encode", str(a), flags).startswith("nscodec_grid_encode_")
 
 
 def test_a_lock_left_by_a_killed_build_is_removed_once_stale_and_a_live_one_is_waited_for(tmp_path):
@@ -400,18 +400,18 @@ def test_a_lock_left_by_a_killed_build_is_removed_once_stale_and_a_live_one_is_w
     build.mkdir()
     (build / "build.ninja").write_text("rule cxx\n")
     lock = build / "lock"
-    assert not _cpp.clear_stale_lock(build, stale_after=60.0)  # no lock: nothing to wait for
+    assert not _backend.clear_stale_lock(build, stale_after=60.0)  # no lock: nothing to wait for
     lock.touch()
     old = time.time() - 3600
     for f in build.iterdir():
         os.utime(f, (old, old))
     with pytest.warns(RuntimeWarning, match="removed the lock"):
-        assert _cpp.clear_stale_lock(build, stale_after=60.0)
+        assert _backend.clear_stale_lock(build, stale_after=60.0)
     assert not lock.exists() and (build / "build.ninja").exists()
     lock.touch()  # a build that is alive: waited for until its files stop changing for stale_after
     t0 = time.perf_counter()
     with pytest.warns(RuntimeWarning, match="removed the lock"):
-        assert _cpp.clear_stale_lock(build, stale_after=0.4, poll=0.05)
+        assert _backend.clear_stale_lock(build, stale_after=0.4, poll=0.05)
     assert time.perf_counter() - t0 >= 0.3
 
 
@@ -426,4 +426,4 @@ def test_a_lock_released_by_its_build_is_left_alone(tmp_path):
     threading.Timer(0.2, lock.unlink).start()  # the other process finishes its build
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert not _cpp.clear_stale_lock(build, stale_after=30.0, poll=0.05)
+        assert not _backend.clear_stale_lock(build, stale_after=30.0, poll=0.05)

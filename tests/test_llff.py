@@ -286,8 +286,8 @@ def test_a_file_records_the_llff_layout_and_one_from_the_earlier_frame_is_refuse
     clear error for evaluation, not test views placed in the wrong frame."""
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 
-    from nscodec.coding.errors import NscError
-    from nscodec.export import dataparser_from_record, dataparser_options
+    from nscodec.errors import NscError
+    from nscodec.data import dataparser_from_record, dataparser_options
     from nscodec.llff import LLFFDataParserConfig
 
     options = dataparser_options(LLFFDataParserConfig(downscale_factor=8))

@@ -1,4 +1,4 @@
-"""Level-of-detail prefixes of .nsc files (nscodec.lod) — the streaming contract shared by shacira and vqad."""
+"""Level-of-detail prefixes of .nsc files (nscodec.coding.lod) — the streaming contract shared by shacira and vqad."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from nscodec.coding.container import read_nsc, write_nsc
-from nscodec.coding.errors import NscFormatError
+from nscodec.errors import NscFormatError
 from nscodec.coding.tensor_codec import decode_section, raw_section
-from nscodec.lod import available_lod, lod_prefix_bytes, lod_table, read_lod_prefix
+from nscodec.coding.lod import available_lod, lod_prefix_bytes, lod_table, read_lod_prefix
 
 
 def _write(path, lods, sizes):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nscodec.coding.errors import NscError, NscFormatError
+from nscodec.errors import NscError, NscFormatError
 from nscodec.coding.posthoc import kmeans_quantize
 
 

@@ -25,6 +25,14 @@ STEPS, RAYS = 20, 256
 SMALL = {"init-resolution": ["16"], "final-resolution": ["24"], "occupancy-resolution": ["32"]}
 
 
+@pytest.fixture(autouse=True)
+def _test_sweeps_may_run_from_a_dirty_tree(monkeypatch):
+    """The sweeps of these tests are not results: they may run from a checkout with uncommitted code."""
+    from nscodec.rd.results import ALLOW_DIRTY_ENV
+
+    monkeypatch.setenv(ALLOW_DIRTY_ENV, "1")
+
+
 def _sweep(scene: Path, work: Path, schemes):
     grid = {"nscodec-tensorf": {"codec-scheme": list(schemes), "codec-bits": ["8"], **SMALL}}
     return build_sweep(["nscodec-tensorf"], [scene], grid, steps=STEPS, rays=RAYS, test_views="1", workdir=work)
@@ -126,7 +134,7 @@ def test_a_missing_scene_is_named(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
-def test_ray_backend_gives_the_same_records(local_sweep, scene, tmp_path):
+def test_ray_backend_gives_the_same_records(local_sweep, scene, tmp_path, monkeypatch):
     try:
         import ray
     except ImportError:
@@ -137,6 +145,9 @@ def test_ray_backend_gives_the_same_records(local_sweep, scene, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(sweep_local.workdir / "train", work / "train")  # the training cache; points run afresh
     sweep = _sweep(scene, work, ["fp32", "uniform"])
+    # Ray starts its workers at nice 15: beside another training they would get next to no CPU and the test would
+    # time out; at the test's own priority it finishes, slower, on a loaded machine too
+    monkeypatch.setenv("RAY_worker_niceness", "0")
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     try:
         ray_rows = run_sweep(sweep, tmp_path / "results", "t", "nscodec rd --backend ray (test)", backend="ray", progress=False)
@@ -212,3 +223,69 @@ def test_a_capture_scene_trains_through_its_dataparser(scene, tmp_path, capsys):
         build_sweep(["shacira"], [{"data": str(fwd), "dataparser": "llff"}], workdir=tmp_path / "w")
     with pytest.raises(SpecError, match="is not a scene"):
         build_sweep(["shacira"], [tmp_path], workdir=tmp_path / "w")
+
+
+def test_bjontegaard_deltas_of_curves_with_known_gaps():
+    """Half the bytes at every PSNR is a BD-rate of -50 %; +1 dB at every size a BD-PSNR of +1 dB; curves that do not
+    overlap have none; points off the envelope are dropped."""
+    from nscodec.rd.bd import bd_psnr, bd_rate, envelope
+
+    ref = [(1e5, 25.0), (2e5, 27.0), (4e5, 28.5), (8e5, 29.3)]
+    half = [(b / 2, p) for b, p in ref]
+    up = [(b, p + 1.0) for b, p in ref]
+    assert bd_rate(ref, half) == pytest.approx(-50.0, abs=1e-6)
+    assert bd_rate(ref, ref) == pytest.approx(0.0, abs=1e-9)
+    assert bd_psnr(ref, up) == pytest.approx(1.0, abs=1e-6)
+    assert bd_psnr(ref, half) > 0  # smaller at the same quality: better at the same size
+    assert bd_rate(ref, [(1e9, 40.0), (2e9, 41.0)]) is None  # no PSNR range in common
+    assert bd_psnr(ref, [(5e4, 20.0)]) is None  # one point is no curve
+    assert envelope([(3e5, 26.0), (1e5, 25.0), (2e5, 27.0), (2e5, 26.5)]) == [(1e5, 25.0), (2e5, 27.0)]
+
+
+def test_results_from_a_dirty_tree_are_refused_unless_allowed(tmp_path, monkeypatch):
+    """Figures are re-made from a commit: the results writer refuses uncommitted code, or marks its rows dirty."""
+    from nscodec.errors import NscError
+    from nscodec.rd import results
+
+    monkeypatch.setattr(results, "git_commit", lambda root=results.ROOT: "abc1234-dirty")
+    monkeypatch.delenv(results.ALLOW_DIRTY_ENV, raising=False)
+    with pytest.raises(NscError, match="uncommitted code changes .*abc1234-dirty"):
+        results.write_results(tmp_path / "r.json", "r", [{"psnr": 30.0}], "cmd")
+    assert not (tmp_path / "r.json").exists()
+    monkeypatch.setenv(results.ALLOW_DIRTY_ENV, "1")
+    saved = json.loads(results.write_results(tmp_path / "r.json", "r", [{"psnr": 30.0}, {"git_commit": "abc1234"}], "cmd").read_text())
+    assert [r.get("dirty") for r in saved["rows"]] == [True, None]
+
+
+def _row(method, scene, psnr, nbytes, role="method", key=None, base=None, **settings):
+    return {"key": key or f"{scene}-{method}-{psnr}", "method": method, "scene": scene, "psnr": psnr, "bytes": nbytes,
+            "role": role, "status": "ok", "seed": 0, "settings": settings, "baseline_key": base, "decode_seconds": 0.25,
+            "git_commit": "abc1234"}
+
+
+def test_the_readme_status_is_one_line_per_method_from_the_records(tmp_path):
+    """The status table generated from records: one line per CPU method (paper, status, its preset point on lego and
+    on the real capture against its own base, decode ms), each under 300 characters; dirty rows are refused."""
+    from nscodec.errors import NscError
+    from nscodec.rd.report import README_BEGIN, README_END, bd_table, readme_status, update_readme
+
+    rows = [_row("nscodec-tensorf", "lego", 31.8, 19_963_618, "baseline", key="base-lego", **{"codec-scheme": "fp32"}),
+            _row("nscodec-tensorf", "lego", 25.1, 263_007, "posthoc", **{"codec-scheme": "kmeans"}),
+            _row("ectensorf", "lego", 31.3, 360_490, base="base-lego", **{"rate-lambda": "3e-5"}),
+            _row("ectensorf", "lego", 30.1, 180_976, base="base-lego", **{"rate-lambda": "1e-3"}),
+            _row("nscodec-tensorf", "flower", 27.1, 19_964_574, "baseline", key="base-flower", **{"codec-scheme": "fp32"}),
+            _row("ectensorf", "flower", 25.7, 602_124, base="base-flower", **{"rate-lambda": "3e-5"})]
+    table = readme_status(rows)
+    lines = [ln for ln in table.splitlines() if ln.startswith("| `")]
+    assert [ln.split("`")[1] for ln in lines] == ["nscodec-tensorf", "ectensorf", "shacira", "vqad", "codecnerf"]
+    assert all(len(ln) < 300 for ln in table.splitlines())
+    ec = lines[1]
+    assert "31.30 dB @ 360 KB (-0.50 dB, 1/55 of its base)" in ec and "25.70 dB @ 602 KB" in ec and "250 ms" in ec
+    assert "abc1234" in table
+    assert "| lego | ectensorf | 2 |" in bd_table(rows)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{README_BEGIN}\nold\n{README_END}\ntail\n")
+    update_readme(readme, table)
+    assert "old" not in readme.read_text() and readme.read_text().endswith(f"{README_END}\ntail\n")
+    with pytest.raises(NscError, match="dirty commit"):
+        readme_status(rows + [{**rows[2], "key": "d", "git_commit": "abc1234-dirty"}])

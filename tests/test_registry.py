@@ -12,15 +12,29 @@ import pytest
 
 from nscodec.io import CODECS, codec_config_class
 
+from nscodec.core.methods import METHODS
+
 #: every method this package registers (read from its installed entry points, so a new method is tested too)
-REGISTERED = sorted(ep.name for ep in entry_points(group="nerfstudio.method_configs") if ep.value.startswith("nscodec_configs."))
+REGISTERED = sorted(ep.name for ep in entry_points(group="nerfstudio.method_configs") if ep.value.startswith("nscodec_configs"))
 #: methods that need a pretrained codec-model file to build (CodecNeRF's shared encoder/decoder)
-NEEDS_CODEC_MODEL = {"codecnerf", "codecnerf-peft"}
+NEEDS_CODEC_MODEL = {m.name for m in METHODS.values() if m.needs_codec_model}
 
 
 def test_all_methods_registered():
     for name in ("nscodec-tensorf", "ectensorf", "ectensorf-paper", "shacira", "vqad", "codecnerf"):
         assert name in REGISTERED, name
+
+
+def test_the_entry_points_are_the_declared_methods():
+    """pyproject.toml's entry points (as installed) and nscodec/methods.py name the same methods, each entry point the
+    attribute its declaration says; the source pyproject.toml agrees too (an install from an older checkout would not)."""
+    import tomllib
+
+    installed = {ep.name: ep.value for ep in entry_points(group="nerfstudio.method_configs") if ep.value.startswith("nscodec_configs")}
+    declared = {m.name: m.entry_point for m in METHODS.values()}
+    assert installed == declared
+    source = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert source["project"]["entry-points"]["nerfstudio.method_configs"] == declared
 
 
 def test_entry_points_discovered():
@@ -55,7 +69,7 @@ def test_every_registered_preset_builds_its_model():
     from nerfstudio.data.scene_box import SceneBox
     from nerfstudio.plugins.registry import discover_methods
 
-    from nscodec.coding.errors import NscError
+    from nscodec.errors import NscError
 
     methods, _ = discover_methods()
     for name in REGISTERED:

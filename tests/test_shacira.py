@@ -9,7 +9,9 @@ import os
 import pytest
 import torch
 
-from nscodec.coding.errors import NscError, NscFormatError
+from tests.helpers import rays
+
+from nscodec.errors import NscError, NscFormatError
 from nscodec.coding.quantization import annealed_temperature
 from nscodec.shacira.latents import discretize, soft_round
 
@@ -113,15 +115,6 @@ def test_hash_encoding_matches_nerfstudio_torch_path(dense):
 
 
 # ------------------------------------------------------------------------------------------------ LOD files
-def _rays(n=256, seed=1):
-    from nerfstudio.cameras.rays import RayBundle
-
-    g = torch.Generator().manual_seed(seed)
-    o = torch.randn(n, 3, generator=g) * 0.1 + torch.tensor([0.0, -4.0, 0.5])
-    d = torch.nn.functional.normalize(torch.tensor([0.0, 1.0, -0.1]) + 0.2 * torch.randn(n, 3, generator=g), dim=-1)
-    return RayBundle(origins=o, directions=d, pixel_area=torch.ones(n, 1))
-
-
 def _random_model(compress=True):
     from nerfstudio.data.scene_box import SceneBox
 
@@ -145,7 +138,7 @@ def _random_model(compress=True):
 def test_lod_prefixes_decode_coarser_levels(tmp_path):
     from nscodec.coding.container import read_nsc
     from nscodec.io import export_model, load_model
-    from nscodec.lod import available_lod, lod_table
+    from nscodec.coding.lod import available_lod, lod_table
 
     model = _random_model()
     path = tmp_path / "lod.nsc"
@@ -153,7 +146,7 @@ def test_lod_prefixes_decode_coarser_levels(tmp_path):
     rows = lod_table(read_nsc(path))
     assert [r["lod"] for r in rows] == [0, 1, 2, 3] and rows[-1]["bytes"] == size
     assert all(a["bytes"] < b["bytes"] for a, b in zip(rows, rows[1:]))  # coarser LOD, fewer bytes
-    rb = _rays()
+    rb = rays()
     renders = []
     for lvl in range(4):
         dec, nsc = load_model(path, lod=lvl)
@@ -177,7 +170,7 @@ def test_lod_prefixes_decode_coarser_levels(tmp_path):
 
 def test_bad_and_truncated_files_raise_format_errors(tmp_path):
     from nscodec.io import export_model, load_model
-    from nscodec.lod import lod_table
+    from nscodec.coding.lod import lod_table
     from nscodec.coding.container import read_nsc
 
     model = _random_model()
@@ -210,7 +203,7 @@ def test_uncompressed_baseline_round_trips_fp32(tmp_path):
     size = export_model(model, path)
     assert size > fp32_table_bytes(model.field.encoding)
     dec, _ = load_model(path)
-    rb = _rays()
+    rb = rays()
     with torch.no_grad():
         assert (model.get_outputs(rb)["rgb"] - dec.get_outputs(rb)["rgb"]).abs().max().item() == 0.0
     comp = _random_model(compress=True)

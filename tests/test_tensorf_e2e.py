@@ -13,22 +13,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import SHARED
+from tests.conftest import shared_path
 
 BIN = Path(sys.executable).parent
-OFFLINE = SHARED / "tools" / "offline"
 
 
 def _run(cmd, offline=True, **kw):
     if offline:
-        cmd = [str(OFFLINE)] + cmd
+        cmd = [str(shared_path("tools/offline"))] + cmd
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, **kw)
 
 
 @pytest.fixture(scope="module")
 def trained(scene, tmp_path_factory):
-    from nscodec.demo import train_in_process
+    from nscodec.tools.demo import train_in_process
 
     work = tmp_path_factory.mktemp("tensorf")
     torch.manual_seed(0)
@@ -54,7 +53,7 @@ def test_checkpoint_loads_with_torch_weights_only(trained):
 
 
 def test_export_decode_evaluate(trained, scene):
-    from nscodec.evaluate import evaluate_model
+    from nscodec.tools.evaluate import evaluate_model
     from nscodec.io import load_model
 
     config_yml, trainer, work = trained
@@ -79,7 +78,7 @@ def test_export_decode_evaluate(trained, scene):
     dec = evaluate_model(model, scene, "test", progress=False)
     # a trained model must beat a blank white render by a wide margin, and 8-bit coding must cost little
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig  # noqa: F401
-    from nscodec.evaluate import load_split
+    from nscodec.tools.evaluate import load_split
 
     _, ds = load_split(scene, "test")
     white_mse = sum(
@@ -130,7 +129,7 @@ def test_ns_eval_offline_on_cpu(trained):
     assert res["psnr"] > 10 and 0 < res["ssim"] <= 1
     assert "lpips" not in res  # no local AlexNet weights: reported as unavailable, never downloaded
     # rate is a real file: exactly the size of the .nsc `ns-export compressed` writes for this checkpoint
-    from nscodec.export import export_from_config
+    from nscodec.tools.export import export_from_config
 
     path = work / "ns_eval_ref.nsc"
     size = export_from_config(config_yml, path, overwrite=True, quiet=True)
@@ -139,7 +138,7 @@ def test_ns_eval_offline_on_cpu(trained):
 
 def test_ns_eval_opens_nsc_file(trained, scene):
     """`ns-eval --load-config scene.nsc` decodes the file; compressed_bytes is its size; PSNR equals nscodec eval."""
-    from nscodec.evaluate import evaluate_nsc
+    from nscodec.tools.evaluate import evaluate_nsc
     from nscodec.io import export_model
 
     _, trainer, work = trained
@@ -155,7 +154,7 @@ def test_ns_eval_opens_nsc_file(trained, scene):
 
 
 def test_nsc_eval_setup_missing_data_is_one_clear_error(trained, tmp_path):
-    from nscodec.coding.errors import NscError
+    from nscodec.errors import NscError
     from nscodec.io import export_model
     from nscodec.pipeline import nsc_eval_setup
 
@@ -181,7 +180,7 @@ def test_ns_viewer_loads_checkpoint_offline(trained, tmp_path, source, scene):
     log = tmp_path / "viewer.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen(
-            [str(OFFLINE), str(BIN / "ns-viewer"), "--load-config", str(target), "--viewer.websocket-port", str(7191 + (source == "nsc"))],
+            [str(shared_path("tools/offline")), str(BIN / "ns-viewer"), "--load-config", str(target), "--viewer.websocket-port", str(7191 + (source == "nsc"))],
             stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
         try:
@@ -207,8 +206,8 @@ def test_export_load_step_picks_that_checkpoint(trained, tmp_path):
     """``load_step`` exports the named checkpoint, not the latest; a step the run lacks is one clear error."""
     import yaml
 
-    from nscodec.coding.errors import NscError
-    from nscodec.export import export_from_config
+    from nscodec.errors import NscError
+    from nscodec.tools.export import export_from_config
     from nscodec.io import load_model
 
     config_yml, trainer, _ = trained
@@ -239,8 +238,8 @@ def test_export_load_step_picks_that_checkpoint(trained, tmp_path):
 
 @pytest.mark.parametrize("case", ["missing", "not_yaml", "no_checkpoint"])
 def test_export_bad_config_is_one_clear_error(case, tmp_path, trained):
-    from nscodec.coding.errors import NscError
-    from nscodec.export import export_from_config
+    from nscodec.errors import NscError
+    from nscodec.tools.export import export_from_config
 
     config_yml, _, _ = trained
     if case == "missing":
@@ -265,7 +264,7 @@ def _shipped(trainer, tmp_path, monkeypatch) -> Path:
     """The exported file copied into an empty directory; the dataset it records is gone, NSCODEC_DATA unset."""
     import shutil
 
-    from nscodec.export import training_meta
+    from nscodec.data import training_meta
     from nscodec.io import export_model
 
     src = tmp_path / "sender" / "scene.nsc"
@@ -304,7 +303,7 @@ def test_nsc_opens_without_dataset(trained, tmp_path, monkeypatch):
     ref_c2w = trainer.pipeline.datamanager.train_dataset.cameras.camera_to_worlds
     assert torch.allclose(cams.camera_to_worlds, ref_c2w.float(), atol=1e-6)
     # evaluation needs the images: one clear error saying how to point at them
-    from nscodec.coding.errors import NscError
+    from nscodec.errors import NscError
     from nscodec.pipeline import nsc_eval_setup
 
     with pytest.raises(NscError, match="NSCODEC_DATA"):

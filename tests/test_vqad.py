@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import rays
+
 from nscodec.vqad.grid import MultiLevelVQGrid, lod_probabilities, straight_through_vq, vertex_mask
 from nscodec.vqad.model import pack_bits, unpack_bits
 
@@ -80,7 +82,7 @@ def test_a_grid_no_decoder_would_open_is_refused_before_training_and_before_writ
     limit. Training refuses it at once; a model whose config was changed afterwards is not written either."""
     from nerfstudio.data.scene_box import SceneBox
 
-    from nscodec.coding.errors import NscError
+    from nscodec.errors import NscError
     from nscodec.io import export_model
     from nscodec.vqad.model import VQADModelConfig
 
@@ -128,8 +130,8 @@ def test_vertex_mask_covers_every_vertex_a_sample_reads():
 # ------------------------------------------------------------------------------------------- trained model
 @pytest.fixture(scope="module")
 def trained_vqad(scene, tmp_path_factory):
-    from nscodec.demo import train_in_process
-    from nscodec_configs.vqad import vqad_trainer_config
+    from nscodec.tools.demo import train_in_process
+    from nscodec_configs.vqad_configs import vqad_trainer_config
 
     work = tmp_path_factory.mktemp("vqad")
     torch.manual_seed(0)
@@ -141,17 +143,8 @@ def trained_vqad(scene, tmp_path_factory):
     return config_yml, trainer, work
 
 
-def _rays(n=256, seed=1):
-    from nerfstudio.cameras.rays import RayBundle
-
-    g = torch.Generator().manual_seed(seed)
-    o = torch.randn(n, 3, generator=g) * 0.1 + torch.tensor([0.0, -4.0, 0.5])
-    d = torch.nn.functional.normalize(torch.tensor([0.0, 1.0, -0.1]) + 0.2 * torch.randn(n, 3, generator=g), dim=-1)
-    return RayBundle(origins=o, directions=d, pixel_area=torch.ones(n, 1))
-
-
 def test_raw_index_coding_and_bad_files(trained_vqad):
-    from nscodec.coding.errors import NscFormatError
+    from nscodec.errors import NscFormatError
     from nscodec.io import export_model, load_model
 
     _, trainer, work = trained_vqad
@@ -164,12 +157,12 @@ def test_raw_index_coding_and_bad_files(trained_vqad):
     finally:
         model.config.index_coding = "entropy"
     decoded, _ = load_model(raw_path)
-    rb = _rays(128, seed=3)
+    rb = rays(128, seed=3)
     with torch.no_grad():
         assert torch.equal(decoded.get_outputs(rb)["rgb"], model.get_outputs(rb)["rgb"])
     export_model(model, work / "scene.nsc", overwrite=True)
     data = (work / "scene.nsc").read_bytes()
-    from nscodec.lod import lod_table
+    from nscodec.coding.lod import lod_table
     from nscodec.coding.container import read_nsc
 
     lod0 = lod_table(read_nsc(data))[0]["bytes"]
@@ -212,7 +205,7 @@ def test_posthoc_kmeans_of_a_float_grid():
         dec, _ = load_model(Path(tmp) / "km.nsc")
         export_model(fm, Path(tmp) / "float.nsc")
         dec_f, _ = load_model(Path(tmp) / "float.nsc")
-    rb = _rays(64, seed=4)
+    rb = rays(64, seed=4)
     rb.origins = rb.origins * 0 + torch.tensor([0.0, -3.0, 0.0])
     with torch.no_grad():
         assert torch.equal(dec.get_outputs(rb)["rgb"], vq.get_outputs(rb)["rgb"])

@@ -12,7 +12,7 @@ imported, the finder:
    one clear ``ImportError`` (so ``pointcloud``/``tsdf``/``poisson`` report what is missing, while
    ``cameras``, ``gaussian-splat`` and ``compressed`` work);
 2. after the module ran, appends our ``compressed`` subcommand to ``Commands`` (see
-   :func:`nscodec.export.register_with_exporter`).
+   :func:`nscodec.tools.export.register_with_exporter`).
 
 The same finder patches ``nerfstudio.scripts.eval``, ``nerfstudio.scripts.viewer.run_viewer`` and
 ``nerfstudio.scripts.render`` after they run: their module-level name ``eval_setup`` is rebound to a function of
@@ -65,14 +65,14 @@ def _bundled_ffmpeg() -> None:
 
 
 def _one_line_errors(module) -> None:
-    """Wrap ``module.entrypoint`` so an :class:`nscodec.coding.errors.NscError` exits with one line (status 2)."""
+    """Wrap ``module.entrypoint`` so an :class:`nscodec.errors.NscError` exits with one line (status 2)."""
     inner = getattr(module, "entrypoint", None)
     if inner is None or getattr(inner, "_nscodec_wrapped", False):
         return
     tool = _TOOL.get(module.__name__, module.__name__)
 
     def entrypoint(*args, **kwargs):
-        from nscodec.coding.errors import NscError
+        from nscodec.errors import NscError
 
         try:
             return inner(*args, **kwargs)
@@ -151,11 +151,11 @@ class _PatchingLoader(importlib.abc.Loader):
         _install_open3d_shim()
         self._inner.exec_module(module)
         _one_line_errors(module)
-        pending = sys.modules.get("nscodec.export")
+        pending = sys.modules.get("nscodec.tools.export")
         if pending is not None and not hasattr(pending, "register_with_exporter"):
-            return  # nscodec.export itself is importing the exporter; it registers when it finishes loading
+            return  # nscodec.tools.export itself is importing the exporter; it registers when it finishes loading
         try:
-            from nscodec.export import register_with_exporter
+            from nscodec.tools.export import register_with_exporter
         except Exception as err:  # never break stock ns-export because of us
             sys.stderr.write(f"nscodec: `ns-export compressed` unavailable ({type(err).__name__}: {err})\n")
             return

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nscodec.coding.errors import NscError
+from nscodec.errors import NscError
 
 #: ImageNet normalisation that DINO / torchvision ViTs were trained with (RGB, inputs in [0, 1]).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

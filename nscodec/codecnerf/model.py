@@ -17,6 +17,9 @@ indices, so the decoded model renders bit-identically to the trained one.
 
 Rendering: packed samples with occupancy-grid empty-space skipping (:mod:`nscodec.render`), two passes while
 training (density without grad to find live samples, then grad), white background as the Blender data.
+
+Length: the per-scene side of the paper (encoding, PEFT deltas and LoRA, rate, the file); the codec network, encoder,
+pretraining and PEFT parts are their own modules here.
 """
 
 from __future__ import annotations
@@ -39,9 +42,9 @@ from nscodec.codecnerf.peft import PlaneDeltas, add_lora, lora_parameters
 from nscodec.codecnerf.triplane import lattice_plane_features, normalize_points, sample_triplanes, tv_loss_planes
 from nscodec.coding.container import NscFile, Section
 from nscodec.coding.entropy_models import FactorizedPrior
-from nscodec.coding.errors import NscError, NscFormatError
+from nscodec.errors import NscError, NscFormatError
 from nscodec.coding.sections import load_occupancy_section, load_section_into, occupancy_section
-from nscodec.model_base import NscModel, NscModelConfig
+from nscodec.core.model_base import NscModel, NscModelConfig
 
 
 
@@ -385,7 +388,7 @@ class CodecNeRFModel(NscModel):
         Raises:
             NscError: PEFT mode before the scene was encoded.
         """
-        from nscodec.coding.tensor_codec import entropy_section, raw_section
+        from nscodec.coding.tensor_codec import raw_section
 
         cfg = self.config
         sections: List[Section] = []
@@ -409,9 +412,7 @@ class CodecNeRFModel(NscModel):
                 sections.append(raw_section(f"delta.vectors.{s}", v.detach().cpu().numpy(), "float32"))
             for s, m in enumerate(self.deltas.matrices):
                 if cfg.mode == "peft_ec":
-                    sym = torch.round(m.detach()).cpu().numpy().astype(np.int64)
-                    table = self.prior.build_cdf_table(symbols=sym)
-                    sections.append(entropy_section(f"delta.matrices.{s}", sym, table))
+                    sections.append(self.prior.encode_section(f"delta.matrices.{s}", m.detach()))
                 else:
                     sections.append(raw_section(f"delta.matrices.{s}", m.detach().cpu().numpy(), "float32"))
             for name, p in self.lora_tensors().items():
@@ -463,7 +464,11 @@ class CodecNeRFModel(NscModel):
                 for s, v in enumerate(self.deltas.vectors):
                     load_section_into(v, nsc, f"delta.vectors.{s}", f32)
                 for s, m in enumerate(self.deltas.matrices):
-                    load_section_into(m, nsc, f"delta.matrices.{s}", ("int32",) if cfg.mode == "peft_ec" else f32)
+                    if cfg.mode == "peft_ec":  # entropy-coded under the prior's table, which travels in the section
+                        sym = FactorizedPrior.decode_section(nsc.sections[f"delta.matrices.{s}"], tuple(m.shape))
+                        m.copy_(torch.from_numpy(sym.astype(np.float32)))
+                    else:
+                        load_section_into(m, nsc, f"delta.matrices.{s}", f32)
                 for name, p in self.lora_tensors().items():
                     load_section_into(p, nsc, name, f32)
                 self.indices.copy_(torch.from_numpy(idx))

@@ -2,7 +2,7 @@
 
 The codec model is shared by every scene, so it is never part of a scene's ``.nsc``: the ``.nsc`` names it by
 content hash (SHA-256 of the file) and format version, and decoding with another codec model fails with
-:class:`~nscodec.coding.errors.NscFormatError`.
+:class:`~nscodec.errors.NscFormatError`.
 
 Codec-model file (``*.cnm``): ``torch.save`` of a dict holding only strings, numbers, lists, dicts and tensors, so
 it loads with ``torch.load(weights_only=True)`` (no code runs on load)::
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from nscodec.codecnerf.encoder import CodecEncoder, PlaneCompressor
 from nscodec.codecnerf.triplane import TriplaneGenerator, TriplaneRenderer
-from nscodec.coding.errors import NscFormatError
+from nscodec.errors import NscFormatError
 
 FORMAT = "nscodec-codecnerf-model"
 VERSION = 1

@@ -30,7 +30,7 @@ from torch import Tensor
 from nscodec.codecnerf.encoder import prepare_views
 from nscodec.codecnerf.network import CodecArch, CodecNeRFNet, file_sha256, load_codec_model, save_codec_model
 from nscodec.codecnerf.triplane import TriplaneRenderer, normalize_points, sample_triplanes, tv_loss_planes
-from nscodec.coding.errors import NscError
+from nscodec.errors import NscError
 from nscodec.data import SceneViews, load_views
 from nscodec.render import OccupancyGrid, accumulate_along_rays, render_weight_from_density
 

@@ -25,7 +25,7 @@ from typing import Any
 from .cdf_tables import IntegerCDFTable
 from .coders import ConstrictionCoder, EntropyCoder, TorchacCoder, available_coders, get_coder, register_coder
 from .container import FORMAT_VERSION, NscFile, Section, SectionInfo, read_nsc, write_nsc
-from .errors import EntropyCodingError, NscError, NscFormatError
+from nscodec.errors import EntropyCodingError, NscError, NscFormatError
 from .tensor_codec import decode_section, entropy_section, raw_section, zlib_section, zstd_section
 
 _LAZY = {

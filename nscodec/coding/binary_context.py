@@ -33,7 +33,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from .errors import NscError, NscFormatError
+from nscodec.errors import NscError, NscFormatError
 
 #: ``(dx, dy, dz)``: the context reads voxel ``(x - dx, y - dy, z - dz)`` (0 outside the grid); bit ``i`` of the
 #: context index is neighbour ``i``. All are causal for row-by-row raster decoding (``dx > 0`` or ``dy > 0``).

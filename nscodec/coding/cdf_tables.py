@@ -21,6 +21,9 @@ Layout of a table with ``C`` channels (all arrays are numpy):
   Every used entry is >= 1, so no symbol has zero probability.
 
 This module also holds the zigzag + LEB128 varint helpers shared by the serializers.
+
+Length: one data structure (the table), its construction from probabilities, its validation and its byte serialisation
+— what a file carries and what its decoder trusts, kept together.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Sequence, Tuple, Type, Union
 
 import numpy as np
 
-from .errors import NscError, NscFormatError
+from nscodec.errors import NscError, NscFormatError
 
 __all__ = [
     "IntegerCDFTable",

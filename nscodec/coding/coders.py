@@ -35,7 +35,7 @@ from typing import Dict, List, Tuple, Type, Union
 import numpy as np
 
 from .cdf_tables import IntegerCDFTable, decode_varints, encode_varints, zigzag_decode, zigzag_encode
-from .errors import EntropyCodingError, NscError
+from nscodec.errors import EntropyCodingError, NscError
 
 __all__ = [
     "EntropyCoder",

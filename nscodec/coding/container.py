@@ -30,8 +30,11 @@ sections that are wholly present (CRC-checked) and ``complete=False``.
 
 Every section's declared shape is checked before anything is decoded: at most :data:`MAX_SECTION_ELEMENTS`
 elements, a dtype its coder can produce, and for raw sections exactly ``nbytes`` of payload. Every malformed input
-raises :class:`~nscodec.coding.errors.NscFormatError` with a message naming the problem; a nonexistent path raises :class:`FileNotFoundError` naming the path. Writes are atomic (temp file
+raises :class:`~nscodec.errors.NscFormatError` with a message naming the problem; a nonexistent path raises :class:`FileNotFoundError` naming the path. Writes are atomic (temp file
 in the same directory + fsync + ``os.replace``), so a failed write never leaves a partial ``.nsc`` file.
+
+Length: the byte layout, its writer and its validating reader are one module on purpose — a change to the format is a
+change to all three, and the reader checks every field the writer sets.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .errors import NscError, NscFormatError
+from nscodec.errors import NscError, NscFormatError
 
 __all__ = [
     "MAGIC",

@@ -4,7 +4,7 @@ A ``.nsc`` stores integers and exactly representable floats; what a receiver com
 networks: ectensorf's transposed convolutions, SHACIRA's latent decoder, CodecNeRF's decoder half) must come out
 bit-identical to what the sender evaluated. CPU convolution and matrix products can differ in the last bit between
 intra-op thread counts (different blocking and summation order), so every decoder network runs under
-:func:`fixed_threads` — through :meth:`nscodec.model_base.NscModel.decoding`, on the sender's side (evaluation,
+:func:`fixed_threads` — through :meth:`nscodec.core.model_base.NscModel.decoding`, on the sender's side (evaluation,
 export) and the receiver's (:func:`nscodec.io.load_model`) alike.
 """
 

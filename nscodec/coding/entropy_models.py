@@ -8,6 +8,13 @@ The two paths are deliberately separate:
 * **Coding path** — frozen: :meth:`FactorizedPrior.build_cdf_table` evaluates the learned density ONCE on an
   integer support and quantizes it to an :class:`~nscodec.coding.cdf_tables.IntegerCDFTable`. Encoding and
   decoding use only that integer table (stored in the ``.nsc`` file); nothing recomputes float CDFs.
+  :meth:`FactorizedPrior.encode_section` / :meth:`FactorizedPrior.decode_section` (and the masked model's
+  :meth:`~MaskedFactorizedPrior.encode_sections` / :meth:`~MaskedFactorizedPrior.decode_sections`) are that path
+  end to end, as CompressAI's ``compress`` / ``decompress``: values → rounded symbols → the table → an entropy-coded
+  ``.nsc`` section carrying it, and back; every method codes its prior's latents through them.
+
+Length: two entropy models with both paths each, and the autograd functions of their fused rate kernel; the
+training and coding paths of one model stay side by side, so a change to its density changes both.
 
 Models:
 
@@ -25,7 +32,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -33,9 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nscodec.errors import NscError, NscFormatError
+
 from .cdf_tables import MAX_TABLE_LENGTH, IntegerCDFTable
-from .errors import NscError
-from .quantization import quantize
+from .container import Section
+from .quantization import quantize, to_symbols
+from .tensor_codec import decode_section, entropy_section
 
 __all__ = ["FactorizedPrior", "MaskedFactorizedPrior"]
 
@@ -62,14 +71,13 @@ class _LowerBoundFn(torch.autograd.Function):
         return grad * pass_through.to(grad.dtype), None
 
 
-_RATE_SOURCE = Path(__file__).resolve().parent / "csrc" / "factorized_rate.cpp"
 
 
 def _rate_kernel():
-    """The compiled factorized-rate kernel, or None where the torch path runs (:func:`nscodec._cpp.load_kernel`)."""
-    from nscodec._cpp import load_kernel
+    """The compiled factorized-rate kernel, or None where the torch path runs (:func:`nscodec._backend.kernel`)."""
+    from nscodec._backend import kernel
 
-    return load_kernel("nscodec_factorized_rate", _RATE_SOURCE, simd=True)
+    return kernel("factorized_rate")
 
 
 def _split_density_params(params, layers: int):
@@ -351,7 +359,7 @@ class FactorizedPrior(nn.Module):
         """Rate ``-Σ log2 P(y_hat)`` in bits (scalar tensor) of quantized or noisy latents ``[C, *]``.
 
         Equals ``rate_bits(likelihood(y_hat))`` (same density, lower bound and gradients); on CPU float32 it runs the
-        fused kernel ``nscodec/coding/csrc/factorized_rate.cpp`` (one pass per latent instead of ~40 tensor ops),
+        fused kernel ``nscodec/csrc/factorized_rate.cpp`` (one pass per latent instead of ~40 tensor ops),
         elsewhere that torch path. Differentiable w.r.t. ``y_hat`` and the density parameters.
 
         ``knots > 0`` (a training rate of many latents): ``-log2 P`` and its derivative are evaluated exactly, with
@@ -513,6 +521,31 @@ class FactorizedPrior(nn.Module):
             probs[c, : n[c]] = pmf_np[c, : n[c]]
             probs[c, n[c]] = tails[c]
         return IntegerCDFTable.from_probabilities(probs, n + 1, lo, precision)
+
+    @torch.no_grad()
+    def encode_section(self, name: str, values: Union[np.ndarray, torch.Tensor], meta: Optional[Dict] = None,
+                       precision: int = 16) -> Section:
+        """The ``.nsc`` section of ``values [C, *]`` (one channel per row of this prior): rounded to integer symbols
+        (:func:`~nscodec.coding.quantization.to_symbols`), coded under the table :meth:`build_cdf_table` builds from
+        those symbols, the table carried in the section (CompressAI's ``compress``).
+
+        Raises:
+            NscError: values not ``[C, *]`` with this prior's ``C``, or non-finite."""
+        sym = to_symbols(values if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values)))
+        sym = sym.cpu().numpy()
+        return entropy_section(name, sym, self.build_cdf_table(precision=precision, symbols=sym), meta=meta)
+
+    @staticmethod
+    def decode_section(section: Section, shape: Optional[Tuple[int, ...]] = None) -> np.ndarray:
+        """The integer symbols (int32, the section's shape) of a section :meth:`encode_section` wrote; the table is
+        the section's own, so no prior is needed (CompressAI's ``decompress``). ``shape``: what the caller's model
+        expects, checked before decoding.
+
+        Raises:
+            NscFormatError: another declared shape or dtype, or a malformed entropy-coded payload (the section named)."""
+        if shape is not None and tuple(section.shape) != tuple(shape):
+            raise NscFormatError(f"section {section.name!r}: shape {list(section.shape)}, model expects {list(shape)}")
+        return decode_section(section, dtype=("int32",))
 
 
 class MaskedFactorizedPrior(nn.Module):
@@ -695,3 +728,35 @@ class MaskedFactorizedPrior(nn.Module):
         probs = np.stack([1.0 - p1, p1, np.full_like(p1, tail)], axis=1)
         C = self.channels
         return IntegerCDFTable.from_probabilities(probs, np.full(C, 3), np.zeros(C, dtype=np.int64), precision)
+
+    @torch.no_grad()
+    def encode_sections(self, name: str, values: Union[np.ndarray, torch.Tensor], meta: Optional[Dict] = None,
+                        precision: int = 16) -> Tuple[Section, Section]:
+        """``(mask section "mask.<name>", latent section "latents.<name>")`` of latents ``values [C, H, W]``: the
+        deterministic mask coded with each channel's open fraction (:meth:`mask_cdf_table`), then the rounded latents
+        where it is open, under :meth:`build_cdf_table` (both tables carried in their sections).
+
+        Raises:
+            NscError: values not shaped ``[C, H, W]``."""
+        sym = to_symbols(values if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values))).cpu().numpy()
+        msk = (self.deterministic_mask() > 0).cpu().numpy()
+        mask_sec = entropy_section(f"mask.{name}", msk.astype(np.int32), self.mask_cdf_table(precision, mask=msk), meta=meta)
+        latent_sec = entropy_section(f"latents.{name}", sym, self.build_cdf_table(sym, precision), mask=msk, meta=meta)
+        return mask_sec, latent_sec
+
+    @staticmethod
+    def decode_sections(mask_section: Section, latent_section: Section,
+                        shape: Optional[Tuple[int, ...]] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """``(symbols int32 [C, H, W], mask bool [C, H, W])`` of the sections :meth:`encode_sections` wrote (their own
+        tables; symbols are 0 where the mask is closed). ``shape``: what the caller's model expects, checked first.
+
+        Raises:
+            NscFormatError: another declared shape, mask values other than 0/1, a malformed payload."""
+        for sec in (mask_section, latent_section):
+            if shape is not None and tuple(sec.shape) != tuple(shape):
+                raise NscFormatError(f"section {sec.name!r}: shape {list(sec.shape)}, model expects {list(shape)}")
+        mask_sym = decode_section(mask_section, dtype=("int32",))
+        if mask_sym.size and (mask_sym.min() < 0 or mask_sym.max() > 1):
+            raise NscFormatError(f"section {mask_section.name!r}: values outside {{0, 1}}")
+        mask = mask_sym.astype(bool)
+        return decode_section(latent_section, mask=mask, dtype=("int32",)), mask

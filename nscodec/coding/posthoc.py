@@ -13,7 +13,7 @@ from typing import Tuple
 import numpy as np
 
 from .cdf_tables import IntegerCDFTable
-from .errors import NscError
+from nscodec.errors import NscError
 
 
 def uniform_quantize(x: np.ndarray, bits: int, axis: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

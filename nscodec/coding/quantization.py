@@ -30,7 +30,7 @@ from typing import Optional
 
 import torch
 
-from .errors import NscError
+from nscodec.errors import NscError
 
 __all__ = ["QUANTIZATION_MODES", "quantize", "to_symbols", "annealed_temperature"]
 

@@ -1,6 +1,6 @@
 """Sections every codec model shares: dense network weights and the occupancy grid.
 
-A codec model (:class:`nscodec.model_base.NscModel`) stores its own compressed representation (latents,
+A codec model (:class:`nscodec.core.model_base.NscModel`) stores its own compressed representation (latents,
 indices, deltas) and, beside it, the small dense parts (MLP heads, decoders, basis matrices) and the occupancy
 grid it samples with. Those two are written and read here, once, for every method:
 
@@ -11,7 +11,7 @@ grid it samples with. Those two are written and read here, once, for every metho
   (bit-packed + DEFLATE, or the context model of :mod:`nscodec.coding.binary_context`) and its marching box.
 
 Every reader validates what it reads before it allocates or copies (shapes against the model, metadata types and
-ranges, finite boxes) and raises :class:`~nscodec.coding.errors.NscFormatError` naming the section and field.
+ranges, finite boxes) and raises :class:`~nscodec.errors.NscFormatError` naming the section and field.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence
 import numpy as np
 
 from .container import NscFile, Section
-from .errors import NscError, NscFormatError
+from nscodec.errors import NscError, NscFormatError
 
 __all__ = [
     "dense_section_names",

@@ -33,7 +33,7 @@ import numpy as np
 from .cdf_tables import IntegerCDFTable
 from .coders import available_coders, get_coder
 from .container import Section
-from .errors import EntropyCodingError, NscError, NscFormatError
+from nscodec.errors import EntropyCodingError, NscError, NscFormatError
 
 __all__ = ["raw_section", "zlib_section", "zstd_section", "entropy_section", "binary_grid_section", "decode_section", "RAW_DTYPES"]
 

@@ -28,7 +28,10 @@ hold low density that the pretrained grid skipped, and stage 2 may only carve ce
 Evaluation (and the ``.nsc``) uses rounded latents and the deterministic mask; the last training step (or, for an
 export mid-training, a copy) folds the latent steps and quantizes the dense parts in place
 (:meth:`ECTensoRFModel.finalize_for_storage`), so a decoded file renders bit-identically to the model that was
-evaluated. The decoders run under :meth:`~nscodec.model_base.NscModel.decoding` at evaluation (a fixed thread count).
+evaluated. The decoders run under :meth:`~nscodec.core.model_base.NscModel.decoding` at evaluation (a fixed thread count).
+
+Length: the paper's method section in one model (stage switch, latents and decoders, rate, importance-weighted loss,
+the file); its parts are in this folder (decoder, importance maps).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from torch.nn import Parameter
 
 from nscodec.coding.container import NscFile, Section
 from nscodec.coding.entropy_models import MaskedFactorizedPrior
-from nscodec.coding.errors import NscError, NscFormatError
+from nscodec.errors import NscError, NscFormatError
 from nscodec.coding.quantization import annealed_temperature, quantize
 from nscodec.coding.sections import (
     dense_section_names,
@@ -528,9 +531,6 @@ class ECTensoRFModel(NscTensoRFModel):
 
         Raises:
             NscError: still in stage 1 (nothing compressed yet), or not finalized (latent steps not folded)."""
-        from nscodec.coding.quantization import to_symbols
-        from nscodec.coding.tensor_codec import entropy_section
-
         blocker = self.export_blocker()
         if blocker is not None:
             raise NscError(blocker)
@@ -539,11 +539,8 @@ class ECTensoRFModel(NscTensoRFModel):
         sections = []
         for s in STACKS:
             prior: MaskedFactorizedPrior = getattr(self.codec, f"prior_{s}")
-            sym = to_symbols(getattr(self.codec, f"latents_{s}")).cpu().numpy()
-            msk = (prior.deterministic_mask() > 0).cpu().numpy()
             meta = {"plane_resolution": int(self.plane_resolution)}
-            sections.append(entropy_section(f"mask.{s}", msk.astype(np.int32), prior.mask_cdf_table(mask=msk), meta=meta))
-            sections.append(entropy_section(f"latents.{s}", sym, prior.build_cdf_table(sym), mask=msk, meta=meta))
+            sections += prior.encode_sections(s, getattr(self.codec, f"latents_{s}"), meta=meta)
         sections += dense_sections(self.dense_modules(), bits=int(self.config.dense_bits), channel_dims=self.DENSE_CHANNEL_DIMS)
         sections.append(occupancy_section(self.occupancy, coder="ctx3d"))
         return sections
@@ -555,8 +552,6 @@ class ECTensoRFModel(NscTensoRFModel):
             NscFormatError: missing/extra/malformed sections; a plane resolution outside [2, the config's largest]
                 or not matching the latents' shape; mask values other than 0/1.
         """
-        from nscodec.coding.tensor_codec import decode_section
-
         if "latents.density" not in nsc.sections:
             raise NscFormatError("missing section 'latents.density'")
         res = meta_int(nsc.sections["latents.density"], "plane_resolution", 2, self.config.max_plane_resolution())
@@ -573,11 +568,8 @@ class ECTensoRFModel(NscTensoRFModel):
                     if tuple(sec.shape) != tuple(z.shape) or meta_int(sec, "plane_resolution", res, res) != res:
                         raise NscFormatError(f"section '{kind}.{s}': shape {list(sec.shape)} at plane resolution "
                                              f"{sec.meta.get('plane_resolution')!r}, model expects {list(z.shape)} at {res}")
-                mask_sym = decode_section(nsc.sections[f"mask.{s}"], dtype=("int32",))
-                if mask_sym.size and (mask_sym.min() < 0 or mask_sym.max() > 1):
-                    raise NscFormatError(f"section 'mask.{s}': values outside {{0, 1}}")
-                mask = mask_sym.astype(bool)
-                sym = decode_section(nsc.sections[f"latents.{s}"], mask=mask, dtype=("int32",))
+                sym, mask = MaskedFactorizedPrior.decode_sections(nsc.sections[f"mask.{s}"], nsc.sections[f"latents.{s}"],
+                                                                  tuple(z.shape))
                 z.copy_(torch.from_numpy(sym.astype(np.float32)))
                 prior.mask_logits.copy_(torch.where(torch.from_numpy(mask), 10.0, -10.0))
         load_dense_sections(dense, nsc)

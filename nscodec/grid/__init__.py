@@ -2,8 +2,8 @@
 levels (VQ-AD), with trilinear interpolation and its table gradient; and TensoRF's vector-matrix factors
 (:func:`vm_encode`, the TensoRF base of ectensorf).
 
-Layout as gsplat's: :mod:`._torch_impl` is the plain-torch reference, ``csrc/grid_encode.cpp`` and ``csrc/vm_encode.cpp`` the
-fused CPU kernels, :mod:`._wrapper` the public functions that dispatch between them (``NSCODEC_KERNELS``, :mod:`nscodec._cpp`);
+Layout as gsplat's: :mod:`._torch_impl` is the plain-torch reference, ``nscodec/csrc/grid_encode.cpp`` and ``vm_encode.cpp`` the
+fused CPU kernels, :mod:`._wrapper` the public functions that dispatch between them (``NSCODEC_KERNELS``, :mod:`nscodec._backend`);
 ``tests/test_kernel_twins.py`` compares the two. :mod:`.hashing` holds the spatial hash (Instant-NGP, Eq. 4).
 """
 

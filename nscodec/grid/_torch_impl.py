@@ -1,4 +1,4 @@
-"""Plain-torch reference implementations of the grid encodings (any device; the twins of ``csrc/grid_encode.cpp``).
+"""Plain-torch reference implementations of the grid encodings (any device; the twins of ``nscodec/csrc/grid_encode.cpp``).
 
 Two lattices:
 

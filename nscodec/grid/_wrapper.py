@@ -1,36 +1,33 @@
-"""Public grid-encoding API: the fused C++ kernels (``csrc/grid_encode.cpp``) on CPU tensors, the torch twin
+"""Public grid-encoding API: the fused C++ kernels (``nscodec/csrc/grid_encode.cpp``) on CPU tensors, the torch twin
 (:mod:`._torch_impl`) everywhere else and wherever the kernels cannot be built.
 
-The kernels are compiled once per machine at first use (:mod:`nscodec._cpp`; ``NSCODEC_KERNELS`` = ``auto`` /
+The kernels are compiled once per machine at first use (:mod:`nscodec._backend`; ``NSCODEC_KERNELS`` = ``auto`` /
 ``cpp`` / ``torch`` picks). On CUDA tensors the twin runs (tiny-cuda-nn is not installable from the package registries and
 its grids own their parameters, while SHACIRA's tables are decoded tensors).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from nscodec._cpp import load_kernel
+from nscodec._backend import kernel
 from nscodec.grid import _torch_impl
 from nscodec.grid._torch_impl import HashLevels
 
-_SOURCE = Path(__file__).resolve().parent / "csrc" / "grid_encode.cpp"
-_VM_SOURCE = Path(__file__).resolve().parent / "csrc" / "vm_encode.cpp"
 
 
 def cpu_kernel():
-    """The compiled grid kernels (:func:`nscodec._cpp.load_kernel`, with the SIMD flags: gcc vectorises the per-level
+    """The compiled grid kernels (:func:`nscodec._backend.kernel`, with the SIMD flags: gcc vectorises the per-level
     loops, same values), or None where the twin runs."""
-    return load_kernel("nscodec_grid_encode", _SOURCE, simd=True)
+    return kernel("grid_encode")
 
 
 def vm_kernel():
-    """The compiled VM-encoding kernel (``csrc/vm_encode.cpp``), or None where the twin runs."""
-    return load_kernel("nscodec_vm_encode", _VM_SOURCE, simd=True)
+    """The compiled VM-encoding kernel (``nscodec/csrc/vm_encode.cpp``), or None where the twin runs."""
+    return kernel("vm_encode")
 
 
 def _kernel_for(*tensors: Tensor):

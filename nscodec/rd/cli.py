@@ -52,8 +52,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (auto, ray://HOST:10001; default: a local Ray)")
     p.add_argument("--dry-run", action="store_true", help="list the points and their ns-train commands, run nothing")
     p.add_argument("--report-only", action="store_true",
-                   help="rewrite NAME.png / NAME.md (and the --doc section) from --results/NAME.json, run nothing")
+                   help="rewrite NAME.png / NAME.md (and the --doc section) from --results/NAME.json, run nothing "
+                        "(NAME may list several sweeps, comma-separated)")
+    p.add_argument("--readme", type=Path, default=None,
+                   help="with --report-only: regenerate this README's status table from the records (commits only)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="run from a tree with uncommitted code (rows are marked dirty; the README generator refuses them)")
 
 
 def build_from_args(args: argparse.Namespace):
@@ -106,6 +111,10 @@ def rd_command(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # no compile-process pool (nerfstudio's torch.compile)
+    if getattr(args, "allow_dirty", False):
+        from nscodec.rd.results import ALLOW_DIRTY_ENV
+
+        os.environ[ALLOW_DIRTY_ENV] = "1"
     from nscodec.rd.runner import run_sweep
     from nscodec.rd.results import ns_train_flags
 
@@ -116,13 +125,22 @@ def rd_command(args: argparse.Namespace) -> int:
         from nscodec.rd.spec import SpecError
 
         results = args.results or args.workdir or Path("outputs/rd") / args.name
-        path = results / f"{args.name}.json"
-        if not path.is_file():
-            raise SpecError(f"--report-only: no results file {path}")
-        saved = json.loads(path.read_text())
-        out = write_outputs(saved["rows"], results, args.name, saved["command"], doc=args.doc, doc_section=args.name,
-                            commit=saved.get("git_commit"), total=saved.get("points"))
-        print(", ".join(str(p) for p in out.values()))
+        rows = []
+        for name in args.name.split(","):  # several sweeps: one README from all of them
+            path = results / f"{name}.json"
+            if not path.is_file():
+                raise SpecError(f"--report-only: no results file {path}")
+            saved = json.loads(path.read_text())
+            rows += saved["rows"]
+            if args.readme is None:
+                out = write_outputs(saved["rows"], results, name, saved["command"], doc=args.doc, doc_section=name,
+                                    commit=saved.get("git_commit"), total=saved.get("points"))
+                print(", ".join(str(p) for p in out.values()))
+        if args.readme is not None:
+            from nscodec.rd.report import readme_status, update_readme
+
+            update_readme(args.readme, readme_status(rows))
+            print(f"{args.readme}: status table from {args.name}")
         return 0
     sweep = build_from_args(args)
     if args.dry_run:

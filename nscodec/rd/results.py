@@ -23,7 +23,8 @@ from typing import Any, Dict, List, Optional
 #: the repository root of this checkout (git provenance is read from here)
 ROOT = Path(__file__).resolve().parents[2]
 
-__all__ = ["ROOT", "ns_train_flags", "git_commit", "device_string", "utc_now", "write_results", "update_markdown_section"]
+__all__ = ["ROOT", "ns_train_flags", "git_commit", "require_clean", "allow_dirty", "device_string", "utc_now", "write_results",
+           "update_markdown_section"]
 
 
 def ns_train_flags(data: str, output_dir: Path, scale: float) -> List[str]:
@@ -67,17 +68,50 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+#: set (to anything but 0) to let results be written from a tree with uncommitted code: its rows are marked dirty
+ALLOW_DIRTY_ENV = "NSCODEC_ALLOW_DIRTY"
+
+
+def allow_dirty() -> bool:
+    """Whether results may come from a tree with uncommitted code (``$NSCODEC_ALLOW_DIRTY``, or ``--allow-dirty``)."""
+    return os.environ.get(ALLOW_DIRTY_ENV, "") not in ("", "0")
+
+
+def require_clean(commit: Optional[str] = None) -> str:
+    """The checkout's commit (:func:`git_commit`), refusing a tree whose code differs from it unless
+    :func:`allow_dirty`: a figure is re-made from a clean commit.
+
+    Raises:
+        NscError: uncommitted changes under nscodec/, nscodec_configs/ or bench/*.py, and dirty results not allowed.
+    """
+    from nscodec.errors import NscError
+
+    commit = git_commit() if commit is None else commit
+    if commit.endswith("-dirty") and not allow_dirty():
+        raise NscError(f"the checkout has uncommitted code changes ({commit}): results must come from a commit; "
+                       f"commit them (or run in a worktree pinned at one), or pass --allow-dirty / set "
+                       f"{ALLOW_DIRTY_ENV}=1 to write rows marked dirty")
+    return commit
+
+
 def write_results(path: Path, name: str, rows: List[Dict[str, Any]], command: str,
                   extra: Optional[Dict[str, Any]] = None, commit: Optional[str] = None) -> Path:
     """Write the results file ``path`` (JSON) with ``rows`` + provenance (command, date, device, git commit).
 
-    Each row gets ``device``, ``command`` and ``date`` unless it carries its own. Returns ``path``.
+    Each row gets ``device``, ``command`` and ``date`` unless it carries its own; a row measured at a dirty commit
+    (its own ``git_commit``, else the file's) gets ``dirty: true``. Returns ``path``.
+
+    Raises:
+        NscError: the tree is dirty and dirty results are not allowed (:func:`require_clean`).
     """
-    commit = git_commit() if commit is None else commit
+    commit = require_clean(commit)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     date, device = utc_now(), device_string()
     rows = [{"device": device, "command": command, "date": date, **r} for r in rows]
+    for r in rows:
+        if str(r.get("git_commit", commit)).endswith("-dirty"):
+            r["dirty"] = True
     payload = {"name": name, "command": command, "date": date, "device": device, "python": sys.version.split()[0],
                "git_commit": commit, "rows": rows, **(extra or {})}
     tmp = path.with_name(path.name + ".tmp")

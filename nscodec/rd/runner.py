@@ -130,7 +130,7 @@ def run_point(p: Dict[str, Any], workdir: str) -> Dict[str, Any]:
         tr = _train(p, work)
         rec.update(command=tr["command"], steps=tr["steps"], rays_per_batch=tr["rays_per_batch"], train_views=tr["train_views"],
                    epochs=tr["epochs"], train_seconds=tr["train_seconds"], rays_per_second=tr["rays_per_second"],
-                   peak_rss_mb=tr["peak_rss_mb"], train_reused=tr["train_reused"])
+                   peak_rss_mb=tr["peak_rss_mb"], train_reused=tr["train_reused"], threads=tr.get("threads"))
         nsc = pdir / "scene.nsc"
         ex_cmd = [sys.executable, "-m", "nscodec.rd.worker", "export", "--report", str(pdir / "export.json"),
                   "--config", tr["config"], "--output", str(nsc)]
@@ -245,6 +245,9 @@ def run_sweep(sweep: Sweep, results: Path, name: str, command: str, backend: str
 
     if backend not in ("local", "ray"):
         raise SpecError(f"unknown backend {backend!r} (local, ray)")
+    from nscodec.rd.results import require_clean
+
+    require_clean()  # before anything runs: results come from a commit (or are marked dirty, --allow-dirty)
     work = Path(sweep.workdir).resolve()
     points = [p.to_dict() for p in sweep.points]
     records: Dict[str, Dict[str, Any]] = {}
@@ -343,6 +346,9 @@ def write_outputs(rows: Sequence[Dict[str, Any]], results: Path, name: str, comm
     views = sorted({str(r["test_views"]) for r in ok})
     heading = (f"`nscodec rd` sweep {name}: {', '.join(scenes)}" + (f", {'/'.join(res)}" if res else "")
                + (f", {'/'.join(views)} test views" if views else "") + f"; {len(ok)}/{total or len(rows)} points ok")
+    from nscodec.rd.report import bd_table
+
+    table += "\nBjøntegaard deltas against the post-hoc curve of the TensoRF base (PCHIP fit, `nscodec.rd.bd`):\n\n" + bd_table(rows)
     out = {"table": results / f"{name}.md"}
     out["table"].write_text(f"# {heading}\n\n" + table)
     try:

@@ -9,6 +9,9 @@ A value with spaces is several tokens (``upsampling-iters=100 200``). Keys in a 
 them shares one training.
 
 Everything is checked by :func:`build_sweep` before anything runs; a bad input raises :class:`SpecError` naming it.
+
+Length: the whole of a sweep's validation before anything runs (methods, settings against the ns-train configs, scenes
+and their dataparsers, spec files) — one place decides what a sweep is.
 """
 
 from __future__ import annotations
@@ -23,74 +26,20 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from nscodec.coding.errors import NscError
+from nscodec.errors import SpecError  # defined there, exported here too
+from nscodec.core.methods import METHODS as ALL_METHODS
+from nscodec.core.methods import Method
 
-__all__ = ["SpecError", "MethodSpec", "METHODS", "Point", "Scene", "Sweep", "build_sweep", "parse_scene", "detect_dataparser",
+__all__ = ["SpecError", "METHODS", "Point", "Scene", "Sweep", "build_sweep", "parse_scene", "detect_dataparser",
            "parse_set", "parse_posthoc", "load_spec_file", "scene_views"]
-
-
-class SpecError(NscError):
-    """A bad sweep specification (unknown method, unknown or ill-typed setting, missing scene, ...); the message
-    names what is wrong. Raised before anything is trained or written."""
 
 
 Settings = Tuple[Tuple[str, str], ...]  # sorted (key, value) pairs: hashable, stable
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    """How ``nscodec rd`` sweeps one registered ``ns-train`` method.
-
-    Attributes:
-        name: the ``ns-train`` method name.
-        knobs: its rate knob(s): the settings a rate–distortion curve sweeps (documentation and labels).
-        default_grid: the sweep when ``--set`` names none of its knobs: ``{key: values}``.
-        export_keys: settings applied at export (not training).
-        baseline: ``(method, settings)`` of its own uncompressed baseline, or None.
-        label: series label of its points in the plot and table.
-        baseline_label: series label of its baseline point.
-    """
-
-    name: str
-    knobs: Tuple[str, ...]
-    default_grid: Dict[str, Tuple[str, ...]] = field(default_factory=dict)
-    export_keys: Tuple[str, ...] = ()
-    baseline: Optional[Tuple[str, Dict[str, str]]] = None
-    label: str = ""
-    baseline_label: str = ""
-
-
-_POSTHOC_LABELS = {"fp32": "nscodec-tensorf fp32 (uncompressed base)", "fp16-zstd": "post-hoc fp16 + zstd",
-                   "uniform": "post-hoc uniform + EC", "kmeans": "post-hoc k-means VQ + EC"}
-
-#: shacira's fp32 hash-grid baseline: ``compress False``, and the table learning rate its config function gives an
-#: uncompressed table (``field_lr``, as Instant-NGP; ``shacira_trainer_config`` picks it when the config is built,
-#: so a plain ``--pipeline.model.compress False`` would keep the latents' rate)
-_SHACIRA_FP32 = {"compress": "False", "optimizers.encodings.optimizer.lr": "1e-2",
-                 "optimizers.encodings.scheduler.lr-final": "1e-3"}
-
-#: the methods ``nscodec rd`` sweeps (every nscodec ``ns-train`` method)
-METHODS: Dict[str, MethodSpec] = {
-    "nscodec-tensorf": MethodSpec("nscodec-tensorf", ("codec-scheme", "codec-bits"),
-                                  {"codec-scheme": ("fp32", "fp16-zstd", "uniform", "kmeans"), "codec-bits": ("8",)},
-                                  export_keys=("codec-scheme", "codec-bits"), label="nscodec-tensorf"),
-    "ectensorf": MethodSpec("ectensorf", ("rate-lambda",), {"rate-lambda": ("3e-5",)},
-                            baseline=("nscodec-tensorf", {"codec-scheme": "fp32"}), label="ectensorf"),
-    "ectensorf-paper": MethodSpec("ectensorf-paper", ("rate-lambda",), {"rate-lambda": ("3e-5",)},
-                                  baseline=("nscodec-tensorf", {"codec-scheme": "fp32"}), label="ectensorf-paper"),
-    "shacira": MethodSpec("shacira", ("lambda-i", "log2-hashmap-size"), {"lambda-i": ("1e-4",)},
-                          baseline=("shacira", _SHACIRA_FP32), label="shacira",
-                          baseline_label="shacira fp32 hash grid (uncompressed)"),
-    "shacira-paper": MethodSpec("shacira-paper", ("lambda-i", "log2-hashmap-size"), {"lambda-i": ("1e-4",)},
-                                baseline=("shacira-paper", _SHACIRA_FP32), label="shacira-paper",
-                                baseline_label="shacira-paper fp32 hash grid (uncompressed)"),
-    "vqad": MethodSpec("vqad", ("bits",), {"bits": ("4",)}, baseline=("vqad", {"grid-mode": "float"}), label="vqad",
-                       baseline_label="vqad float grid (uncompressed)"),
-    "codecnerf": MethodSpec("codecnerf", ("rate-lambda",), {"rate-lambda": ("2e-3",)},
-                            baseline=("codecnerf-scratch", {}), label="codecnerf"),
-    "codecnerf-peft": MethodSpec("codecnerf-peft", (), baseline=("codecnerf-scratch", {}), label="codecnerf-peft"),
-    "codecnerf-scratch": MethodSpec("codecnerf-scratch", (), label="codecnerf-scratch (uncompressed triplanes)"),
-}
+#: the methods ``nscodec rd`` sweeps: every method nscodec registers, as declared in :mod:`nscodec.core.methods` (rate
+#: knobs, default sweep, export-time settings, uncompressed base, labels)
+METHODS: Dict[str, Method] = ALL_METHODS
 
 
 @dataclass(frozen=True)
@@ -486,16 +435,19 @@ def _resolve_train(method: str, settings: Dict[str, str], steps: Optional[int], 
 
 def _series(method: str, role: str, export: Dict[str, str]) -> str:
     spec = METHODS[method]
-    if method == "nscodec-tensorf":
-        return _POSTHOC_LABELS.get(export.get("codec-scheme", "uniform"), "nscodec-tensorf")
-    return (spec.baseline_label or spec.label) if role == "baseline" else spec.label
+    if spec.export_labels is not None:  # labels by an export setting (nscodec-tensorf's post-hoc codecs)
+        key, labels = spec.export_labels
+        return labels.get(export.get(key, ""), spec.label)
+    return (spec.base_label or spec.label) if role == "baseline" else spec.label
 
 
 def _normalize(method: str, settings: Dict[str, str]) -> Dict[str, str]:
-    """Drop settings that do not apply (``codec-bits`` of the fp32 / fp16-zstd schemes), so such points dedupe."""
+    """Drop settings that do not apply (:attr:`~nscodec.core.methods.Method.unused`: e.g. ``codec-bits`` of the fp32 /
+    fp16-zstd schemes), so such points dedupe."""
     s = dict(settings)
-    if method == "nscodec-tensorf" and s.get("codec-scheme") in ("fp32", "fp16-zstd"):
-        s.pop("codec-bits", None)
+    for key, values, dropped in METHODS[method].unused:
+        if s.get(key) in values:
+            s.pop(dropped, None)
     return s
 
 
@@ -556,10 +508,10 @@ def build_sweep(methods: Sequence[str], scenes: Sequence[Path], grid: Optional[D
         for combo in itertools.product(*(axes[k] for k in keys)):
             settings = _normalize(m, dict(zip(keys, combo)))
             base = None
-            if baselines and spec.baseline is not None:
-                bm, bs = spec.baseline
+            if baselines and spec.base is not None:
+                bm, bs = spec.base
                 base = (bm, dict(bs))
-            specs.append((m, settings, "baseline" if m == "codecnerf-scratch" else "method", base))
+            specs.append((m, settings, "baseline" if spec.is_base else "method", base))
 
     points: Dict[str, Point] = {}
 
@@ -580,37 +532,31 @@ def build_sweep(methods: Sequence[str], scenes: Sequence[Path], grid: Optional[D
                 if base is not None:
                     bm, bs = base
                     bflags_settings = dict(bs)
-                    if m.startswith("ectensorf") and bm == "nscodec-tensorf":
-                        # the equal-budget base of ectensorf: same steps, sampling and upsampling as its stage 1
+                    if METHODS[m].base_inherits:  # it trains as this method's pretraining stage does
                         vals = _flag_values(flags)
                         preset = _preset(m)
-                        total = vals.get("max-num-iterations", str(preset.max_num_iterations))
-                        bflags_settings.update({
-                            "max-num-iterations": total,
-                            "step-ratio": str(preset.pipeline.model.step_ratio),
-                            "upsampling-iters": vals.get("pipeline.model.upsampling-iters",
-                                                         " ".join(map(str, preset.pipeline.model.upsampling_iters))),
-                        })
-                        for k, v in settings.items():  # explicit sampling / budget overrides carry over
-                            if k in ("pipeline.datamanager.train-num-rays-per-batch", "train-num-rays-per-batch"):
-                                bflags_settings[k] = v
-                    else:
-                        for k, v in settings.items():
-                            if k in ("max-num-iterations",):
-                                bflags_settings[k] = v
+                        bflags_settings["max-num-iterations"] = vals.get("max-num-iterations", str(preset.max_num_iterations))
+                        for key in METHODS[m].base_inherits:
+                            value = getattr(preset.pipeline.model, key.replace("-", "_"))
+                            default = " ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+                            bflags_settings[key] = vals.get(f"pipeline.model.{key}", default)
+                    for k, v in settings.items():  # the budget carries over: steps and rays per batch
+                        if k in ("max-num-iterations", "pipeline.datamanager.train-num-rays-per-batch",
+                                 "train-num-rays-per-batch"):
+                            bflags_settings.setdefault(k, v)
                     bflags, bexport = _resolve_train(bm, bflags_settings, steps, rays)
                     bpoint = add(Point(bm, tuple(sorted(bflags_settings.items())), scene, int(seed), "baseline",
                                        _series(bm, "baseline", bexport),
                                        tuple(bflags), tuple(sorted(bexport.items())), sc_scale, test_views, **where))
                     base_key = bpoint.key
-                    if m.startswith("ectensorf") and bm == "nscodec-tensorf":
+                    if METHODS[m].posthoc_of_base:
                         for ph in posthoc:
                             ps = {**{k: v for k, v in bflags_settings.items() if k != "codec-scheme"}, **ph}
                             pflags, pexport = _resolve_train(bm, ps, steps, rays)
                             add(Point(bm, tuple(sorted(ps.items())), scene, int(seed), "posthoc", _series(bm, "posthoc", pexport),
                                       tuple(pflags), tuple(sorted(pexport.items())), sc_scale, test_views, base_key, **where))
-                if m == "nscodec-tensorf":
-                    role = "baseline" if export.get("codec-scheme") == "fp32" else "posthoc"
+                if METHODS[m].uncompressed_when:  # its export settings decide: the uncompressed base or a post-hoc codec
+                    role = "baseline" if all(export.get(k) == v for k, v in METHODS[m].uncompressed_when.items()) else "posthoc"
                 add(Point(m, tuple(sorted(settings.items())), scene, int(seed), role, _series(m, role, export), tuple(flags),
                           tuple(sorted(export.items())), sc_scale, test_views, base_key, **where))
     # points sharing a training run one after the other (one training, then its exports)

@@ -6,10 +6,10 @@
   Reports ``train_seconds`` (the training loop only: ``Trainer.train()``; nerfstudio's setup excluded), ``steps``,
   ``rays_per_batch``, ``train_views``, ``train_pixels`` (all training views), ``epochs`` (= steps × rays ÷ train
   pixels), ``peak_rss_mb`` (the process's VmHWM, MiB) and ``config`` (the ``config.yml``).
-* ``export --config C.yml --output F.nsc [--set KEY=VALUE ...]``: :func:`nscodec.export.export_from_config` with
+* ``export --config C.yml --output F.nsc [--set KEY=VALUE ...]``: :func:`nscodec.tools.export.export_from_config` with
   export-time model settings (``nscodec-tensorf``'s post-hoc codec). Reports ``bytes``, ``export_seconds``.
 * ``eval --file F.nsc --data D --scale S --every E --limit N``: decode the file and evaluate it on the test split
-  (:func:`nscodec.evaluate.evaluate_nsc`). Reports its result (``psnr`` dB, ``ssim``, ``bytes``, ``decode_seconds``,
+  (:func:`nscodec.tools.evaluate.evaluate_nsc`). Reports its result (``psnr`` dB, ``ssim``, ``bytes``, ``decode_seconds``,
   ``num_views``, ``width``/``height``, ``render_seconds``) and ``peak_rss_mb``.
 """
 
@@ -49,6 +49,7 @@ def _write(path: str, data: Dict[str, Any]) -> None:
 
 def train(report: str, argv: List[str]) -> None:
     """Train as ``ns-train`` does (``nerfstudio.scripts.train``: main + train_loop on one device), timed."""
+    import torch
     import tyro
     from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion
     from nerfstudio.scripts.train import _set_random_seed
@@ -72,12 +73,13 @@ def train(report: str, argv: List[str]) -> None:
         "train_seconds": seconds, "steps": steps, "rays_per_batch": rays, "train_views": len(cams),
         "train_pixels": pixels, "epochs": steps * rays / pixels, "rays_per_second": steps * rays / seconds,
         "peak_rss_mb": peak_rss_mb(), "config": str(config.get_base_dir() / "config.yml"),
+        "threads": torch.get_num_threads(),
     })
 
 
 def export(report: str, config: str, output: str, settings: List[str]) -> None:
     """Export the latest checkpoint of ``config`` with the export-time ``settings`` (``key=value``)."""
-    from nscodec.export import export_from_config
+    from nscodec.tools.export import export_from_config
 
     overrides = dict(s.split("=", 1) for s in settings)
     t0 = time.perf_counter()
@@ -87,7 +89,7 @@ def export(report: str, config: str, output: str, settings: List[str]) -> None:
 
 def evaluate(report: str, file: str, data: str, scale: float, every: int, limit: Optional[int]) -> None:
     """Decode ``file`` in this (fresh) process and evaluate it on the test split."""
-    from nscodec.evaluate import evaluate_nsc
+    from nscodec.tools.evaluate import evaluate_nsc
 
     res = evaluate_nsc(Path(file), Path(data), "test", scale, every=every, limit=limit, progress=False)
     res.pop("per_view", None)

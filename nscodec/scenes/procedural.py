@@ -29,6 +29,9 @@ Layout written by :func:`generate_blender_scene`::
       transforms_train.json  transforms_val.json  transforms_test.json
       train/r_0.png ...      val/r_0.png ...      test/r_0.png ...
       scene.json             # spec + generator version, for reproducibility
+
+Length: a self-contained scene generator (SDF primitives, textures, shading, sphere tracing, the Blender writer and
+the corpus), test and demo infrastructure rather than product code.
 """
 
 from __future__ import annotations

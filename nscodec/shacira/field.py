@@ -26,7 +26,7 @@ from nerfstudio.field_components.activations import trunc_exp
 from nerfstudio.field_components.encodings import HashEncoding, SHEncoding
 from torch import Tensor, nn
 
-from nscodec.coding.errors import NscError
+from nscodec.errors import NscError
 from nscodec.grid import HashLevels, hash_encode
 from nscodec.grid.hashing import spatial_hash
 from nscodec.shacira.latents import discretize

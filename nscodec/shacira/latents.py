@@ -24,7 +24,7 @@ import math
 import torch
 from torch import Tensor
 
-from nscodec.coding.errors import NscError
+from nscodec.errors import NscError
 from nscodec.coding.quantization import quantize
 
 __all__ = ["soft_round", "discretize"]

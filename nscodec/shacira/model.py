@@ -16,13 +16,13 @@ into the ``.nsc`` with integer CDF tables from the learned densities.
 Levels of detail (Sec. 4.5): each level's latents are one section with ``meta.lod = l``, written coarse to fine
 after the sections every level needs (decoder, MLPs, occupancy), so a file prefix decodes levels ``0..l``;
 rendering at LOD ``l`` sets the features of levels ``> l`` to zero ("masking out the finer resolutions", as the
-paper does; no retraining). :meth:`~nscodec.model_base.NscModel.set_lod` / the viewer slider pick the level.
+paper does; no retraining). :meth:`~nscodec.core.model_base.NscModel.set_lod` / the viewer slider pick the level.
 
 ``compress=False`` trains the same hash grid with plain fp32 tables (no latents, decoder, prior or rate): the
 uncompressed Instant-NGP baseline of the same configuration; its ``.nsc`` stores fp32 tables and MLPs.
 
-Sampling: the occupancy grid + packed ray marching every nscodec model shares (:class:`~nscodec.model_base.NscModel`),
-with early ray termination. The latent decoder runs under :meth:`~nscodec.model_base.NscModel.decoding` whenever
+Sampling: the occupancy grid + packed ray marching every nscodec model shares (:class:`~nscodec.core.model_base.NscModel`),
+with early ray termination. The latent decoder runs under :meth:`~nscodec.core.model_base.NscModel.decoding` whenever
 the evaluation table is built, so the table a receiver decodes is bit-identical to the sender's.
 """
 
@@ -41,10 +41,10 @@ from torch.nn import Parameter
 import nscodec.compat  # noqa: F401  (checkpoint globals for torch.load(weights_only=True))
 from nscodec.coding.container import NscFile, Section
 from nscodec.coding.entropy_models import FactorizedPrior
-from nscodec.coding.errors import NscFormatError
+from nscodec.errors import NscFormatError
 from nscodec.coding.quantization import annealed_temperature, quantize
 from nscodec.coding.sections import meta_int, dense_section_names, dense_sections, load_dense_sections, load_occupancy_section, occupancy_section
-from nscodec.model_base import NscModel, NscModelConfig
+from nscodec.core.model_base import NscModel, NscModelConfig
 from nscodec.shacira.field import ShaciraField, ShaciraHashEncoding, fp32_table_bytes
 
 
@@ -318,8 +318,7 @@ class ShaciraModel(NscModel):
         """Sections: dense MLPs/decoder and occupancy (needed by every LOD), then one section per hash-grid level,
         coarse to fine, with ``meta.lod = l``: ANS-coded ``round(Q̂_l)`` ``[D, T_l]`` under the learned per-dimension
         densities (compressed), or the raw fp32 table ``[T_l, F]`` (baseline)."""
-        from nscodec.coding.quantization import to_symbols
-        from nscodec.coding.tensor_codec import entropy_section, raw_section
+        from nscodec.coding.tensor_codec import raw_section
 
         sections = dense_sections(self.dense_modules(), self._dense_dtype())
         sections.append(occupancy_section(self.occupancy))
@@ -327,9 +326,8 @@ class ShaciraModel(NscModel):
         for lvl, sl in enumerate(enc.level_slices()):
             meta = {"lod": lvl, "rows": enc.level_sizes[lvl]}
             if enc.compress:
-                sym = to_symbols(enc.latents[sl].t().contiguous()).cpu().numpy()  # [D, T_l]
-                table = self.prior.build_cdf_table(symbols=sym)
-                sections.append(entropy_section(f"latents.level{lvl:02d}", sym, table, meta=meta))
+                sections.append(self.prior.encode_section(f"latents.level{lvl:02d}", enc.latents[sl].t().contiguous(),
+                                                          meta=meta))  # round(Q̂_l) [D, T_l]
             else:
                 sections.append(raw_section(f"table.level{lvl:02d}", enc.table[sl].detach().cpu().numpy(), "float32", meta=meta))
         return sections
@@ -342,7 +340,7 @@ class ShaciraModel(NscModel):
             NscFormatError: missing/malformed sections (shapes are checked before decoding), or not even level 0.
         """
         from nscodec.coding.tensor_codec import decode_section
-        from nscodec.lod import available_lod
+        from nscodec.coding.lod import available_lod
 
         top = available_lod(nsc)
         enc = self.encoding
@@ -362,7 +360,8 @@ class ShaciraModel(NscModel):
         with torch.no_grad():
             param.zero_()
             for lvl, sl in enumerate(enc.level_slices()[: len(levels)]):
-                arr = decode_section(nsc.sections[levels[lvl]], dtype=("int32",) if enc.compress else ("float32",))
+                sec = nsc.sections[levels[lvl]]
+                arr = FactorizedPrior.decode_section(sec) if enc.compress else decode_section(sec, dtype=("float32",))
                 val = torch.from_numpy(np.ascontiguousarray(arr).astype(np.float32))
                 param[sl] = val.t() if enc.compress else val
         self.decoded_lod = len(levels) - 1

@@ -29,9 +29,9 @@ from torch.nn import Parameter
 
 import nscodec.compat  # noqa: F401  (registers checkpoint globals for torch.load(weights_only=True))
 from nscodec.coding.container import NscFile, Section
-from nscodec.coding.errors import NscFormatError
+from nscodec.errors import NscFormatError
 from nscodec.coding.sections import dense_section_names, dense_sections, load_dense_sections, load_occupancy_section, occupancy_section
-from nscodec.model_base import NscModel, NscModelConfig
+from nscodec.core.model_base import NscModel, NscModelConfig
 from nscodec.optim import reset_param_group
 from nscodec.render import render_weight_from_density
 from nscodec.tensorf.field import PackedTensoRFField
@@ -218,7 +218,7 @@ class NscTensoRFModel(NscModel):
         Raises:
             NscError: unknown ``codec_scheme`` or bad ``codec_bits``.
         """
-        from nscodec.coding.errors import NscError
+        from nscodec.errors import NscError
         from nscodec.coding.posthoc import histogram_table, kmeans_quantize, uniform_quantize
         from nscodec.coding.tensor_codec import entropy_section, raw_section, zstd_section
 

@@ -19,7 +19,7 @@ Deviations from the paper, each for CPU training without depth maps:
 * ``trunc_exp`` density activation (nerfstudio / Instant-NGP) instead of ReLU.
 
 ``.nsc`` layout (coarse to fine, so any prefix ending on a level boundary decodes that LOD — see
-:mod:`nscodec.lod`): MLP weights (float16) and the occupancy grid (needed by every LOD), then per level
+:mod:`nscodec.coding.lod`): MLP weights (float16) and the occupancy grid (needed by every LOD), then per level
 ``l`` (section meta ``{"lod": l}``) its codebook (float16) and its indices, entropy-coded with a histogram
 table (``index_coding="entropy"``) or bit-packed raw as in the paper (``"raw"``).
 """
@@ -42,10 +42,10 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttrib
 
 import nscodec.compat  # noqa: F401  (checkpoint globals for torch.load(weights_only=True))
 from nscodec.coding.container import NscFile, Section
-from nscodec.coding.errors import NscFormatError
+from nscodec.errors import NscFormatError
 from nscodec.coding.posthoc import kmeans_quantize
 from nscodec.coding.sections import dense_section_names, dense_sections, load_dense_sections, load_occupancy_section, occupancy_section
-from nscodec.model_base import NscModel, NscModelConfig
+from nscodec.core.model_base import NscModel, NscModelConfig
 from nscodec.vqad.grid import MultiLevelVQGrid, lod_probabilities, vertex_mask
 
 
@@ -124,7 +124,7 @@ class VQADModelConfig(NscModelConfig):
 
 class VQADModel(NscModel):
     """VQ-AD radiance field; see the module docstring. Outputs ``rgb [R,3]``, ``accumulation [R,1]``,
-    ``depth [R,1]`` (world units) at the current LOD (:attr:`~nscodec.model_base.NscModel.lod`; training samples one
+    ``depth [R,1]`` (world units) at the current LOD (:attr:`~nscodec.core.model_base.NscModel.lod`; training samples one
     per batch)."""
 
     config: VQADModelConfig
@@ -288,7 +288,7 @@ class VQADModel(NscModel):
         """
         from nscodec.coding.sections import meta_int
         from nscodec.coding.tensor_codec import decode_section
-        from nscodec.lod import available_lod
+        from nscodec.coding.lod import available_lod
 
         cfg = self.config
         lod = min(available_lod(nsc), cfg.num_levels - 1)
@@ -376,7 +376,7 @@ def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
 
 def unpack_bits(packed: np.ndarray, bits: int, n: int) -> np.ndarray:
     """Inverse of :func:`pack_bits` → ``[n]`` int64. Raises NscFormatError if ``packed`` is too short."""
-    from nscodec.coding.errors import NscFormatError
+    from nscodec.errors import NscFormatError
 
     flat = np.unpackbits(np.asarray(packed, dtype=np.uint8).reshape(-1))
     if flat.size < n * bits:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
-from nerfstudio.plugins.types import MethodSpecification
 
 import nscodec.compat  # noqa: F401  (torch.load weights_only fix)
 from nscodec.optim import FusedAdamOptimizerConfig
@@ -49,20 +48,3 @@ def shacira_trainer_config(
         steps_per_save=max_steps,
         viewer_chunk=1 << 13,
     )
-
-
-#: CPU preset: plain straight-through rounding. At the CPU budget annealed soft rounding measured worse than STE at
-#: equal bytes (docs/benchmarks.md, "SHACIRA"); the paper's benefit (Fig. 10) is over long runs. Annealing stays one
-#: flag away (``--pipeline.model.anneal-fraction 0.5``) and is the ``shacira-paper`` default.
-shacira = MethodSpecification(
-    config=shacira_trainer_config(anneal_fraction=0.0),
-    description="SHACIRA: hash grid from entropy-coded integer latents (STE rounding on CPU), LOD streaming; CPU-sized.",
-)
-
-shacira_paper = MethodSpecification(
-    config=shacira_trainer_config(
-        "shacira-paper", max_steps=30000, rays=1 << 14, num_levels=16, max_res=2048, log2_hashmap_size=19,
-        occupancy_resolution=128, render_steps=1024,
-    ),
-    description="SHACIRA at Instant-NGP scale (16 levels, T=2^19, max res 2048; for GPU runs).",
-)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
-from nerfstudio.plugins.types import MethodSpecification
 
 import nscodec.compat  # noqa: F401
 from nscodec.codecnerf.model import CodecNeRFModelConfig
@@ -34,17 +33,3 @@ def codecnerf_trainer_config(method_name: str = "codecnerf", mode: str = "peft_e
     return nscodec_trainer_config(
         method_name, CodecNeRFModelConfig(mode=mode, **model_kwargs), optimizers, max_steps, rays=2048
     )
-
-
-codecnerf = MethodSpecification(
-    config=codecnerf_trainer_config(),
-    description="CodecNeRF: feed-forward encoding + PEFT (rank-4 plane deltas, LoRA) with entropy-coded deltas (PEFT++).",
-)
-codecnerf_peft = MethodSpecification(
-    config=codecnerf_trainer_config("codecnerf-peft", "peft"),
-    description="CodecNeRF with PEFT only (float32 deltas, no entropy coding).",
-)
-codecnerf_scratch = MethodSpecification(
-    config=codecnerf_trainer_config("codecnerf-scratch", "scratch"),
-    description="Per-scene triplanes from scratch with the CodecNeRF renderer (the paper's 'Triplanes' baseline).",
-)

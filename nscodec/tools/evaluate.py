@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from tqdm import tqdm
 
-from nscodec.coding.errors import NscError
+from nscodec.errors import NscError
 from nscodec.data import load_split
 
 
@@ -32,7 +32,7 @@ def evaluate_model(
     """Render every ``every``-th view of ``split`` and compare with the ground truth.
 
     Where the dataset has masks (nerfstudio's ``mask_path``) the metrics count only the masked-in pixels
-    (:class:`nscodec.metrics.ImageMetrics`), as they do in training, where nerfstudio's pixel sampler draws rays from
+    (:class:`nscodec.core.metrics.ImageMetrics`), as they do in training, where nerfstudio's pixel sampler draws rays from
     those pixels only.
 
     Returns:
@@ -41,7 +41,7 @@ def evaluate_model(
     """
     cameras, dataset = load_split(data, split, scale_factor, dataparser)
     idx: List[int] = list(range(0, len(dataset), every))[: limit or None]
-    from nscodec.metrics import ImageMetrics
+    from nscodec.core.metrics import ImageMetrics
 
     metrics = getattr(model, "image_metrics", None)
     if not isinstance(metrics, ImageMetrics):  # stock nerfstudio models: use ours (LPIPS only if offline-able)
@@ -130,7 +130,7 @@ def evaluate_nsc(
     warning = warn_if_other_dataset(train, data)
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 
-    from nscodec.export import dataparser_from_record
+    from nscodec.data import dataparser_from_record
 
     dp = dataparser_from_record(train, BlenderDataParserConfig())  # the parser (and options) it was trained with
     res = evaluate_model(model, Path(data), split, scale_factor, dataparser=dp, **kw)
@@ -138,7 +138,7 @@ def evaluate_nsc(
     if warning:
         res["dataset_warning"] = warning
     if lod is not None:
-        from nscodec.lod import available_lod
+        from nscodec.coding.lod import available_lod
 
         res.update(lod=available_lod(nsc), lod_bytes=nsc.available_bytes)
     return res

@@ -14,89 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from nerfstudio.scripts.exporter import Exporter
 
-
-def training_meta(pipeline_config: Any) -> Dict[str, Any]:
-    """The ``.nsc`` metadata recording where a model was trained: dataset path, dataparser, camera scale, and the
-    fingerprint of its camera files (:func:`nscodec.data.dataset_fingerprint`).
-
-    A function of the pipeline config only, so ``ns-export compressed`` and ``ns-eval``'s ``compressed_bytes``
-    (:class:`nscodec.pipeline.NscPipeline`) write byte-identical files.
-    """
-    from nscodec.data import dataset_fingerprint
-
-    dm = pipeline_config.datamanager
-    parser = dm.dataparser
-    data = getattr(parser, "data", "")
-    train = {
-        "data": str(data),
-        "dataparser": type(parser).__name__,
-        "camera_res_scale_factor": float(getattr(dm, "camera_res_scale_factor", 1.0)),
-    }
-    options = dataparser_options(parser)
-    if options:
-        train["dataparser_options"] = options
-    fingerprint = dataset_fingerprint(data) if data else None
-    if fingerprint:
-        train["fingerprint"] = fingerprint
-    return {"train": train}
-
-
-def dataparser_options(parser: Any) -> Dict[str, Any]:
-    """The options of a dataparser config that differ from its class's defaults (numbers, strings, booleans; the
-    data path excluded), so a file reopens its test split as it was trained (e.g. ``eval_mode interval``), and those
-    its class names in ``nsc_recorded_options`` whatever their value (``llff-data``'s ``layout``: files recorded
-    without it were trained on an earlier frame, :func:`dataparser_from_record`)."""
-    import dataclasses
-
-    if not dataclasses.is_dataclass(parser):
-        return {}
-    default = type(parser)()
-    always = set(getattr(type(parser), "nsc_recorded_options", ()))
-    out: Dict[str, Any] = {}
-    for f in dataclasses.fields(parser):
-        if f.name in ("data", "_target"):
-            continue
-        value = getattr(parser, f.name, None)
-        if isinstance(value, (bool, int, float, str)) and (value != getattr(default, f.name, None) or f.name in always):
-            out[f.name] = value
-    return out
-
-
-def dataparser_from_record(train: Dict[str, Any], fallback: Any) -> Any:
-    """The dataparser config a file's ``meta.train`` records (class name + :func:`dataparser_options`), built from
-    nerfstudio's registered dataparsers; ``fallback`` (the method's default) when the record names none, or names
-    the fallback's own class.
-
-    Raises:
-        NscError: the recorded dataparser is not registered here (NscDataError, listing the registered ones), an
-            option is not one of its fields, or the record lacks an option its class always records
-            (``nsc_recorded_options``: the file was trained in a frame this version no longer builds).
-    """
-    import copy
-    import dataclasses
-
-    from nscodec.coding.errors import NscError
-
-    name = train.get("dataparser")
-    options = train.get("dataparser_options") or {}
-    if not isinstance(options, dict):
-        raise NscError(f"meta.train.dataparser_options must be a mapping, got {type(options).__name__}")
-    from nscodec.data import dataparser_config
-
-    parser = copy.deepcopy(fallback)
-    if name and name != type(fallback).__name__:  # the registry lookup by class name (NscDataError if unknown)
-        parser = dataparser_config(name, getattr(fallback, "data", Path()))
-    fields = {f.name: f for f in dataclasses.fields(parser)}
-    for key, value in options.items():
-        if key not in fields or key in ("data", "_target") or not isinstance(value, (bool, int, float, str)):
-            raise NscError(f"meta.train.dataparser_options: {key!r} is not an option of {type(parser).__name__}")
-        setattr(parser, key, value)
-    missing = [k for k in getattr(type(parser), "nsc_recorded_options", ()) if k not in options]
-    if name and missing:
-        raise NscError(f"this file records {type(parser).__name__} without {', '.join(missing)}: it was trained on the "
-                       f"frame an earlier nscodec built for that dataparser, so its test views cannot be placed (the "
-                       f"file still opens in ns-viewer / nscodec render with its own cameras)")
-    return parser
+from nscodec.data import training_meta
 
 
 def load_run(load_config: Path, load_step: Optional[int] = None, test_mode: str = "inference") -> Tuple[Any, Any]:
@@ -110,7 +28,7 @@ def load_run(load_config: Path, load_step: Optional[int] = None, test_mode: str 
     """
     from nerfstudio.utils.eval_utils import eval_setup
 
-    from nscodec.coding.errors import NscError
+    from nscodec.errors import NscError
 
     load_config = Path(load_config)
     if not load_config.is_file():
@@ -152,7 +70,7 @@ def export_from_config(
     """
     from nerfstudio.utils.rich_utils import CONSOLE
 
-    from nscodec.coding.errors import NscError
+    from nscodec.errors import NscError
     from nscodec.io import export_model
 
     if not Path(load_config).is_file():  # before the overwrite check: a missing config is the first thing to say
@@ -171,7 +89,7 @@ def export_from_config(
 
 def _override(cfg: Any, key: str, value: Any) -> None:
     """Set field ``key`` of the model config ``cfg`` to ``value`` (a string is converted to the field's type)."""
-    from nscodec.coding.errors import NscError
+    from nscodec.errors import NscError
 
     name = key.replace("-", "_")
     if not hasattr(cfg, name):
@@ -194,7 +112,7 @@ def _checkpoint_dir(load_config: Path) -> Path:
     """The checkpoint directory a training config.yml refers to. Raises NscError if it is not such a config."""
     import yaml
 
-    from nscodec.coding.errors import NscError
+    from nscodec.errors import NscError
 
     try:
         config = yaml.load(load_config.read_text(), Loader=yaml.Loader)  # nerfstudio's own format (trusted file)
@@ -217,7 +135,7 @@ class ExportCompressed(Exporter):
     """Step of the checkpoint to export (default: the latest)."""
 
     def main(self) -> None:
-        from nscodec.coding.errors import NscError
+        from nscodec.errors import NscError
 
         target = self.output_dir / self.filename
         if target.exists() and not self.overwrite:

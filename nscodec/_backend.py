@@ -1,10 +1,20 @@
-"""Build-at-first-use loader of nscodec's C++ CPU kernels (one place decides whether they run).
+"""The kernel backend: the one place that lists nscodec's compiled kernels, builds and loads them, and reports which
+run (gsplat's ``_backend.py``). Every kernel has a plain-torch twin, the reference the tests compare it with.
 
-Each kernel source (``nscodec/grid/csrc/grid_encode.cpp`` and ``vm_encode.cpp``, ``nscodec/coding/csrc/factorized_rate.cpp``,
-``nscodec/csrc/sparse_adam.cpp``) is compiled
-once per machine with ``torch.utils.cpp_extension.load`` (g++ and ninja; the grid source takes about half a minute)
-into torch's extension cache (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``); later processes
-load the cached library. Every kernel has a plain-torch twin that runs where the kernel cannot.
+* ``grid_encode`` (``nscodec/csrc/grid_encode.cpp``): hash and dense (VQ-AD) grid levels, for :mod:`nscodec.grid`;
+  twin :mod:`nscodec.grid._torch_impl`;
+* ``vm_encode`` (``vm_encode.cpp``): TensoRF's VM planes and lines, for :mod:`nscodec.grid`; twin in the same module;
+* ``factorized_rate`` (``factorized_rate.cpp``): the factorized prior's rate and its gradient, for
+  :mod:`nscodec.coding.entropy_models`; twin: the torch ops there;
+* ``sparse_adam`` (``sparse_adam.cpp``): lazy Adam on the rows a step touched, for :mod:`nscodec.optim`; twin:
+  ``torch.optim.SparseAdam``'s step.
+
+(:data:`KERNELS` is the table in code.) A module asks for its kernel by name, :func:`kernel`; nothing here imports
+them back. The CUDA paths are nerfacc's (:mod:`nscodec.render`); there is no CUDA source of nscodec's own.
+
+Each kernel is compiled once per machine with ``torch.utils.cpp_extension.load`` (g++ and ninja; the grid source takes
+about half a minute) into torch's extension cache (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``);
+later processes load the cached library.
 
 Each build folder is named after the kernel plus a key of its source's absolute path, its compiler flags and the
 torch version (:func:`build_name`). Two checkouts (or virtual environments) on one machine therefore never share a
@@ -16,8 +26,8 @@ build killed midway leaves it behind, and every later load would wait forever: :
 lock once nothing in the build folder has changed for :data:`STALE_LOCK_SECONDS` (with one warning).
 
 ``NSCODEC_KERNELS`` picks: ``auto`` (default: the kernel when it builds, else the twin with one warning saying
-why), ``cpp`` (the kernel, or an :class:`~nscodec.coding.errors.NscError` naming why it did not build), ``torch``
-(always the twin).
+why), ``cpp`` (the kernel, or an :class:`~nscodec.errors.NscError` naming why it did not build), ``torch``
+(always the twin). :func:`kernel_report` says which runs, and why.
 """
 
 from __future__ import annotations
@@ -28,11 +38,39 @@ import re
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
 
-from nscodec.coding.errors import NscError
+from nscodec.errors import NscError
 
-__all__ = ["STALE_LOCK_SECONDS", "build_name", "clear_stale_lock", "kernel_choice", "load_kernel", "preload_kernels"]
+__all__ = ["KERNELS", "Kernel", "STALE_LOCK_SECONDS", "build_name", "build_kernel", "clear_stale_lock", "kernel",
+           "kernel_choice", "kernel_report", "preload_kernels"]
+
+#: folder of every kernel source
+CSRC = Path(__file__).resolve().parent / "csrc"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One compiled kernel: its extension name, its source in :data:`CSRC`, and whether it is built with
+    :func:`simd_flags` (AVX2/FMA where torch runs them; the values do not change, see ``-ffp-contract=off``)."""
+
+    module: str
+    source: str
+    simd: bool
+
+    @property
+    def path(self) -> Path:
+        return CSRC / self.source
+
+
+#: every kernel of nscodec, by the name its users ask for (module docstring)
+KERNELS: Dict[str, Kernel] = {
+    "grid_encode": Kernel("nscodec_grid_encode", "grid_encode.cpp", simd=True),
+    "vm_encode": Kernel("nscodec_vm_encode", "vm_encode.cpp", simd=True),
+    "factorized_rate": Kernel("nscodec_factorized_rate", "factorized_rate.cpp", simd=True),
+    "sparse_adam": Kernel("nscodec_sparse_adam", "sparse_adam.cpp", simd=False),
+}
 
 #: seconds without a change in a build folder after which its lock counts as left by a killed build (a build here
 #: writes a file at least every minute or so: build.ninja, the object file, the library)
@@ -158,32 +196,56 @@ def _warn_once(name: str, why: str) -> None:
                   "and ninja to build it, or set NSCODEC_KERNELS=torch to silence this.", RuntimeWarning, stacklevel=4)
 
 
-def load_kernel(name: str, source: Path, simd: bool = False) -> Optional[Any]:
-    """The compiled module ``name`` built from ``source`` (``simd``: with :func:`simd_flags`), or None (``NSCODEC_KERNELS=torch``, or ``auto`` and the
-    build failed: one warning).
+def build_kernel(name: str, simd: Optional[bool] = None) -> Tuple[Optional[Any], str]:
+    """``(module, why)``: kernel ``name`` of :data:`KERNELS` built (or loaded from the cache), with or without the SIMD
+    flags (``simd`` None: as the table says); ``module`` None and ``why`` the reason when it does not build. Ignores
+    ``NSCODEC_KERNELS`` (benches use it to time a variant).
 
     Raises:
-        NscError: ``NSCODEC_KERNELS=cpp`` and the build failed, or an invalid ``NSCODEC_KERNELS``.
+        NscError: an unknown kernel name.
+    """
+    if name not in KERNELS:
+        raise NscError(f"unknown kernel {name!r} (nscodec has: {', '.join(KERNELS)})")
+    k = KERNELS[name]
+    return _build(k.module, str(k.path), k.simd if simd is None else bool(simd))
+
+
+def kernel(name: str) -> Optional[Any]:
+    """The compiled module of kernel ``name`` (:data:`KERNELS`), or None where its torch twin runs
+    (``NSCODEC_KERNELS=torch``, or ``auto`` and the build failed: one warning).
+
+    Raises:
+        NscError: ``NSCODEC_KERNELS=cpp`` and the build failed, an invalid ``NSCODEC_KERNELS``, an unknown name.
     """
     choice = kernel_choice()
+    if name not in KERNELS:
+        raise NscError(f"unknown kernel {name!r} (nscodec has: {', '.join(KERNELS)})")
     if choice == "torch":
         return None
-    mod, why = _build(name, str(source), simd)
+    mod, why = build_kernel(name)
     if mod is None:
         if choice == "cpp":
-            raise NscError(f"NSCODEC_KERNELS=cpp but the C++ kernel {name} did not build ({why}); install g++ and "
-                           "ninja, or set NSCODEC_KERNELS=torch")
-        _warn_once(name, why)
+            raise NscError(f"NSCODEC_KERNELS=cpp but the C++ kernel {KERNELS[name].module} did not build ({why}); install "
+                           "g++ and ninja, or set NSCODEC_KERNELS=torch")
+        _warn_once(KERNELS[name].module, why)
     return mod
 
 
-def preload_kernels() -> None:
-    """Build or load every kernel now (the first use on a fresh machine compiles them), e.g. before timing."""
-    from nscodec.coding.entropy_models import _rate_kernel
-    from nscodec.grid._wrapper import cpu_kernel, vm_kernel
-    from nscodec.optim import _sparse_adam_kernel
+def kernel_report() -> Dict[str, str]:
+    """``{kernel: "cpp" | "torch (why)"}``: what runs for each kernel of :data:`KERNELS` in this process."""
+    choice = kernel_choice()
+    out = {}
+    for name in KERNELS:
+        if choice == "torch":
+            out[name] = "torch (NSCODEC_KERNELS=torch)"
+            continue
+        mod, why = build_kernel(name)
+        out[name] = "cpp" if mod is not None else f"torch ({why})"
+    return out
 
-    cpu_kernel()
-    vm_kernel()
-    _rate_kernel()
-    _sparse_adam_kernel()
+
+def preload_kernels() -> None:
+    """Build or load every kernel of :data:`KERNELS` now (the first use on a fresh machine compiles them), e.g. before
+    timing."""
+    for name in KERNELS:
+        kernel(name)

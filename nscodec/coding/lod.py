@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 from nscodec.coding.container import NscFile, SectionInfo, read_nsc
-from nscodec.coding.errors import NscFormatError
+from nscodec.errors import NscFormatError
 
 __all__ = ["section_lod", "lod_table", "available_lod", "read_lod_prefix", "lod_prefix_bytes"]
 

@@ -79,8 +79,8 @@ def train_in_process(
 def run_demo(workdir: Path, stage1_steps: int = 800, stage2_steps: int = 300, rays: int = 4096, resolution: int = 100,
              overwrite: bool = False) -> Dict[str, Any]:
     """Run the whole demo; returns (and writes to ``workdir/results.json``) the measured figures."""
-    from nscodec.evaluate import evaluate_model
-    from nscodec.export import export_from_config
+    from nscodec.tools.evaluate import evaluate_model
+    from nscodec.tools.export import export_from_config
     from nscodec.scenes import generate_blender_scene
     from nscodec_configs.method_configs import ectensorf_trainer_config
 

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from nscodec.coding.errors import NscError
+from nscodec.errors import NscError
 
 __all__ = ["render_file", "add_arguments", "render_command"]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
-from nerfstudio.plugins.types import MethodSpecification
 
 import nscodec.compat  # noqa: F401
 from nscodec.optim import FusedAdamOptimizerConfig, SparseAdamOptimizerConfig
@@ -36,9 +35,3 @@ def vqad_trainer_config(method_name: str = "vqad", max_steps: int = 3600, **mode
     return nscodec_trainer_config(
         method_name, VQADModelConfig(**model_kwargs), optimizers, max_steps, rays=2048, steps_per_save=max_steps
     )
-
-
-vqad = MethodSpecification(
-    config=vqad_trainer_config(),
-    description="VQ-AD (Variable Bitrate Neural Fields): learned b-bit codebook indices, streaming LODs; CPU-sized.",
-)
