@@ -11,6 +11,7 @@ sorted by self CPU time. ``NSCODEC_KERNELS=torch`` profiles the torch twins inst
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -28,6 +29,8 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data/blender/lego"))
     ap.add_argument("--scale", type=float, default=0.25)
     ap.add_argument("--dataparser", default="", help="a registered dataparser (e.g. nerfstudio-data); default the preset's")
+    ap.add_argument("--dataparser-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a field of that dataparser's config (value parsed as JSON), e.g. downscale_factor=8")
     ap.add_argument("--steps", type=int, default=260)
     ap.add_argument("--prof-from", type=int, default=230)
     ap.add_argument("--rays", type=int, default=0, help="0: the preset's rays per batch")
@@ -57,6 +60,9 @@ def main() -> None:
         from nerfstudio.configs.dataparser_configs import all_dataparsers
 
         cfg.pipeline.datamanager.dataparser = copy.deepcopy(all_dataparsers[args.dataparser])
+        for item in args.dataparser_set:
+            key, value = item.split("=", 1)
+            setattr(cfg.pipeline.datamanager.dataparser, key, json.loads(value))
     rays = args.rays or cfg.pipeline.datamanager.train_num_rays_per_batch
     prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=bool(args.shapes))
     times: list = []

@@ -636,6 +636,7 @@ class MaskedFactorizedPrior(nn.Module):
         mode: str = "noise",
         hard: bool = True,
         stochastic: Optional[bool] = None,
+        knots: int = 0,
     ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
         """Mask, quantize and rate latents.
 
@@ -646,6 +647,8 @@ class MaskedFactorizedPrior(nn.Module):
             hard: straight-through binary mask (True) or soft mask (False) when sampling.
             stochastic: sample the mask (default: ``self.training``); otherwise use
                 :meth:`deterministic_mask`.
+            knots: with a deterministic mask open everywhere, the tabulated training rate of
+                :meth:`FactorizedPrior.rate` through this many knots per channel (0: exact per latent).
 
         Returns:
             ``(y_masked_hat [C, H, W], rate_bits scalar tensor, info)`` with ``info`` holding
@@ -664,7 +667,7 @@ class MaskedFactorizedPrior(nn.Module):
             stochastic = self.training
         mask = self.sample_mask(tau, hard) if stochastic else self.deterministic_mask()
         if not stochastic and bool(mask.all()):  # every latent coded: the fused rate (FactorizedPrior.rate)
-            y_hat, latent_bits = self.prior.quantize_and_rate(y, mode)
+            y_hat, latent_bits = self.prior.quantize_and_rate(y, mode, knots)
         else:
             y_hat, lik = self.prior(y, mode)
             latent_bits = (mask * -torch.log2(lik)).sum()

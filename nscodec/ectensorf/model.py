@@ -131,6 +131,11 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     """Learn one quantization step per latent channel (see the module docstring; not in the paper). Off = the
     paper's unit step, where the scale the decoder settles at in the plane-only prefit fixes the precision: most
     latents then round to 0 and a smaller λ buys no PSNR (docs/benchmarks.md)."""
+    rate_knots: int = 0
+    """Training rate of the latents through :meth:`~nscodec.coding.entropy_models.FactorizedPrior.rate`'s
+    tabulated path: ``-log2 P`` exact at this many knots per latent channel, linear in between (the density network
+    runs on the knots, not on each latent). 0: the exact rate of every latent. Evaluation and the file are always
+    exact; applies without the mask (``use_mask`` off)."""
     dense_bits: int = 6
     """Storage of the parts that are not latents (plane decoders, line factors, basis matrix, MLP heads): weights
     with ≥ 2 dims quantized per channel to this many bits with power-of-two steps and entropy-coded
@@ -140,7 +145,7 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     #: training-only fields: the stage-2 objective, its temperature anneal and the latent prefit
     nsc_unread_fields: ClassVar[frozenset] = NscTensoRFModelConfig.nsc_unread_fields | {
         "rate_lambda", "recon_weight", "tau_start", "tau_end", "importance_batches", "latent_prefit_steps",
-        "latent_prefit_lr"}
+        "latent_prefit_lr", "rate_knots"}
 
     def nsc_limits(self):
         return {**super().nsc_limits(), "latent_channels_density": (1, 256), "latent_channels_color": (1, 256),
@@ -347,7 +352,8 @@ class ECTensoRFModel(NscTensoRFModel):
             step = self.latent_steps(s).view(1, c_lat, 1, 1)
             sym = (z.view(3, c_lat, *z.shape[1:]) / step).view(z.shape)
             if self.training:  # one mask sample; STE values, rate from the noisy-latent likelihood
-                z_hat, rate, _ = prior(sym, tau=self.tau(), mode="mixed", stochastic=self.config.use_mask)
+                z_hat, rate, _ = prior(sym, tau=self.tau(), mode="mixed", stochastic=self.config.use_mask,
+                                       knots=self.config.rate_knots)
                 bits = bits + rate
             elif rate:
                 z_hat, bits_s, _ = prior(sym, mode="round", stochastic=False)
