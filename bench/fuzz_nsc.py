@@ -1,7 +1,7 @@
 """Fuzz the ``.nsc`` decode path: mutated copies of real files of every codec, each case in a forked process with a
 time and memory cap, counted by outcome and mutation class.
 
-    python bench/fuzz_nsc.py --cases 10000 --decode-cases 600          # ~30 min on 2 cores
+    python bench/fuzz_nsc.py --cases 10000 --decode-cases 1000         # the full run (docs/benchmarks.md)
     python bench/fuzz_nsc.py --cases 300 --decode-cases 40 --name fuzz_nsc_smoke   # pipeline check
 
 Sources: one small file per codec of ``nscodec.io.CODECS``, trained for a few steps on a generated scene (cached in

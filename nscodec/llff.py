@@ -60,7 +60,7 @@ class LLFFDataParserConfig(DataParserConfig):
     foreground_depth: float = 2.0
     """``forward``: z-depth, in multiples of the median near bound, up to which the scene box reaches; beyond it
     space is contracted. 2: the box holds the nearer half of the disparity range (where LLFF's NDC rays put half
-    their samples); on flower 2× measured better than 1.4×, 2.7× and 5× (docs/benchmarks.md, "LLFF layout")."""
+    their samples). A geometric choice, not tuned by a recorded run."""
     scene_scale: float = 1.0
     """Scale of the scene box: ``forward``, a factor on the fitted box; ``360``, its half extent (cameras fill
     ``[-1, 1]^3``, as nerfstudio's ``auto_scale_poses``)."""

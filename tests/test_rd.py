@@ -58,7 +58,11 @@ def local_sweep(scene, tmp_path_factory):
         finally:
             rd_runner._train = real
 
-    rows = run_sweep(sweep, work / "results", "t", "nscodec rd (test)", progress=False, runner=runner)
+    from nscodec.rd import results
+
+    with pytest.MonkeyPatch.context() as mp:  # the records' commit: what a clean checkout (CI) reports, dirty or not here
+        mp.setattr(results, "git_commit", lambda root=results.ROOT: "abc1234")
+        rows = run_sweep(sweep, work / "results", "t", "nscodec rd (test)", progress=False, runner=runner)
     return sweep, rows, work / "results", bad, calls
 
 
@@ -289,3 +293,34 @@ def test_the_readme_status_is_one_line_per_method_from_the_records(tmp_path):
     assert "old" not in readme.read_text() and readme.read_text().endswith(f"{README_END}\ntail\n")
     with pytest.raises(NscError, match="dirty commit"):
         readme_status(rows + [{**rows[2], "key": "d", "git_commit": "abc1234-dirty"}])
+
+
+def test_report_only_merges_sweeps_into_one_record_with_a_plot_per_scene(tmp_path, monkeypatch):
+    """``--report-only --name a,b --merge m``: one record of both sweeps (a point in both: the later row), its table
+    with Bjøntegaard deltas, and one RD plot per scene."""
+    pytest.importorskip("matplotlib")
+    from nscodec.cli import main
+    from nscodec.rd import results
+
+    monkeypatch.setattr(results, "git_commit", lambda root=results.ROOT: "abc1234")
+    full = dict(series="s", ssim=0.9, test_views=5, train_seconds=10.0, rays_per_second=1e4, epochs=1.0,
+                peak_rss_mb=100.0, resolution="10x10")
+
+    def row(*a, date="2026-01-01", **kw):
+        return {**_row(*a, **kw), **full, "date": date}
+
+    a = [row("nscodec-tensorf", "lego", 31.8, 19_963_618, "baseline", key="base-lego"),
+         row("ectensorf", "lego", 31.0, 360_000, key="ec-lego", base="base-lego")]
+    b = [row("ectensorf", "lego", 31.3, 350_000, key="ec-lego", base="base-lego", date="2026-02-01"),
+         row("nscodec-tensorf", "flower", 27.1, 19_964_574, "baseline", key="base-flower"),
+         row("ectensorf", "flower", 25.7, 602_124, key="ec-flower", base="base-flower")]
+    results.write_results(tmp_path / "a.json", "a", a, "cmd a")
+    results.write_results(tmp_path / "b.json", "b", b, "cmd b")
+    assert main(["rd", "--report-only", "--name", "a,b", "--merge", "m", "--results", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert saved["sources"] == ["a", "b"] and saved["points"] == 4
+    assert {r["key"]: r["psnr"] for r in saved["rows"]}["ec-lego"] == 31.3  # the later measurement of the point
+    table = (tmp_path / "m.md").read_text()
+    assert table.count("| ok |") == 4 and "Bjøntegaard" in table
+    assert (tmp_path / "m-lego.png").stat().st_size > 1000 and (tmp_path / "m-flower.png").stat().st_size > 1000
+    assert not (tmp_path / "a.md").exists()  # merging writes the merged outputs only

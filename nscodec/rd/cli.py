@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-only", action="store_true",
                    help="rewrite NAME.png / NAME.md (and the --doc section) from --results/NAME.json, run nothing "
                         "(NAME may list several sweeps, comma-separated)")
+    p.add_argument("--merge", default=None, metavar="NAME",
+                   help="with --report-only: merge the sweeps of --name (comma-separated) into one record NAME.json, "
+                        "its table NAME.md and one RD plot per scene (NAME-SCENE.png)")
     p.add_argument("--readme", type=Path, default=None,
                    help="with --report-only: regenerate this README's status table from the records (commits only)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
@@ -132,10 +135,23 @@ def rd_command(args: argparse.Namespace) -> int:
                 raise SpecError(f"--report-only: no results file {path}")
             saved = json.loads(path.read_text())
             rows += saved["rows"]
-            if args.readme is None:
+            if args.readme is None and not args.merge:
                 out = write_outputs(saved["rows"], results, name, saved["command"], doc=args.doc, doc_section=name,
                                     commit=saved.get("git_commit"), total=saved.get("points"))
                 print(", ".join(str(p) for p in out.values()))
+        if args.merge:  # one record, table and per-scene plots from several sweeps (a point measured twice: the later)
+            from nscodec.rd.results import write_results
+
+            merged: Dict[str, Any] = {}
+            for r in rows:
+                if r["key"] not in merged or str(r.get("date", "")) >= str(merged[r["key"]].get("date", "")):
+                    merged[r["key"]] = r
+            command = "nscodec " + shlex.join(args.argv if args.argv is not None else sys.argv[1:])
+            path = write_results(results / f"{args.merge}.json", args.merge, list(merged.values()), command,
+                                 extra={"sources": args.name.split(","), "points": len(merged)})
+            out = write_outputs(list(merged.values()), results, args.merge, command, doc=args.doc,
+                                doc_section=args.merge, commit=json.loads(path.read_text())["git_commit"])
+            print(", ".join(str(p) for p in [path, *out.values()]))
         if args.readme is not None:
             from nscodec.rd.report import readme_status, update_readme
 

@@ -326,13 +326,15 @@ def markdown_table(rows: Sequence[Dict[str, Any]], command: str = "", commit: st
 
 def write_outputs(rows: Sequence[Dict[str, Any]], results: Path, name: str, command: str, doc: Optional[Path] = None,
                   doc_section: Optional[str] = None, commit: Optional[str] = None, total: Optional[int] = None) -> Dict[str, Path]:
-    """Write ``<name>.md`` (table) and ``<name>.png`` (RD plot; skipped with a message when matplotlib is missing)
+    """Write ``<name>.md`` (table) and one RD plot per scene, ``<name>.png`` for one scene or ``<name>-<scene>.png``
+    (skipped with a message when matplotlib is missing)
     under ``results``; with ``doc``, also the ``doc_section`` (default ``name``) block of that Markdown file: a heading,
     the table and the plot. ``commit``: the git commit to print (default: the current checkout's); ``total``: the sweep's number of points, when
     ``rows`` holds only those measured so far.
 
     Returns:
-        ``{"table": path, "plot": path}`` (``plot`` absent when not written).
+        ``{"table": path, "plot": path, "plot:SCENE": path, ...}``: the table, the first plot and each scene's plot
+        (no plot keys when matplotlib is missing).
     """
     from nscodec.rd.plot import plot_series, series_from_rows
 
@@ -351,19 +353,24 @@ def write_outputs(rows: Sequence[Dict[str, Any]], results: Path, name: str, comm
     table += "\nBjøntegaard deltas against the post-hoc curve of the TensoRF base (PCHIP fit, `nscodec.rd.bd`):\n\n" + bd_table(rows)
     out = {"table": results / f"{name}.md"}
     out["table"].write_text(f"# {heading}\n\n" + table)
-    try:
-        out["plot"] = plot_series(series_from_rows(r for r in rows if r.get("status") == "ok"), results / f"{name}.png",
-                                  f"{name}: {', '.join(scenes)}")
+    plots: Dict[str, Path] = {}
+    try:  # one RD plot per scene (NAME.png for a one-scene sweep, NAME-SCENE.png otherwise)
+        for scene in sorted({r["scene"] for r in ok}):
+            path = results / (f"{name}.png" if len(scenes) == 1 else f"{name}-{scene}.png")
+            plots[scene] = plot_series(series_from_rows(r for r in ok if r["scene"] == scene), path, f"{name}: {scene}")
     except ImportError:
         print("nscodec rd: matplotlib not installed, no plot (pip install 'nscodec[bench]')", file=sys.stderr)
+    if plots:
+        out["plot"] = next(iter(plots.values()))
+        out.update({f"plot:{scene}": path for scene, path in plots.items()})
     if doc is not None:
         from nscodec.rd.results import update_markdown_section
 
         plot = ""
-        if "plot" in out:
+        for scene, path in plots.items():
             try:
-                plot = f"\n![{name}]({os.path.relpath(out['plot'], Path(doc).resolve().parent)})\n"
+                plot += f"\n![{name}: {scene}]({os.path.relpath(path, Path(doc).resolve().parent)})\n"
             except ValueError:
-                plot = ""
+                pass
         update_markdown_section(Path(doc), doc_section or name, f"## {heading}\n\n" + table + plot)
     return out
