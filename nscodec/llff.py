@@ -228,5 +228,5 @@ def near_far_from_bounds(bounds: np.ndarray, corner_tan: float, margin: float = 
 
 
 llff_dataparser = DataParserSpecification(
-    config=LLFFDataParserConfig(), description="Forward-facing LLFF capture (poses_bounds.npy + images/), by nscodec"
+    config=LLFFDataParserConfig(), description="LLFF capture, forward-facing or 360° (poses_bounds.npy + images/), by nscodec"
 )

@@ -61,11 +61,13 @@ def bd_table(rows: Sequence[Dict[str, Any]]) -> str:
 
 
 def _default_point(rows: Sequence[Dict[str, Any]], method: str, scene: str) -> Optional[Dict[str, Any]]:
-    """The row of ``method``'s preset point on ``scene`` (its default knob values, seed 0), else its best PSNR."""
+    """The row of ``method``'s preset point on ``scene`` (its default knob values, seed 0), else its best PSNR; for a
+    method measured only as another's base, its uncompressed (baseline) point."""
     spec = METHODS[method]
     mine = [r for r in _ok(rows) if r["method"] == method and r["scene"] == scene and r.get("role") == "method"]
-    if not mine:
-        return None
+    if not mine:  # a method measured only as a base (nscodec-tensorf under ectensorf): its uncompressed point
+        mine = [r for r in _ok(rows) if r["method"] == method and r["scene"] == scene and r.get("role") == "baseline"]
+        return mine[0] if mine else None
     seed0 = [r for r in mine if r.get("seed", 0) == 0] or mine
     default = [r for r in seed0 if all(str(r.get("settings", {}).get(k)) in v for k, v in spec.default_grid.items())]
     return (default or sorted(seed0, key=lambda r: -r["psnr"]))[0]
