@@ -16,7 +16,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, git_commit, record, update_doc_section  # noqa: E402
 
 FOX = ROOT.parent / "shared/data/nerfstudio/fox"

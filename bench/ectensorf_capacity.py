@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ectensorf_sweep_base  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, device_string, git_commit, ns_train_flags  # noqa: E402
 
 from nscodec.tools.export import export_from_config, load_run  # noqa: E402

@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, ns_train_flags, record, update_doc_section  # noqa: E402
 
 BIN = Path(sys.executable).parent

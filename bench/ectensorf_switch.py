@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, device_string, ectensorf_sweep_base, git_commit  # noqa: E402
 
 OUT = ROOT / "bench/results/ectensorf_switch.json"

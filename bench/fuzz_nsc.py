@@ -53,7 +53,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import ROOT, git_commit, record, update_doc_section  # noqa: E402
 
 RUNS = ROOT / "bench" / "runs" / "fuzz"

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import record, update_doc_section  # noqa: E402
 
 

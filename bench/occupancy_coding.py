@@ -11,14 +11,12 @@ Results: ``bench/results/occupancy_coding.json`` and a table in ``docs/benchmark
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, record, update_doc_section  # noqa: E402
 
 

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT  # noqa: E402
 
 from nscodec.rd.plot import plot_series, series_from_rows  # noqa: E402

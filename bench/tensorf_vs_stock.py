@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, record, update_doc_section  # noqa: E402
 
 

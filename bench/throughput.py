@@ -24,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, apply_model_set, git_commit, record, update_doc_section  # noqa: E402
 
 #: methods whose grid core has C++ kernels (the others run one point, with whatever NSCODEC_KERNELS says)

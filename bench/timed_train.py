@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import stub_lpips, train_timed  # noqa: E402
 
 

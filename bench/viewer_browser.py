@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import ROOT, record  # noqa: E402
 
 BIN = Path(sys.executable).parent
