@@ -121,6 +121,9 @@ def test_a_rerun_skips_finished_points_and_retries_failed_ones(local_sweep):
     (["--methods", "vqad", "--set", "vqad:grid-mode=octree"], "bad value 'octree' for grid-mode"),
     (["--methods", "ectensorf", "--posthoc", "uniform"], "unknown codec 'uniform'"),
     (["--methods", "ectensorf", "--test-views", "0"], "--test-views"),
+    (["--methods", "ectensorf", "--budget", "-2"], "--budget must be a positive multiple"),
+    (["--methods", "ectensorf", "--budget", "four"], "--budget must be a number"),
+    (["--methods", "ectensorf", "--budget", "4", "--steps", "100"], "not both"),
 ])
 def test_bad_input_is_one_error_before_anything_runs(argv, message, scene, tmp_path, capsys):
     from nscodec.cli import main
@@ -324,3 +327,23 @@ def test_report_only_merges_sweeps_into_one_record_with_a_plot_per_scene(tmp_pat
     assert table.count("| ok |") == 4 and "Bjøntegaard" in table
     assert (tmp_path / "m-lego.png").stat().st_size > 1000 and (tmp_path / "m-flower.png").stat().st_size > 1000
     assert not (tmp_path / "a.md").exists()  # merging writes the merged outputs only
+
+
+def test_a_budget_multiplies_each_presets_steps_and_its_base_trains_as_long(scene, tmp_path):
+    """``--budget 4``: every method trains 4× its own preset's steps (vqad's 3,600 and shacira's 1,800 alike), its
+    schedules end at the new last step, its uncompressed base trains as long; budget 1 leaves the points' keys alone."""
+    from nscodec.rd.spec import _flag_values, _preset
+
+    methods = ["shacira", "vqad", "ectensorf"]
+    one = build_sweep(methods, [scene], workdir=tmp_path)
+    four = build_sweep(methods, [scene], budget=4, workdir=tmp_path)
+    assert [p.key for p in build_sweep(methods, [scene], budget=1.0, workdir=tmp_path).points] == [p.key for p in one.points]
+    assert not {p.key for p in one.points} & {p.key for p in four.points}
+    for p in four.points:
+        vals = _flag_values(p.train_flags)
+        owner = p.method if p.role == "method" else next(q.method for q in four.points if q.baseline_key == p.key)
+        total = 4 * _preset(owner).max_num_iterations
+        assert vals["max-num-iterations"] == str(total), (p.key, vals)
+        assert all(v == str(total) for k, v in vals.items() if k.endswith("scheduler.max-steps")), vals
+    ec = next(p for p in four.points if p.method == "ectensorf")
+    assert _flag_values(ec.train_flags)["pipeline.model.stage1-steps"] == str(4 * _preset("ectensorf").pipeline.model.stage1_steps)

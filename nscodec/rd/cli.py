@@ -32,10 +32,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD:KEY=V1,V2",
                    help="sweep a setting (an ns-train config field, model fields without 'pipeline.model.'); repeat for a "
                         f"grid (cartesian product). Rate knobs: {knobs}")
-    p.add_argument("--spec", type=Path, default=None, help="JSON/YAML spec file (keys: methods, set, scenes, seeds, steps, "
+    p.add_argument("--spec", type=Path, default=None, help="JSON/YAML spec file (keys: methods, set, scenes, seeds, steps, budget, "
                                                            "rays, scale, test_views, posthoc, baselines)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (--machine.seed; default 0)")
     p.add_argument("--steps", type=int, default=None, help="training steps of every point (default: each preset's)")
+    p.add_argument("--budget", type=str, default=None,
+                   help="a multiple of each method's preset steps (e.g. 4: every point and its base train 4x their "
+                        "preset's steps, schedules rescaled; default 1); not with --steps")
     p.add_argument("--rays", type=int, default=None, help="rays per batch (default: each preset's)")
     p.add_argument("--scale", type=float, default=None, help="camera resolution scale factor (default 1)")
     p.add_argument("--test-views", default=None, help="'all' (default) or N evenly spaced test views")
@@ -62,6 +65,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
     p.add_argument("--allow-dirty", action="store_true",
                    help="run from a tree with uncommitted code (rows are marked dirty; the README generator refuses them)")
+
+
+def _budget(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        from nscodec.rd.spec import SpecError
+
+        raise SpecError(f"--budget must be a number (a multiple of each preset's steps), got {value!r}") from None
 
 
 def build_from_args(args: argparse.Namespace):
@@ -103,6 +115,7 @@ def build_from_args(args: argparse.Namespace):
     posthoc = pick(args.posthoc, "posthoc", DEFAULT_POSTHOC)
     return build_sweep(methods, [scenes] if isinstance(scenes, (str, dict)) else list(scenes), grid, seeds=seeds,
                        steps=pick(args.steps, "steps", None), rays=pick(args.rays, "rays", None),
+                       budget=_budget(pick(args.budget, "budget", 1.0)),
                        scale=float(pick(args.scale, "scale", 1.0)), test_views=str(pick(args.test_views, "test_views", "all")),
                        baselines=bool(pick(args.baselines, "baselines", True)),
                        posthoc=parse_posthoc(posthoc if isinstance(posthoc, str) else ",".join(posthoc)),

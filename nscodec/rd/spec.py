@@ -20,6 +20,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import re
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -177,7 +178,7 @@ def parse_posthoc(text: str) -> List[Dict[str, str]]:
 
 def load_spec_file(path: Path) -> Dict[str, Any]:
     """A sweep spec file (JSON, or YAML when the name ends in .yml/.yaml): a mapping with any of the keys
-    ``methods`` (list), ``set`` (``{method: {key: [values]}}``), ``scenes``, ``seeds``, ``steps``, ``rays``, ``scale``,
+    ``methods`` (list), ``set`` (``{method: {key: [values]}}``), ``scenes``, ``seeds``, ``steps``, ``budget``, ``rays``, ``scale``,
     ``test_views``, ``posthoc``, ``baselines`` (bool). Setting values become strings as on the command line (a number
     through ``str``: write ``"1e-5"`` to keep that spelling in the point's key and command, 1e-5 gives ``1e-05``).
 
@@ -196,7 +197,7 @@ def load_spec_file(path: Path) -> Dict[str, Any]:
             data = json.loads(path.read_text())
     except Exception as err:
         raise SpecError(f"spec file {path} is not valid {'YAML' if path.suffix in ('.yml', '.yaml') else 'JSON'}: {err}") from None
-    allowed = {"methods", "set", "scenes", "seeds", "steps", "rays", "scale", "test_views", "posthoc", "baselines"}
+    allowed = {"methods", "set", "scenes", "seeds", "steps", "budget", "rays", "scale", "test_views", "posthoc", "baselines"}
     if not isinstance(data, dict) or set(data) - allowed:
         bad = sorted(set(data) - allowed) if isinstance(data, dict) else "not a mapping"
         raise SpecError(f"spec file {path}: unknown keys {bad} (allowed: {', '.join(sorted(allowed))})")
@@ -454,7 +455,7 @@ def _normalize(method: str, settings: Dict[str, str]) -> Dict[str, str]:
 def build_sweep(methods: Sequence[str], scenes: Sequence[Path], grid: Optional[Dict[str, Dict[str, List[str]]]] = None,
                 seeds: Sequence[int] = (0,), steps: Optional[int] = None, rays: Optional[int] = None, scale: float = 1.0,
                 test_views: str = "all", baselines: bool = True, posthoc: Sequence[Dict[str, str]] = (),
-                workdir: Path = Path("outputs/rd")) -> Sweep:
+                workdir: Path = Path("outputs/rd"), budget: float = 1.0) -> Sweep:
     """Expand and validate a sweep: methods × (cartesian product of each method's ``grid``, else its default) ×
     scenes × seeds, plus (``baselines``) each method's uncompressed baseline trained with the same step budget, and
     for ectensorf the ``posthoc`` codecs of that base.
@@ -464,6 +465,9 @@ def build_sweep(methods: Sequence[str], scenes: Sequence[Path], grid: Optional[D
         scenes: dataset directories or :class:`Scene` s / spec mappings (:func:`parse_scene`).
         grid: ``{method: {setting: [values]}}`` (see :func:`parse_set`).
         steps: training steps of every point (None: each preset's own); ``rays``: rays per batch (None: preset).
+        budget: a multiple of each method's own preset steps (its equal budget): 4 trains every point, and the
+            baseline with it, 4× its preset's steps, schedules rescaled as with ``steps``; 1 changes nothing (and
+            keeps the points' keys). Not together with ``steps``.
         scale: camera resolution scale factor; ``test_views``: ``"all"`` or a count of evenly spaced test views.
         workdir: where runs are cached (not created here).
 
@@ -472,9 +476,9 @@ def build_sweep(methods: Sequence[str], scenes: Sequence[Path], grid: Optional[D
 
     Raises:
         SpecError: unknown method, unknown setting or ill-typed value, a missing or malformed scene directory, bad
-            seeds / steps / test views.
+            seeds / steps / test views / budget.
     """
-    grid = grid or {}
+    grid = {m: dict(kv) for m, kv in (grid or {}).items()}
     if not methods:
         raise SpecError("no methods given (--methods)")
     for m in methods:
@@ -495,6 +499,15 @@ def build_sweep(methods: Sequence[str], scenes: Sequence[Path], grid: Optional[D
         test_views = str(int(test_views))
     if steps is not None and steps < 1:
         raise SpecError(f"--steps must be positive, got {steps}")
+    if not (isinstance(budget, (int, float)) and math.isfinite(budget) and 0 < budget <= 1000):
+        raise SpecError(f"--budget must be a positive multiple of the presets' steps (at most 1000), got {budget!r}")
+    if budget != 1:
+        if steps is not None:
+            raise SpecError("give --steps (the same steps for every method) or --budget (a multiple of each preset's), not both")
+        for m in methods:
+            if "max-num-iterations" not in grid.get(m, {}):
+                total = max(1, int(round(_preset(m).max_num_iterations * budget)))
+                grid[m] = {**grid.get(m, {}), "max-num-iterations": [str(total)]}
     if not seeds:
         raise SpecError("no seeds given")
 
