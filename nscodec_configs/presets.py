@@ -21,8 +21,10 @@ def ectensorf_paper():
     return ectensorf_trainer_config(
         "ectensorf-paper", stage1_steps=30000, stage2_steps=30000, init_resolution=128, final_resolution=300,
         upsampling_iters=(2000, 3000, 4000, 5500, 7000),
-        # the paper's architecture and entropy model (the CPU default differs: ECTensoRFModelConfig's docstring)
+        # the paper's architecture and entropy model (the CPU default differs: ECTensoRFModelConfig's docstring):
+        # 1/4 latents, the masked prior, unit latent steps, stage 2 from zero latents, an unbounded occupancy grid
         latent_downsample=4, use_mask=True, recon_weight=0.01, rate_lambda=1e-3, decoder_hidden=64,
+        learn_latent_step=False, latent_prefit_steps=0, bound_stage2_occupancy=False,
     )
 
 

@@ -243,7 +243,12 @@ def test_stage2_occupancy_updates_never_add_cells_outside_the_stage1_grid(traine
         model.field.density_at = lambda p: torch.full(p.shape[:1], 1e3)  # fog everywhere
         model.update_occupancy()
         assert torch.equal(model.occupancy.occupied, bound & model.occupancy.visible)
+        model.config.bound_stage2_occupancy = False  # ectensorf-paper: the grid follows the decoded planes alone
+        model.update_occupancy()
+        assert model.occupancy_bound() is None
+        assert int((model.occupancy.occupied & ~bound).sum()) > 0
     finally:
+        model.config.bound_stage2_occupancy = True
         del model.field.density_at  # back to the class's method
         model.occupancy.load_state_dict(saved)
     assert "codec.occupancy_bound" in model.state_dict()

@@ -71,11 +71,12 @@ STACKS = ("density", "color")
 class ECTensoRFModelConfig(NscTensoRFModelConfig):
     """Config of :class:`ECTensoRFModel`: CPU-sized defaults (lego 200², 1,200 + 600 steps).
 
-    Four choices differ from the paper because they measured better at this budget (docs/benchmarks.md, "stage-2
+    Five choices differ from the paper because they measured better at this budget (docs/benchmarks.md, "stage-2
     probes" and the RD sweep): latents at 1/2 of the plane resolution (``latent_downsample``), no mask
-    (``use_mask``), a learned latent quantization step (``learn_latent_step``), and stage-2 occupancy updates bounded
-    by the pretrained grid (:meth:`ECTensoRFModel.occupancy_bound`). ``ns-train ectensorf-paper`` keeps the paper's
-    1/4 latents and masked entropy model."""
+    (``use_mask``), a learned latent quantization step (``learn_latent_step``), a plane-only prefit of the latents
+    at the switch (``latent_prefit_steps``), and stage-2 occupancy updates bounded by the pretrained grid
+    (``bound_stage2_occupancy``). ``ns-train ectensorf-paper`` turns all five back to the paper's (1/4 latents, the
+    masked entropy model, unit steps, zero latents, an unbounded grid), with its schedule."""
 
     _target: Type = field(default_factory=lambda: ECTensoRFModel)
     #: 8 samples per training ray on captures: faster than 12 at about equal quality on fox (docs/benchmarks.md,
@@ -131,6 +132,9 @@ class ECTensoRFModelConfig(NscTensoRFModelConfig):
     """Learn one quantization step per latent channel (see the module docstring; not in the paper). Off = the
     paper's unit step, where the scale the decoder settles at in the plane-only prefit fixes the precision: most
     latents then round to 0 and a smaller λ buys no PSNR (docs/benchmarks.md)."""
+    bound_stage2_occupancy: bool = True
+    """Stage-2 occupancy updates only carve inside the grid of the pretrained field (:meth:`ECTensoRFModel.occupancy_bound`;
+    not in the paper). Off: stage 2 updates its grid from the decoded planes alone, as stage 1 does."""
     rate_knots: int = 0
     """Training rate of the latents through :meth:`~nscodec.coding.entropy_models.FactorizedPrior.rate`'s
     tabulated path: ``-log2 P`` exact at this many knots per latent channel, linear in between (the density network
@@ -317,8 +321,9 @@ class ECTensoRFModel(NscTensoRFModel):
         return not self.stage2
 
     def occupancy_bound(self) -> Optional[Tensor]:
-        """Stage 2: the grid at the stage switch ``[G, G, G]`` bool (updates only carve inside it); stage 1: None."""
-        return self.codec.occupancy_bound if self.stage2 else None
+        """Stage 2: the grid at the stage switch ``[G, G, G]`` bool (updates only carve inside it); stage 1, or
+        ``bound_stage2_occupancy`` off: None."""
+        return self.codec.occupancy_bound if self.stage2 and self.config.bound_stage2_occupancy else None
 
     # ------------------------------------------------------------------------------------------ decoding
     def tau(self) -> float:
