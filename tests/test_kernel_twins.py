@@ -96,6 +96,29 @@ def test_dense_level_kernels_match_the_torch_twin(kernels, res):
     torch.testing.assert_close(G_k, G_t, rtol=1e-5, atol=1e-5)
 
 
+def test_non_finite_and_outside_positions_read_inside_the_tables_in_kernel_and_twin(kernels):
+    """A NaN / inf / out-of-box sample reads the grid at its clamped position, NaN as 0, in the kernels as in the
+    twins, never outside a table (a NaN used to become an arbitrary vertex id in the C++ kernels)."""
+    mod = kernels["grid"]
+    bad = torch.tensor([[float("nan"), 0.5, 0.5], [0.5, float("inf"), 0.5], [0.5, 0.5, -float("inf")],
+                        [1.5, -0.2, 0.5], [float("nan")] * 3, [1e30, -1e30, 2.0]])
+    clamped = torch.tensor([[0.0, 0.5, 0.5], [0.5, 1.0, 0.5], [0.5, 0.5, 0.0], [1.0, 0.0, 0.5], [0.0] * 3,
+                            [1.0, 0.0, 1.0]])
+    for res in (5, 70):
+        lin_k, w_k = mod.dense_level_corners(bad, res)
+        lin_t, w_t = _torch_impl.dense_corners(bad, res)
+        assert torch.equal(lin_k, lin_t) and torch.equal(lin_k, mod.dense_level_corners(clamped, res)[0])
+        assert int(lin_k.min()) >= 0 and int(lin_k.max()) < (res + 1) ** 3 and torch.isfinite(w_k).all()
+        torch.testing.assert_close(w_k, w_t, rtol=0, atol=1e-7)
+    levels, rows = _levels()
+    table = torch.randn(rows, 2)
+    out = _wrapper._HashEncodeCpp.apply(table, bad, levels, 4, kernels["grid"])
+    torch.testing.assert_close(out, _torch_impl.hash_encode(bad, table, levels, 4), rtol=0, atol=1e-6)
+    torch.testing.assert_close(out, _torch_impl.hash_encode(clamped, table, levels, 4), rtol=0, atol=1e-6)
+    idx, _ = _torch_impl.hash_corners(bad, levels)
+    assert int(idx.min()) >= 0 and int(idx.max()) < rows
+
+
 @pytest.mark.parametrize("mode", ["vq", "float", "hash"])
 def test_vq_grid_lookups_and_gradients_match_between_kernel_and_twin(kernels, monkeypatch, mode):
     from nscodec.vqad.grid import MultiLevelVQGrid

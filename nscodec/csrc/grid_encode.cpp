@@ -24,6 +24,10 @@ struct HashLevels {
   uint32_t mask;          // T - 1 (T a power of two)
 };
 
+// A position coordinate clamped to [0, 1], NaN read as 0: a non-finite sample
+// must never index outside a table (the torch twin does the same: _torch_impl.unit_positions).
+inline float unit(float v) { return v >= 0.0f ? (v <= 1.0f ? v : 1.0f) : 0.0f; }
+
 // The 8 rows and trilinear weights of point p at level l, in nerfstudio's corner order k = 4a + 2b + c
 // (a, b, c: x, y, z; 0 = floor, 1 = ceil) with weights (wx * wy) * wz, as HashEncoding.pytorch_fwd.
 inline void hash_corners(const float* p, int l, const HashLevels& lv, int64_t* rows, float* wts) {
@@ -31,7 +35,7 @@ inline void hash_corners(const float* p, int l, const HashLevels& lv, int64_t* r
   int32_t lo[3], hi[3];
   float w[3][2];
   for (int d = 0; d < 3; ++d) {
-    const float v = p[d] * s;
+    const float v = unit(p[d]) * s;
     const float f = std::floor(v);
     lo[d] = static_cast<int32_t>(f);
     hi[d] = static_cast<int32_t>(std::ceil(v));
@@ -152,7 +156,7 @@ inline void dense_corners(const float* p, int64_t res, int64_t* lin, float* wts)
   int64_t i0[3];
   float w[3][2];
   for (int d = 0; d < 3; ++d) {
-    const float q = std::min(std::max(p[d], 0.0f), 1.0f) * static_cast<float>(res);
+    const float q = unit(p[d]) * static_cast<float>(res);
     float f = std::floor(q);
     f = std::min(std::max(f, 0.0f), static_cast<float>(res - 1));
     i0[d] = static_cast<int64_t>(f);

@@ -45,14 +45,20 @@ class HashLevels:
         return int(self.scale.shape[0])
 
 
+def unit_positions(x: Tensor) -> Tensor:
+    """``x`` clamped to ``[0, 1]``, NaN read as 0 (as the kernels do): a non-finite sample never indexes outside a
+    table."""
+    return torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0).clamp(0.0, 1.0)
+
+
 def hash_corners(x: Tensor, levels: HashLevels) -> Tuple[Tensor, Tensor]:
     """Rows ``[N, L, 8]`` (int64) and trilinear weights ``[N, L, 8]`` of the 8 vertices around each point.
 
     Args:
-        x: ``[N, 3]`` float32 positions in ``[0, 1]^3``.
+        x: ``[N, 3]`` float32 positions in ``[0, 1]^3`` (clamped, NaN read as 0: :func:`unit_positions`).
         levels: the grid's :class:`HashLevels`.
     """
-    scaled = x[:, None, :] * levels.scale.to(x)[None, :, None]  # [N, L, 3]
+    scaled = unit_positions(x)[:, None, :] * levels.scale.to(x)[None, :, None]  # [N, L, 3]
     lo = torch.floor(scaled)
     off = scaled - lo
     c = torch.stack([lo.to(torch.int32), torch.ceil(scaled).to(torch.int32)], dim=-1)  # [N, L, 3, 2]
@@ -109,10 +115,10 @@ def dense_corners(x: Tensor, res: int) -> Tuple[Tensor, Tensor]:
     """Vertex ids ``[S, 8]`` (int64, x-major) and trilinear weights ``[S, 8]`` of a dense level of ``res`` cells.
 
     Args:
-        x: ``[S, 3]`` positions in ``[0, 1]^3`` (clamped).
+        x: ``[S, 3]`` positions in ``[0, 1]^3`` (clamped, NaN read as 0: :func:`unit_positions`).
         res: cells per axis (``res + 1`` vertices).
     """
-    p = x.clamp(0.0, 1.0) * res
+    p = unit_positions(x) * res
     i0 = p.floor().clamp(0, res - 1)
     frac = p - i0
     i0 = i0.long()
