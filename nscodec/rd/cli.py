@@ -164,7 +164,7 @@ def rd_command(args: argparse.Namespace) -> int:
                                  extra={"sources": args.name.split(","), "points": len(merged)})
             out = write_outputs(list(merged.values()), results, args.merge, command, doc=args.doc,
                                 doc_section=args.merge, commit=json.loads(path.read_text())["git_commit"])
-            print(", ".join(str(p) for p in [path, *out.values()]))
+            print(", ".join(dict.fromkeys(str(p) for p in [path, *out.values()])))
         if args.readme is not None:
             from nscodec.rd.report import readme_status, update_readme
 
