@@ -31,6 +31,28 @@ def test_weights_match_per_ray_loop():
         torch.testing.assert_close(w[sel], T * (1 - torch.exp(-tau)))
 
 
+def test_an_infinite_density_stays_within_its_own_ray_and_gives_finite_gradients():
+    """trunc_exp overflows to an infinite density past ~88; the packed prefix sum used to turn it into NaN for every
+    later ray of the batch (inf - inf), and the NaN gradient into NaN weights (a vqad training on flower died of it)."""
+    ray_idx, t0, t1, sigma, n = _packed(n_rays=20, max_k=9, seed=3)
+    first = int((ray_idx == 0).nonzero()[0])
+    clean = ref.render_weight_from_density(t0, t1, sigma, ray_idx, n)
+    x = torch.log(sigma).clone().requires_grad_(True)
+    from nerfstudio.field_components.activations import trunc_exp
+
+    boosted = torch.where(torch.arange(x.numel()) == first, x + 200.0, x)  # exp(200) = inf in float32
+    sig = trunc_exp(boosted)
+    assert torch.isinf(sig[first])
+    w, trans, alpha = ref.render_weight_from_density(t0, t1, sig, ray_idx, n)
+    assert torch.isfinite(w).all() and torch.isfinite(trans).all() and torch.isfinite(alpha).all()
+    later = ray_idx != 0
+    torch.testing.assert_close(w[later], clean[0][later], rtol=0, atol=1e-6)  # other rays: as without it
+    assert w[first] == trans[first] and alpha[first] == 1.0  # the sample takes what is left of its ray
+    assert (w[(ray_idx == 0) & (torch.arange(x.numel()) > first)] < 1e-40).all()  # nothing passes it
+    (g,) = torch.autograd.grad(w.sum(), x)
+    assert torch.isfinite(g).all()
+
+
 def test_exclusive_sum_is_independent_of_preceding_rays():
     """A ray's transmittance must not depend on how much optical depth came before it in the packed array."""
     ray_idx, t0, t1, sigma, n = _packed(n_rays=50, max_k=40, seed=1)

@@ -57,6 +57,10 @@ def exclusive_sum_packed(inputs: Tensor, ray_indices: Tensor, n_rays: int) -> Te
     return (exclusive - ray_offset[ray_indices]).to(inputs.dtype)
 
 
+#: the largest optical depth ``sigma · delta`` of one sample in :func:`render_weight_from_density`
+TAU_MAX = 100.0
+
+
 def render_weight_from_density(
     t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, ray_indices: Tensor, n_rays: int
 ) -> Tuple[Tensor, Tensor, Tensor]:
@@ -69,9 +73,14 @@ def render_weight_from_density(
         n_rays: number of rays ``R``.
 
     Returns:
-        ``weights [S]``, ``transmittance [S]`` (before the sample), ``alphas [S]``.
+        ``weights [S]``, ``transmittance [S]`` (before the sample), ``alphas [S]``. A sample's optical depth is
+        capped at :data:`TAU_MAX` (its alpha is 1 either way in float32), so an infinite density stays within its
+        own ray (nerfacc's per-ray scan on CUDA has no cross-ray sum to spoil).
     """
-    tau = sigmas * (t_ends - t_starts)
+    # optical depth per sample, at most TAU_MAX: exp(-TAU_MAX) is 0 in float32, so the render is unchanged, while an
+    # infinite density (trunc_exp overflows past ~88) would make the packed prefix sum inf - inf = NaN for every
+    # later ray of the batch, and a huge finite one would cost them the float64 sum's precision
+    tau = torch.nan_to_num(sigmas * (t_ends - t_starts), posinf=TAU_MAX).clamp_max(TAU_MAX)
     trans = torch.exp(-exclusive_sum_packed(tau, ray_indices, n_rays))
     alphas = 1.0 - torch.exp(-tau)
     return trans * alphas, trans, alphas
