@@ -45,18 +45,20 @@ def plot_series(series: Series, out: Path, title: str = "") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, pts in series.items():
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
+    colours = plt.get_cmap("tab10").colors + plt.get_cmap("tab20").colors[1::2]  # 20 distinct colours
+    for i, (label, pts) in enumerate(series.items()):
         xs, ys = zip(*pts)
-        ax.plot(xs, ys, marker="o" if len(pts) > 1 else "*", markersize=5 if len(pts) > 1 else 11,
+        base = "uncompressed" in label or "post-hoc" in label  # a baseline: a star; a method: dots (a line for a curve)
+        ax.plot(xs, ys, marker="*" if base else "o", markersize=11 if base else 6, color=colours[i % 20],
                 linestyle="-" if len(pts) > 1 else "none", label=label)
     ax.set_xscale("log")
     ax.set_xlabel("file size (KB, .nsc on disk)")
     ax.set_ylabel("test PSNR (dB)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    if series:
-        ax.legend(fontsize=8)
+    if series:  # beside the axes, so no point hides behind it
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
