@@ -151,7 +151,7 @@ def rd_command(args: argparse.Namespace) -> int:
             if args.readme is None and not args.merge:
                 out = write_outputs(saved["rows"], results, name, saved["command"], doc=args.doc, doc_section=name,
                                     commit=saved.get("git_commit"), total=saved.get("points"))
-                print(", ".join(str(p) for p in out.values()))
+                print(", ".join(dict.fromkeys(str(p) for p in out.values())))
         if args.merge:  # one record, table and per-scene plots from several sweeps (a point measured twice: the later)
             from nscodec.rd.results import write_results
 
