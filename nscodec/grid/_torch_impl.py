@@ -48,7 +48,7 @@ class HashLevels:
 def unit_positions(x: Tensor) -> Tensor:
     """``x`` clamped to ``[0, 1]``, NaN read as 0 (as the kernels do): a non-finite sample never indexes outside a
     table."""
-    return torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0).clamp(0.0, 1.0)
+    return torch.nan_to_num(x, nan=0.0).clamp(0.0, 1.0)
 
 
 def hash_corners(x: Tensor, levels: HashLevels) -> Tuple[Tensor, Tensor]:

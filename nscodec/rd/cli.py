@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict
 
-from nscodec.rd.spec import METHODS
+from nscodec.rd.spec import METHODS, SpecError
 
 DEFAULT_POSTHOC = "fp16-zstd,uniform8,kmeans8"
 
@@ -71,8 +71,6 @@ def _budget(value: Any) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
-        from nscodec.rd.spec import SpecError
-
         raise SpecError(f"--budget must be a number (a multiple of each preset's steps), got {value!r}") from None
 
 
@@ -82,7 +80,7 @@ def build_from_args(args: argparse.Namespace):
     Raises:
         SpecError: any bad input (see :func:`nscodec.rd.spec.build_sweep`).
     """
-    from nscodec.rd.spec import SpecError, build_sweep, load_spec_file, parse_posthoc, parse_set
+    from nscodec.rd.spec import build_sweep, load_spec_file, parse_posthoc, parse_set
 
     spec: Dict[str, Any] = load_spec_file(args.spec) if args.spec else {}
 
@@ -138,7 +136,6 @@ def rd_command(args: argparse.Namespace) -> int:
         import json
 
         from nscodec.rd.runner import write_outputs
-        from nscodec.rd.spec import SpecError
 
         results = args.results or args.workdir or Path("outputs/rd") / args.name
         rows = []
@@ -162,8 +159,7 @@ def rd_command(args: argparse.Namespace) -> int:
             command = "nscodec " + shlex.join(args.argv if args.argv is not None else sys.argv[1:])
             path = write_results(results / f"{args.merge}.json", args.merge, list(merged.values()), command,
                                  extra={"sources": args.name.split(","), "points": len(merged)})
-            out = write_outputs(list(merged.values()), results, args.merge, command, doc=args.doc,
-                                doc_section=args.merge, commit=json.loads(path.read_text())["git_commit"])
+            out = write_outputs(list(merged.values()), results, args.merge, command, doc=args.doc, doc_section=args.merge)
             print(", ".join(dict.fromkeys(str(p) for p in [path, *out.values()])))
         if args.readme is not None:
             from nscodec.rd.report import readme_status, update_readme

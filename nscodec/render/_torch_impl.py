@@ -77,10 +77,11 @@ def render_weight_from_density(
         capped at :data:`TAU_MAX` (its alpha is 1 either way in float32), so an infinite density stays within its
         own ray (nerfacc's per-ray scan on CUDA has no cross-ray sum to spoil).
     """
-    # optical depth per sample, at most TAU_MAX: exp(-TAU_MAX) is 0 in float32, so the render is unchanged, while an
-    # infinite density (trunc_exp overflows past ~88) would make the packed prefix sum inf - inf = NaN for every
-    # later ray of the batch, and a huge finite one would cost them the float64 sum's precision
-    tau = torch.nan_to_num(sigmas * (t_ends - t_starts), posinf=TAU_MAX).clamp_max(TAU_MAX)
+    # optical depth per sample, at most TAU_MAX: exp(-TAU_MAX) is below float32's normal range, so the render is
+    # unchanged, while an infinite density (trunc_exp overflows past ~88) would make the packed prefix sum
+    # inf - inf = NaN for every later ray of the batch, and a huge finite one would cost them the float64 sum's
+    # precision; NaN (inf · 0 on an empty interval) counts as 0
+    tau = torch.nan_to_num(sigmas * (t_ends - t_starts), nan=0.0).clamp_max(TAU_MAX)
     trans = torch.exp(-exclusive_sum_packed(tau, ray_indices, n_rays))
     alphas = 1.0 - torch.exp(-tau)
     return trans * alphas, trans, alphas
